@@ -1,0 +1,289 @@
+"""The user-facing stream: windows of a source, shuffled, batched, in the background."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._batch import Batch
+from ._units import format_bytes, parse_bytes
+from .engine import Engine, EpochReport, StreamLayout, build_layout, plan_budget, union_dims
+from .errors import ConfigError
+from .sampling import OrderSpec, build_window_grid, normalize_shuffle, shard_range
+from .sources import ChunkedSource, open_zarr
+
+if TYPE_CHECKING:
+    from .delivery._torch import TorchStream
+
+__all__ = ["Stream"]
+
+#: Most chunk groups mixed by the automatic shuffle buffer.
+MAX_AUTO_SHUFFLE_BUFFER = 128
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+class Stream:
+    """Batches of windows cut from a source, in a shuffled order, assembled in the background.
+
+    Parameters
+    ----------
+    source
+        A :class:`~earthstream.sources.ChunkedSource` (e.g. from :func:`open_zarr`),
+        or a path/URL that is opened with :func:`open_zarr`.
+    window
+        Dim -> window length, e.g. ``{"lat": 64, "lon": 64}``; ``None`` as a length
+        takes the whole dim.  Dims not named are iterated one index per sample and
+        squeezed out of the sample.
+    stride
+        Dim -> step between window starts.  Default: the window length (windows
+        side by side) and 1 on iterated dims; e.g. ``{"time": 6}`` takes every
+        6th step.
+    variables
+        Variables to stream (default: all of the source's).
+    edges
+        ``"drop"`` (default) drops windows that do not fit; ``"pad"`` covers every
+        element, padding with each variable's fill value, and batches carry a
+        validity ``mask``.
+    stack
+        Deliver one ``(B, C, *window)`` array (``batch.stacked``) with channel
+        names (``batch.channels``) instead of one array per variable.
+    shuffle
+        ``"chunks"`` (default): chunk groups in random order, windows of
+        ``shuffle_buffer`` groups mixed, each chunk decoded once per epoch.
+        ``"full"``: uniform permutation of all windows.  ``False``: grid order.
+    seed
+        Seed of the order; the order is a pure function of ``(seed, epoch)``.
+    batch_size, drop_last
+        Windows per batch; whether to drop a last, smaller batch.
+    memory_limit
+        Bytes for decoded chunks plus queued batches, per process (e.g. ``"1GB"``).
+        Batches the consumer holds are its own.
+    prefetch
+        Batches assembled ahead of the consumer.
+    num_threads
+        Threads reading and decoding chunks (default: the CPUs available).
+    shuffle_buffer
+        Chunk groups whose windows are mixed together under ``shuffle="chunks"``.
+        Default: as many as fit in 40% of the cache, at most 128.  Set it
+        explicitly to keep the order independent of ``memory_limit``.
+
+    Examples
+    --------
+    >>> import earthstream as es
+    >>> path = es.datasets.era5_like(tmp_path / "s.zarr", n_times=8, n_lat=16, n_lon=32)
+    >>> stream = es.Stream(path, window={"lat": 8, "lon": 8}, variables=["t2m", "u10"],
+    ...                    batch_size=16, seed=1)
+    >>> len(stream), stream.n_windows
+    (4, 64)
+    >>> batch = next(iter(stream))
+    >>> batch["t2m"].shape, batch.starts["time"].shape, batch.coords["time"].dtype
+    ((16, 8, 8), (16,), dtype('<M8[ns]'))
+    """
+
+    def __init__(
+        self,
+        source: ChunkedSource | str | os.PathLike[str],
+        window: Mapping[str, int | None],
+        stride: Mapping[str, int] | None = None,
+        *,
+        variables: Sequence[str] | str | None = None,
+        edges: str = "drop",
+        stack: bool = False,
+        shuffle: bool | str = "chunks",
+        seed: int = 0,
+        batch_size: int = 32,
+        drop_last: bool = False,
+        memory_limit: int | str = "1GB",
+        prefetch: int = 2,
+        num_threads: int | None = None,
+        shuffle_buffer: int | None = None,
+    ) -> None:
+        if isinstance(source, str | os.PathLike):
+            source = open_zarr(source)
+        if variables is not None:
+            source = source.select([variables] if isinstance(variables, str) else variables)
+        infos = list(source.variables.values())
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1.")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise ConfigError(f"prefetch={prefetch!r} must be a whole number >= 1.")
+        if num_threads is not None and num_threads < 1:
+            raise ConfigError(f"num_threads={num_threads!r} must be at least 1 (or None).")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+            raise ConfigError(f"seed={seed!r} must be a non-negative whole number.")
+        order_kind = normalize_shuffle(shuffle)
+
+        sizes = union_dims(infos)
+        chunks: dict[str, int] = {}
+        for info in infos:
+            for dim, chunk in zip(info.dims, info.chunks, strict=True):
+                chunks.setdefault(dim, chunk)
+        grid = build_window_grid(sizes, window, stride, edges, chunks)
+        self._source = source
+        self._coords = {d: np.asarray(v) for d, v in source.coords.items()}
+        self.layout: StreamLayout = build_layout(infos, grid, stack=stack, coords=self._coords)
+        limit = parse_bytes(memory_limit)
+        self.budget = plan_budget(self.layout, batch_size, limit, prefetch)
+        self.num_threads = num_threads or default_threads()
+
+        block = max(1, self.layout.block_nbytes())
+        if shuffle_buffer is None:
+            auto = int(0.4 * self.budget.cache_capacity // block)
+            shuffle_buffer = max(1, min(MAX_AUTO_SHUFFLE_BUFFER, auto))
+        elif order_kind == "chunks" and 2 * shuffle_buffer * block > self.budget.cache_capacity:
+            warnings.warn(
+                f"shuffle_buffer={shuffle_buffer} mixes chunk groups of {format_bytes(block)} "
+                f"each; two buffers ({format_bytes(2 * shuffle_buffer * block)}) do not fit the "
+                f"{format_bytes(self.budget.cache_capacity)} chunk cache, so chunks will be "
+                "decoded more than once per epoch. Raise memory_limit or lower shuffle_buffer.",
+                ResourceWarning,
+                stacklevel=2,
+            )
+        self.order = OrderSpec(
+            grid=grid,
+            shuffle=order_kind,
+            seed=int(seed),
+            batch_size=batch_size,
+            drop_last=drop_last,
+            shuffle_buffer=int(shuffle_buffer),
+        )
+        self._epoch = 0
+        self._report: EpochReport | None = None
+
+    # -- description ------------------------------------------------------------------
+    @property
+    def source(self) -> ChunkedSource:
+        return self._source
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return self.layout.names
+
+    @property
+    def n_windows(self) -> int:
+        """Windows (samples) per epoch."""
+        return self.order.n_windows
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        """Every dim of the stream (windowed and iterated), in order."""
+        return self.layout.grid.dims
+
+    @property
+    def sample_dims(self) -> dict[str, tuple[str, ...]]:
+        """Each variable's sample dims (its windowed dims, in source order)."""
+        return {v.name: v.sample_dims for v in self.layout.variables}
+
+    @property
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {v.name: v.sample_shape for v in self.layout.variables}
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Channel names of the stacked array (``stack=True``)."""
+        return self.layout.channels
+
+    @property
+    def coords(self) -> Mapping[str, np.ndarray]:
+        return self._coords
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration follows (as ``DistributedSampler``)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise ConfigError(f"epoch={epoch!r} must be a non-negative whole number.")
+        self._epoch = int(epoch)
+
+    @property
+    def report(self) -> EpochReport | None:
+        """What the last (or current) pass in this process did: decodes, bytes, memory."""
+        return self._report
+
+    def __len__(self) -> int:
+        """Number of batches per epoch."""
+        return self.order.n_batches
+
+    # -- iteration ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Batch]:
+        return self.iter_shard(0, 1)
+
+    def iter_shard(
+        self, shard: int, num_shards: int, *, num_threads: int | None = None
+    ) -> Iterator[Batch]:
+        """The batches of shard ``shard`` of ``num_shards`` for the current epoch.
+
+        Shards are contiguous runs of the epoch's batches: their union is the
+        epoch, each window exactly once.
+        """
+        order = self.order.epoch(self._epoch)
+        batches = shard_range(order.n_batches, shard, num_shards)
+        engine = Engine(
+            self._source,
+            self.layout,
+            self.budget,
+            num_threads=num_threads or self.num_threads,
+            coords=self._coords,
+            lookahead=self._lookahead(),
+        )
+        runner = engine.run(order, batches, shard=shard, num_shards=num_shards)
+        self._report = engine.report
+        for batch in runner:
+            self._report = engine.report
+            yield batch
+
+    def _lookahead(self) -> int:
+        b = self.order.batch_size
+        cap = max(16, 32768 // b)  # bound planning state to ~32k windows
+        if self.order.shuffle == "chunks":
+            sizes = self.layout.grid.block_sizes()
+            unit = int(sizes.max(initial=1)) * self.order.shuffle_buffer
+            return int(min(cap, max(16, 2 * -(-unit // b) + 16)))
+        return int(
+            min(cap, max(16, 2 * self.budget.cache_capacity // max(1, self.budget.batch_nbytes)))
+        )
+
+    # -- delivery ---------------------------------------------------------------------
+    def to_torch(
+        self,
+        device: str | Any = "cpu",
+        *,
+        non_blocking: bool = True,
+        pin_memory: bool | None = None,
+    ) -> TorchStream:
+        """A ``torch.utils.data.IterableDataset`` yielding batches as tensors.
+
+        See :class:`earthstream.delivery.TorchStream`.
+        """
+        from .delivery._torch import TorchStream
+
+        return TorchStream(self, device=device, non_blocking=non_blocking, pin_memory=pin_memory)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_report"] = None
+        return state
+
+    def __repr__(self) -> str:
+        grid = self.layout.grid
+        window = ", ".join(f"{a.dim}={a.length}" for a in grid.axes if not a.squeeze)
+        iterated = ", ".join(a.dim for a in grid.axes if a.squeeze) or "none"
+        return (
+            f"<Stream {len(self.variables)} variables ({', '.join(self.variables)}); "
+            f"window {window or 'none'}; iterated {iterated}; {self.n_windows} windows in "
+            f"{len(self)} batches of {self.order.batch_size}; shuffle={self.order.shuffle!r} "
+            f"seed={self.order.seed} epoch={self._epoch}; "
+            f"memory_limit={format_bytes(self.budget.memory_limit)}>"
+        )

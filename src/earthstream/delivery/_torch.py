@@ -1,0 +1,269 @@
+"""PyTorch delivery: an IterableDataset of tensor batches, split across DataLoader workers.
+
+Batches leave the engine as NumPy arrays and become tensors without a copy
+(``torch.from_numpy``).  The last stage, moving to the target device, runs in
+the main process: pinned memory and ``non_blocking`` copies when the device is
+CUDA, a no-op on CPU, same code either way.  Under a ``DataLoader`` with
+workers each worker streams a contiguous run of the epoch's batches (see
+:func:`earthstream.sampling.shard_range`), so the union over workers is exactly
+one epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .._batch import Batch
+
+if TYPE_CHECKING:
+    from .._stream import Stream
+
+__all__ = ["DeviceLoader", "TorchBatch", "TorchStream", "to_tensor"]
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor | np.ndarray:
+    """Zero-copy tensor of a NumPy array; datetimes become int64 nanoseconds.
+
+    Arrays torch cannot hold (strings, objects) are returned unchanged.
+    """
+    if array.dtype.kind == "M":
+        array = array.astype("datetime64[ns]").view(np.int64)
+    elif array.dtype.kind == "m":
+        array = array.astype("timedelta64[ns]").view(np.int64)
+    elif array.dtype.kind in "OSUV" or not array.dtype.isnative:
+        return array
+    return torch.from_numpy(array)
+
+
+@dataclass(frozen=True)
+class _View:
+    """How to cut one variable out of a stacked ``(B, C, *common)`` tensor."""
+
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+    perm: tuple[int, ...]
+
+    def __call__(self, stacked: torch.Tensor) -> torch.Tensor:
+        block = stacked[:, self.start : self.stop]
+        return block.reshape(stacked.shape[0], *self.shape).permute(0, *self.perm)
+
+
+@dataclass(frozen=True, eq=False)
+class TorchBatch:
+    """A batch as tensors: ``batch[name]`` -> tensor ``(B, *window dims)``.
+
+    Carries the same fields as :class:`earthstream.Batch`.  ``coords`` holding
+    datetimes are int64 nanoseconds since 1970 (``coords_dtype`` keeps the
+    original dtype so they can be turned back with ``.numpy().view(dtype)``).
+    With ``stack=True`` only ``stacked`` is stored; ``batch[name]`` is a view.
+    """
+
+    tensors: Mapping[str, torch.Tensor]
+    starts: Mapping[str, torch.Tensor]
+    coords: Mapping[str, Any]
+    window_ids: torch.Tensor
+    epoch: int
+    index: int
+    dims: Mapping[str, tuple[str, ...]]
+    mask: torch.Tensor | None = None
+    mask_dims: tuple[str, ...] = ()
+    stacked: torch.Tensor | None = None
+    channels: tuple[str, ...] = ()
+    views: Mapping[str, _View] = field(default_factory=dict)
+    coords_dtype: Mapping[str, np.dtype[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_batch(cls, batch: Batch, views: Mapping[str, _View] | None = None) -> TorchBatch:
+        stacked = None if batch.stacked is None else torch.from_numpy(batch.stacked)
+        tensors = {} if stacked is not None else {k: torch.from_numpy(v) for k, v in batch.items()}
+        return cls(
+            tensors=tensors,
+            starts={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.starts.items()},
+            coords={k: to_tensor(np.ascontiguousarray(v)) for k, v in batch.coords.items()},
+            window_ids=torch.from_numpy(np.ascontiguousarray(batch.window_ids)),
+            epoch=batch.epoch,
+            index=batch.index,
+            dims=dict(batch.dims),
+            mask=None if batch.mask is None else torch.from_numpy(batch.mask),
+            mask_dims=batch.mask_dims,
+            stacked=stacked,
+            channels=batch.channels,
+            views=dict(views or {}),
+            coords_dtype={k: v.dtype for k, v in batch.coords.items()},
+        )
+
+    # -- mapping-like access ----------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if self.stacked is not None:
+            return self.views[name](self.stacked)
+        return self.tensors[name]
+
+    def keys(self) -> list[str]:
+        return list(self.dims)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.dims)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.dims
+
+    @property
+    def size(self) -> int:
+        return int(self.window_ids.shape[0])
+
+    # -- memory placement ---------------------------------------------------------------
+    def _map(self, fn: Any) -> TorchBatch:
+        def each(values: Mapping[str, Any]) -> dict[str, Any]:
+            return {k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
+
+        return replace(
+            self,
+            tensors=each(self.tensors),
+            starts=each(self.starts),
+            coords=each(self.coords),
+            window_ids=fn(self.window_ids),
+            mask=None if self.mask is None else fn(self.mask),
+            stacked=None if self.stacked is None else fn(self.stacked),
+        )
+
+    def pin_memory(self) -> TorchBatch:
+        """Page-locked copy for fast host-to-GPU transfer (called by ``DataLoader``)."""
+        return self._map(lambda t: t.pin_memory())
+
+    def to(self, device: str | torch.device, non_blocking: bool = False) -> TorchBatch:
+        """The batch on ``device``; tensors already there are not copied."""
+        device = torch.device(device)
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def __repr__(self) -> str:
+        if self.stacked is not None:
+            body = f"stacked={tuple(self.stacked.shape)} channels={list(self.channels)}"
+        else:
+            body = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.tensors.items())
+        device = (self.stacked if self.stacked is not None else self.window_ids).device
+        head = f"<TorchBatch epoch={self.epoch} index={self.index} size={self.size}"
+        return f"{head} {body} on {device}>"
+
+
+def _views(stream: Stream) -> dict[str, _View]:
+    layout = stream.layout
+    if not layout.stack:
+        return {}
+    views = {}
+    for v in layout.variables:
+        extra = [d for d in v.sample_dims if d not in layout.common_dims]
+        order = extra + list(layout.common_dims)
+        views[v.name] = _View(
+            start=v.channel_start,
+            stop=v.channel_start + v.n_channels,
+            shape=tuple(layout.grid.axis(d).length for d in order),
+            perm=tuple(1 + order.index(d) for d in v.sample_dims),
+        )
+    return views
+
+
+class TorchStream(IterableDataset[TorchBatch]):
+    """A stream as a ``torch.utils.data.IterableDataset`` of :class:`TorchBatch`.
+
+    Use it with ``DataLoader(ds, batch_size=None, num_workers=k)`` (the stream
+    batches already), or with :meth:`loader`, which does that and moves batches
+    to ``device`` in the main process.  Iterated directly (no workers), it moves
+    them itself.
+
+    Parameters
+    ----------
+    stream
+        The :class:`earthstream.Stream` to deliver.
+    device
+        Target device, e.g. ``"cpu"`` or ``"cuda:0"``.
+    non_blocking
+        Asynchronous host-to-device copies (CUDA), overlapping the next batch.
+    pin_memory
+        Page-lock batches before the copy; default: when ``device`` is CUDA.
+
+    Examples
+    --------
+    >>> import earthstream as es
+    >>> path = es.datasets.era5_like(tmp_path / "t.zarr", n_times=8, n_lat=16, n_lon=32)
+    >>> ds = es.Stream(path, {"lat": 8, "lon": 8}, variables="t2m", batch_size=16).to_torch()
+    >>> batch = next(iter(ds.loader(num_workers=0)))
+    >>> batch["t2m"].shape, batch["t2m"].dtype
+    (torch.Size([16, 8, 8]), torch.float32)
+    """
+
+    def __init__(
+        self,
+        stream: Stream,
+        device: str | torch.device = "cpu",
+        *,
+        non_blocking: bool = True,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.stream = stream
+        self.device = torch.device(device)
+        self.non_blocking = non_blocking
+        self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
+        self._views = _views(stream)
+
+    def __len__(self) -> int:
+        """Batches per epoch, whatever the number of workers."""
+        return len(self.stream)
+
+    def set_epoch(self, epoch: int) -> None:
+        """See :meth:`earthstream.Stream.set_epoch`; call it before each epoch."""
+        self.stream.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[TorchBatch]:
+        info = get_worker_info()
+        if info is None:
+            shard, num_shards, threads = 0, 1, self.stream.num_threads
+        else:
+            shard, num_shards = info.id, info.num_workers
+            threads = max(1, self.stream.num_threads // info.num_workers)
+        for batch in self.stream.iter_shard(shard, num_shards, num_threads=threads):
+            out = TorchBatch.from_batch(batch, self._views)
+            if info is None:  # in the main process: the last stage runs here
+                out = self.to_device(out)
+            yield out
+
+    def to_device(self, batch: TorchBatch) -> TorchBatch:
+        """Move a batch to the target device (pinning first when asked)."""
+        if self.device.type == "cpu":
+            return batch
+        if self.pin_memory and not batch.window_ids.is_pinned():
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=self.non_blocking)
+
+    def loader(self, num_workers: int = 0, **kwargs: Any) -> DeviceLoader:
+        """A ``DataLoader`` over this dataset that delivers batches on ``device``.
+
+        ``batch_size=None`` is set (the stream batches); other keyword arguments
+        go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``).
+        """
+        kwargs.setdefault("pin_memory", self.pin_memory and num_workers > 0)
+        loader = DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
+        return DeviceLoader(loader, self)
+
+
+class DeviceLoader:
+    """Iterates a ``DataLoader`` of :class:`TorchBatch` and moves each to the device."""
+
+    def __init__(self, loader: DataLoader[TorchBatch], dataset: TorchStream) -> None:
+        self.loader = loader
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[TorchBatch]:
+        workers = self.loader.num_workers > 0
+        for batch in self.loader:
+            yield self.dataset.to_device(batch) if workers else batch

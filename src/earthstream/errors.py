@@ -1,0 +1,62 @@
+"""Every exception earthstream raises on purpose.
+
+Each class subclasses the built-in exception a caller would naturally catch
+(``KeyError`` for an unknown name, ``ValueError`` for a bad setting,
+``FileNotFoundError`` for a missing store ...), so ``except ValueError`` keeps
+working, and also :class:`EarthstreamError`, so ``except EarthstreamError``
+catches everything of ours.  Messages name the offending value and say what to
+change.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChunkDecodeError",
+    "ConfigError",
+    "DimensionError",
+    "EarthstreamError",
+    "MemoryBudgetError",
+    "StoreNotFoundError",
+    "UnsupportedFormatError",
+    "VariableNotFoundError",
+    "WindowError",
+]
+
+
+class EarthstreamError(Exception):
+    """Base class of all earthstream errors."""
+
+
+class ConfigError(EarthstreamError, ValueError):
+    """An option has a value that is not allowed (e.g. ``shuffle="sometimes"``)."""
+
+
+class VariableNotFoundError(EarthstreamError, KeyError):
+    """A variable name that the source does not have."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DimensionError(EarthstreamError, ValueError):
+    """An unknown dimension, or dimensions that do not fit together."""
+
+
+class WindowError(EarthstreamError, ValueError):
+    """A window or stride that cannot be cut from the data."""
+
+
+class MemoryBudgetError(EarthstreamError, ValueError):
+    """``memory_limit`` is too small for what the stream must hold at once."""
+
+
+class StoreNotFoundError(EarthstreamError, FileNotFoundError):
+    """The store (path or URL) does not exist or holds no Zarr data."""
+
+
+class UnsupportedFormatError(EarthstreamError, ValueError):
+    """Data in a format or encoding that earthstream cannot read."""
+
+
+class ChunkDecodeError(EarthstreamError, ValueError):
+    """A chunk's bytes could not be decoded with the array's codecs."""

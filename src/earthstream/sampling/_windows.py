@@ -1,0 +1,240 @@
+"""Window math: which windows exist, where they start, and which chunk group owns them.
+
+Windows form a regular grid over the stream's dims.  Along each dim a window
+has a length and a stride; dims the user did not window are *iterated*: length
+1, squeezed out of the sample.  A window's id is its row-major position in that
+grid, so all of this is integer arithmetic on arrays, never a Python loop per
+window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .._names import suggest
+from ..errors import ConfigError, DimensionError, WindowError
+
+__all__ = ["EDGES", "AxisWindows", "WindowGrid", "build_window_grid"]
+
+Edges = Literal["drop", "pad"]
+EDGES: tuple[str, ...] = ("drop", "pad")
+
+
+def _count(size: int, length: int, stride: int, edges: str) -> int:
+    if edges == "drop" or length <= 1:
+        return 0 if length > size else (size - length) // stride + 1
+    # pad: windows until the last one reaches the end, never one starting past it
+    needed = -(-(size - length) // stride) + 1 if size > length else 1
+    return min(needed, -(-size // stride))
+
+
+@dataclass(frozen=True)
+class AxisWindows:
+    """The windows along one dim.
+
+    >>> ax = AxisWindows("lat", size=10, length=4, stride=4, squeeze=False, chunk=5, edges="pad")
+    >>> ax.count, ax.starts().tolist()
+    (3, [0, 4, 8])
+    >>> ax.block_ranges()  # windows starting in chunk 0: k=0,1; in chunk 1: k=2
+    (array([0, 2]), array([2, 3]))
+    """
+
+    dim: str
+    size: int
+    length: int
+    stride: int
+    squeeze: bool
+    chunk: int
+    edges: str = "drop"
+
+    @property
+    def count(self) -> int:
+        return _count(self.size, self.length, self.stride, self.edges)
+
+    def starts(self) -> np.ndarray:
+        return np.arange(self.count, dtype=np.int64) * self.stride
+
+    @property
+    def whole(self) -> bool:
+        """A single window covers the dim (variables may then lack the dim)."""
+        return self.count == 1 and not self.squeeze
+
+    def block_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(lo, hi)``: for every chunk holding window starts, the window indices
+        ``k`` in ``[lo, hi)`` whose start lies in it.  Empty chunks are left out."""
+        n_chunks = -(-self.size // self.chunk)
+        edges = np.arange(n_chunks + 1, dtype=np.int64) * self.chunk
+        bounds = np.minimum(-(-edges // self.stride), self.count)
+        lo, hi = bounds[:-1], bounds[1:]
+        keep = hi > lo
+        return lo[keep], hi[keep]
+
+
+@dataclass(frozen=True)
+class WindowGrid:
+    """All windows of a stream: a regular grid of window starts over its dims.
+
+    ``blocks`` group windows by the chunk their start falls in (on the chunk grid
+    of the first variable having each dim): the unit of the chunk-aware shuffle.
+    """
+
+    axes: tuple[AxisWindows, ...]
+    edges: str = "drop"
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return tuple(a.dim for a in self.axes)
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        return tuple(a.count for a in self.axes)
+
+    @property
+    def n_windows(self) -> int:
+        return int(np.prod(self.counts, dtype=np.int64))
+
+    @property
+    def strides(self) -> np.ndarray:
+        return np.array([a.stride for a in self.axes], dtype=np.int64)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([a.length for a in self.axes], dtype=np.int64)
+
+    def axis(self, dim: str) -> AxisWindows:
+        return self.axes[self.dims.index(dim)]
+
+    def starts_of(self, ids: np.ndarray) -> np.ndarray:
+        """Start index along every dim for each window id: shape ``(n, ndim)``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.axes:
+            return np.zeros((len(ids), 0), dtype=np.int64)
+        k = np.stack(np.unravel_index(ids, self.counts), axis=-1)
+        return np.asarray(k * self.strides, dtype=np.int64)
+
+    # -- chunk groups ---------------------------------------------------------------
+    def _block_ranges(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [a.block_ranges() for a in self.axes]
+
+    def block_counts(self) -> tuple[int, ...]:
+        """Number of non-empty chunk groups along each dim."""
+        return tuple(len(lo) for lo, _ in self._block_ranges())
+
+    def block_sizes(self) -> np.ndarray:
+        """Number of windows in each chunk group, flattened in row-major order."""
+        sizes = np.ones((), dtype=np.int64)
+        for lo, hi in self._block_ranges():
+            sizes = np.multiply.outer(sizes, hi - lo)
+        return np.asarray(sizes, dtype=np.int64).reshape(-1)
+
+    def block_windows(self, blocks: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Window ids of the given chunk groups, group after group, each in grid order."""
+        ranges = self._block_ranges()
+        shape = tuple(len(lo) for lo, _ in ranges)
+        blocks = np.asarray(blocks, dtype=np.int64)
+        if len(blocks) == 0:
+            return np.zeros(0, dtype=np.int64)
+        coords = np.unravel_index(blocks, shape) if shape else ()
+        parts = []
+        for b in range(len(blocks)):
+            axes = [
+                np.arange(lo[c[b]], hi[c[b]], dtype=np.int64)
+                for (lo, hi), c in zip(ranges, coords, strict=True)
+            ]
+            grid = np.meshgrid(*axes, indexing="ij") if axes else []
+            parts.append(np.ravel_multi_index(tuple(grid), self.counts).reshape(-1))
+        return np.concatenate(parts)
+
+
+def _normalize_lengths(
+    name: str, values: Mapping[str, int | None] | None, sizes: Mapping[str, int]
+) -> dict[str, int | None]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(
+            f"{name} must be a mapping from dim name to length, e.g. {{'lat': 64, 'lon': 64}}; "
+            f"got {values!r}."
+        )
+    out: dict[str, int | None] = {}
+    for dim, value in values.items():
+        if dim not in sizes:
+            raise DimensionError(
+                f"{name} names dim {dim!r}, which the selected variables do not have."
+                f"{suggest(str(dim), list(sizes))} Dims: {', '.join(sizes)}."
+            )
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | np.integer)
+        ):
+            raise WindowError(f"{name}[{dim!r}]={value!r} must be a whole number of elements.")
+        out[dim] = None if value is None else int(value)
+    return out
+
+
+def build_window_grid(
+    sizes: Mapping[str, int],
+    window: Mapping[str, int | None],
+    stride: Mapping[str, int] | None,
+    edges: str,
+    chunks: Mapping[str, int],
+) -> WindowGrid:
+    """Validate the user's window settings and build the grid.
+
+    Parameters
+    ----------
+    sizes
+        Every dim of the stream, in order, with its size.
+    window
+        Dim -> window length (``None``: the whole dim).  Other dims are iterated.
+    stride
+        Dim -> step between window starts (default: the window length).
+    edges
+        ``"drop"`` windows that do not fit, or ``"pad"`` them.
+    chunks
+        Dim -> chunk length, for grouping windows by chunk.
+
+    >>> grid = build_window_grid({"t": 4, "y": 10}, {"y": 4}, None, "drop", {"t": 1, "y": 5})
+    >>> grid.counts, grid.n_windows
+    ((4, 2), 8)
+    """
+    if edges not in EDGES:
+        raise ConfigError(f"edges={edges!r} must be 'drop' or 'pad'.")
+    windows = _normalize_lengths("window", window, sizes)
+    strides = _normalize_lengths("stride", stride, sizes)
+    axes = []
+    for dim, size in sizes.items():
+        squeeze = dim not in windows
+        given_length = windows.get(dim)
+        length = 1 if squeeze else (size if given_length is None else given_length)
+        if length < 1:
+            raise WindowError(
+                f"window[{dim!r}]={length} must be at least 1 (or None for the whole dim)."
+            )
+        given = strides.get(dim)
+        if given is not None and given < 1:
+            raise WindowError(
+                f"stride[{dim!r}]={given} must be at least 1 (1 = every position, "
+                f"{length} = windows side by side)."
+            )
+        step = length if given is None else given
+        if length > size and edges == "drop":
+            raise WindowError(
+                f"window[{dim!r}]={length} is longer than dim {dim!r} ({size}); use a window of at "
+                f"most {size}, or edges='pad' to pad it with the fill value."
+            )
+        axes.append(
+            AxisWindows(
+                dim=dim,
+                size=size,
+                length=length,
+                stride=step,
+                squeeze=squeeze,
+                chunk=max(1, min(chunks.get(dim, size), size)),
+                edges=edges,
+            )
+        )
+    return WindowGrid(axes=tuple(axes), edges=edges)

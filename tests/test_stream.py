@@ -1,0 +1,272 @@
+"""The stream end to end: values equal xarray's isel, exactly once, budgets, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import earthstream as es
+from earthstream.errors import (
+    ConfigError,
+    DimensionError,
+    MemoryBudgetError,
+    StoreNotFoundError,
+    VariableNotFoundError,
+    WindowError,
+)
+
+from .conftest import assert_batch_matches
+
+SHUFFLES = [False, "chunks", "full"]
+
+
+def collect(stream: es.Stream) -> list[es.Batch]:
+    return list(stream)
+
+
+@pytest.mark.parametrize("shuffle", SHUFFLES)
+@pytest.mark.parametrize(
+    ("window", "stride"),
+    [
+        ({"lat": 8, "lon": 8}, None),  # windows side by side
+        ({"lat": 6, "lon": 12}, {"lat": 3, "lon": 5, "time": 2}),  # overlap + iterated stride
+        ({"time": 3, "lat": 5, "lon": 7}, {"time": 2, "lat": 4, "lon": 9}),  # gaps, time window
+    ],
+)
+def test_samples_equal_xarray(era5_tiled: Path, open_xr, shuffle, window, stride) -> None:
+    ds = open_xr(era5_tiled)
+    stream = es.Stream(
+        era5_tiled, window, stride, variables=["t2m", "u10"], shuffle=shuffle, batch_size=7, seed=5
+    )
+    ids = []
+    for batch in stream:
+        assert_batch_matches(batch, ds, window)
+        ids.extend(batch.window_ids.tolist())
+    assert sorted(ids) == list(range(stream.n_windows))
+
+
+@pytest.mark.parametrize("shuffle", SHUFFLES)
+def test_pad_covers_everything(era5_tiled: Path, open_xr, shuffle) -> None:
+    ds = open_xr(era5_tiled)
+    window = {"lat": 6, "lon": 8}
+    stream = es.Stream(
+        era5_tiled, window, variables=["msl"], edges="pad", shuffle=shuffle, batch_size=5
+    )
+    covered = np.zeros(ds["msl"].shape, dtype=int)
+    for batch in stream:
+        assert batch.mask is not None and batch.mask_dims == ("lat", "lon")
+        assert_batch_matches(batch, ds, window, pad=True)
+        for i in range(batch.size):
+            t, y, x = (int(batch.starts[d][i]) for d in ("time", "lat", "lon"))
+            covered[t, y : y + 6, x : x + 8] += 1
+    assert (covered == 1).all()  # every element exactly once
+
+
+def test_levels_whole_and_stacked(era5_tiled: Path, open_xr) -> None:
+    ds = open_xr(era5_tiled)
+    window = {"lat": 5, "lon": 5, "level": None}
+    plain = es.Stream(era5_tiled, window, variables=["t2m", "z"], shuffle=False, batch_size=4)
+    stacked = es.Stream(
+        era5_tiled, window, variables=["t2m", "z"], shuffle=False, batch_size=4, stack=True
+    )
+    assert stacked.channels == ("t2m", "z[level=500]", "z[level=850]", "z[level=1000]")
+    for a, b in zip(plain, stacked, strict=True):
+        assert_batch_matches(a, ds, {"lat": 5, "lon": 5, "level": 3})
+        assert b.stacked is not None and b.stacked.shape == (a.size, 4, 5, 5)
+        np.testing.assert_array_equal(b.stacked[:, 0], a["t2m"])
+        np.testing.assert_array_equal(b.stacked[:, 1:], a["z"])
+        assert np.shares_memory(b["z"], b.stacked)  # per-variable views, not copies
+        np.testing.assert_array_equal(b["z"], a["z"])
+
+
+def test_stack_time_window_keeps_source_order(era5_v3: Path, open_xr) -> None:
+    ds = open_xr(era5_v3)
+    window = {"time": 2, "lat": 8, "lon": 8}
+    stream = es.Stream(era5_v3, window, {"time": 1}, variables=["u10", "v10"], stack=True)
+    batch = next(iter(stream))
+    assert batch.stacked is not None and batch.stacked.shape[1:] == (2, 2, 8, 8)
+    assert batch.dims["u10"] == ("time", "lat", "lon")
+    assert_batch_matches(batch, ds, window)
+
+
+@pytest.mark.parametrize("fixture", ["era5_v2", "era5_sharded"])
+def test_other_layouts(fixture: str, request: pytest.FixtureRequest, open_xr) -> None:
+    path = request.getfixturevalue(fixture)
+    ds = open_xr(path)
+    window = {"lat": 4, "lon": 6, "level": None}
+    stream = es.Stream(path, window, {"lat": 3}, variables=["z", "t2m"], shuffle="full", seed=2)
+    ids = []
+    for batch in stream:
+        assert_batch_matches(batch, ds, {"lat": 4, "lon": 6, "level": 3})
+        ids.extend(batch.window_ids.tolist())
+    assert sorted(ids) == list(range(stream.n_windows))
+
+
+def test_chunk_shuffle_decodes_each_chunk_once(era5_v3: Path) -> None:
+    stream = es.Stream(era5_v3, {"lat": 8, "lon": 8}, variables=["t2m", "msl"], batch_size=6)
+    list(stream)
+    report = stream.report
+    assert report is not None and report.finished
+    assert report.chunks_decoded == 2 * 10  # 10 time chunks of two variables
+    assert set(report.decodes.values()) == {1}
+    assert report.samples == stream.n_windows
+
+
+def test_order_is_a_function_of_seed_and_epoch(era5_v3: Path) -> None:
+    def order(stream: es.Stream) -> list[int]:
+        return [i for b in stream for i in b.window_ids.tolist()]
+
+    kwargs = {"variables": ["t2m"], "batch_size": 5, "seed": 11}
+    a = es.Stream(era5_v3, {"lat": 4, "lon": 8}, **kwargs)
+    b = es.Stream(era5_v3, {"lat": 4, "lon": 8}, **kwargs)
+    first = order(a)
+    assert first == order(b)
+    a.set_epoch(1)
+    assert a.epoch == 1
+    second = order(a)
+    assert second != first and sorted(second) == sorted(first)
+    a.set_epoch(0)
+    assert order(a) == first
+
+
+def test_len_and_drop_last(era5_v3: Path) -> None:
+    stream = es.Stream(era5_v3, {"lat": 8, "lon": 8}, variables=["t2m"], batch_size=16)
+    assert stream.n_windows == 10 * 2 * 4
+    assert len(stream) == 5 and len(collect(stream)) == 5
+    dropped = es.Stream(
+        era5_v3, {"lat": 8, "lon": 8}, variables=["t2m"], batch_size=24, drop_last=True
+    )
+    batches = collect(dropped)
+    assert len(dropped) == len(batches) == 3 and all(b.size == 24 for b in batches)
+
+
+def test_memory_budget_holds(tmp_path: Path) -> None:
+    """A store ~5x larger than the budget streams within it, for every order."""
+    path = es.datasets.era5_like(
+        tmp_path / "big.zarr", n_times=60, n_lat=32, n_lon=64, variables=["t2m", "u10", "msl"]
+    )
+    source = es.open_zarr(path)
+    store_bytes = sum(v.nbytes for v in source.variables.values())
+    limit = 300_000
+    assert store_bytes > 4 * limit
+    for shuffle in SHUFFLES:
+        stream = es.Stream(
+            source, {"lat": 8, "lon": 8}, batch_size=8, memory_limit=limit, shuffle=shuffle
+        )
+        ids = [i for b in stream for i in b.window_ids.tolist()]
+        assert sorted(ids) == list(range(stream.n_windows))
+        report = stream.report
+        assert report is not None
+        assert 0 < report.peak_held_bytes <= limit
+        assert report.peak_cache_bytes <= stream.budget.cache_capacity
+        assert report.evictions > 0  # the cache had to work
+
+
+def test_budget_too_small_is_refused(era5_v3: Path) -> None:
+    with pytest.raises(MemoryBudgetError, match=r"too small.*Raise memory_limit to at least"):
+        es.Stream(
+            era5_v3, {"lat": 8, "lon": 8}, variables="t2m", batch_size=64, memory_limit="10kB"
+        )
+
+
+def test_early_stop_releases_threads(era5_v3: Path) -> None:
+    stream = es.Stream(era5_v3, {"lat": 4, "lon": 4}, variables="t2m", batch_size=2, prefetch=1)
+    for _ in stream:
+        break
+    deadline = time.time() + 5
+    while time.time() < deadline and any(
+        t.name.startswith("earthstream") for t in threading.enumerate()
+    ):
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("earthstream")]
+
+
+def test_errors_are_typed_and_say_what_to_do(era5_v3: Path, tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFoundError, match="does not exist"):
+        es.Stream(tmp_path / "missing.zarr", {"lat": 8})
+    with pytest.raises(VariableNotFoundError, match="Available variables"):
+        es.Stream(era5_v3, {"lat": 8}, variables=["precip"])
+    with pytest.raises(DimensionError, match=r"'latitude'.*Did you mean 'lat'"):
+        es.Stream(era5_v3, {"latitude": 8}, variables=["t2m"])
+    with pytest.raises(WindowError, match=r"longer than dim 'lat' \(16\)"):
+        es.Stream(era5_v3, {"lat": 17}, variables=["t2m"])
+    with pytest.raises(WindowError, match="must be at least 1"):
+        es.Stream(era5_v3, {"lat": 8}, {"lat": 0}, variables=["t2m"])
+    with pytest.raises(DimensionError, match=r"no dim 'level'.*window=\{'level': None\}"):
+        es.Stream(era5_v3, {"lat": 8})  # z has levels, t2m does not
+    with pytest.raises(ConfigError, match="shuffle"):
+        es.Stream(era5_v3, {"lat": 8}, variables=["t2m"], shuffle="random")
+    with pytest.raises(ConfigError, match="batch_size"):
+        es.Stream(era5_v3, {"lat": 8}, variables=["t2m"], batch_size=0)
+
+
+def test_incompatible_dims(tmp_path: Path) -> None:
+    a = np.zeros((4, 6, 8), "f4")
+    source = es.ArraySource(
+        {"a": (("t", "y", "x"), a), "b": (("t", "x", "y"), a.transpose(0, 2, 1))}
+    )
+    with pytest.raises(
+        DimensionError, match=r"stack=True needs the shared window dims in one order"
+    ):
+        es.Stream(source, {"y": 2, "x": 2}, stack=True)
+    es.Stream(source, {"y": 2, "x": 2}, stack=False)  # fine without stacking
+    sizes = es.ArraySource({"a": (("y",), np.zeros(4)), "b": (("y",), np.zeros(5))})
+    with pytest.raises(DimensionError, match=r"dim 'y' has size 4 in variable 'a' but 5 in 'b'"):
+        es.Stream(sizes, {"y": 2})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_engine_properties(data: st.DataObject) -> None:
+    """Over shapes, chunkings, windows, strides, edges, batch sizes, seeds and orders:
+    every window is delivered exactly once with the values of a NumPy slice."""
+    ndim = data.draw(st.integers(1, 3), label="ndim")
+    shape = tuple(data.draw(st.integers(1, 9), label=f"size{d}") for d in range(ndim))
+    dims = tuple(f"d{d}" for d in range(ndim))
+    values = np.arange(int(np.prod(shape)), dtype="f4").reshape(shape)
+    sizes = dict(zip(dims, shape, strict=True))
+    chunks = {d: data.draw(st.integers(1, n), label=f"chunk{d}") for d, n in sizes.items()}
+    edges = data.draw(st.sampled_from(["drop", "pad"]), label="edges")
+    window = {
+        d: data.draw(st.integers(1, n + (2 if edges == "pad" else 0)), label=f"w{d}")
+        for d, n in zip(dims, shape, strict=True)
+        if data.draw(st.booleans(), label=f"windowed{d}")
+    }
+    stride = {
+        d: data.draw(st.integers(1, 4), label=f"s{d}") for d in dims if data.draw(st.booleans())
+    }
+    source = es.ArraySource({"v": (dims, values)}, chunks=chunks)
+    stream = es.Stream(
+        source,
+        window,
+        stride,
+        edges=edges,
+        shuffle=data.draw(st.sampled_from(SHUFFLES), label="shuffle"),
+        seed=data.draw(st.integers(0, 100), label="seed"),
+        batch_size=data.draw(st.integers(1, 6), label="batch"),
+        memory_limit=data.draw(st.sampled_from([4096, 1 << 20]), label="limit"),
+        num_threads=2,
+    )
+    seen = []
+    for batch in stream:
+        for i in range(batch.size):
+            index = []
+            for d in dims:
+                s = int(batch.starts[d][i])
+                index.append(slice(s, s + window[d]) if d in window else s)
+            ref = values[tuple(index)]
+            got = batch["v"][i]
+            region = tuple(slice(0, n) for n in ref.shape)
+            np.testing.assert_array_equal(got[region], ref)
+            if edges == "pad":
+                outside = np.ones(got.shape, bool)
+                outside[region] = False
+                assert np.isnan(got[outside]).all()
+        seen.extend(batch.window_ids.tolist())
+    assert sorted(seen) == list(range(stream.n_windows))
