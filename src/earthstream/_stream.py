@@ -11,7 +11,15 @@ import numpy as np
 
 from ._batch import Batch
 from ._units import format_bytes, parse_bytes
-from .engine import Engine, EpochReport, StreamLayout, build_layout, plan_budget, union_dims
+from .engine import (
+    Engine,
+    EpochReport,
+    StreamLayout,
+    build_layout,
+    plan_budget,
+    sweep_size,
+    union_dims,
+)
 from .errors import ConfigError
 from .sampling import OrderSpec, build_window_grid, normalize_shuffle, shard_range
 from .sources import ChunkedSource, open_zarr
@@ -157,8 +165,14 @@ class Stream:
             drop_last=drop_last,
             shuffle_buffer=int(shuffle_buffer),
         )
+        # Fully shuffled batches that touch more chunks than fit: assemble in sweeps.
+        self._sweep_batches = (
+            sweep_size(self.layout, self.budget, batch_size) if order_kind == "full" else 0
+        )
         self._epoch = 0
         self._report: EpochReport | None = None
+        self._engine: Engine | None = None
+        self._engine_key: tuple[int, int] | None = None
 
     # -- description ------------------------------------------------------------------
     @property
@@ -230,19 +244,38 @@ class Stream:
         """
         order = self.order.epoch(self._epoch)
         batches = shard_range(order.n_batches, shard, num_shards)
-        engine = Engine(
-            self._source,
-            self.layout,
-            self.budget,
-            num_threads=num_threads or self.num_threads,
-            coords=self._coords,
-            lookahead=self._lookahead(),
-        )
+        engine = self._engine_for(num_threads or self.num_threads)
         runner = engine.run(order, batches, shard=shard, num_shards=num_shards)
         self._report = engine.report
         for batch in runner:
             self._report = engine.report
             yield batch
+
+    def _engine_for(self, num_threads: int) -> Engine:
+        """This process's engine; it keeps its chunk slots from one epoch to the next."""
+        key = (os.getpid(), num_threads)
+        if self._engine is None or self._engine_key != key:
+            self._engine = Engine(
+                self._source,
+                self.layout,
+                self.budget,
+                num_threads=num_threads,
+                coords=self._coords,
+                lookahead=self._lookahead(),
+                sweep_batches=self._sweep_batches,
+            )
+            self._engine_key = key
+        return self._engine
+
+    def close(self) -> None:
+        """Free the decoded-chunk slots kept between epochs (iteration can resume later)."""
+        self._engine = None
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _lookahead(self) -> int:
         b = self.order.batch_size
@@ -274,6 +307,8 @@ class Stream:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_report"] = None
+        state["_engine"] = None
+        state["_engine_key"] = None
         return state
 
     def __repr__(self) -> str:

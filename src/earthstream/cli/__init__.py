@@ -36,6 +36,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--small", action="store_true", help="a tiny store, for a quick check")
 
+    bench = sub.add_parser(
+        "bench",
+        help="measure earthstream against the decode limit and the peers on one store",
+        description=(
+            "Generates an ERA5-like store in several layouts and measures, side by side in one "
+            "run: the decode limit, earthstream (chunk-shuffled, fully shuffled, grid order), "
+            "xbatcher (with/without dask, plain/DataLoader) and naive zarr-python."
+        ),
+    )
+    bench.add_argument("--size", default="default", help="smoke, small, default (398 MB), x4")
+    bench.add_argument(
+        "--layouts", default="all", help="comma-separated layouts or 'all' (first = targets)"
+    )
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--time-budget", type=float, default=10.0, help="seconds per peer run")
+    bench.add_argument("--memory-limit", default="1GB")
+    bench.add_argument("--no-peers", action="store_true", help="skip xbatcher and naive zarr")
+    bench.add_argument("--no-scale", action="store_true", help="skip the 4x-store check")
+    bench.add_argument(
+        "--json", default=None, help="also write the results as JSON here ('-': stdout)"
+    )
+    bench.add_argument("--smoke", action="store_true", help="tiny store, one repetition, quick")
+    bench.add_argument("--cache-dir", default=None, help="where the stores go")
+
     info = sub.add_parser("info", help="describe a Zarr store: variables, dims, chunks, codecs")
     info.add_argument("url", help="local path or URL of the store")
     return parser
@@ -53,12 +77,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             small=args.small,
         )
+    if args.command == "bench":
+        return _bench(args)
     if args.command == "info":
         from .. import open_zarr
 
         print(open_zarr(args.url))
         return 0
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .._units import parse_bytes
+    from ..benchmarks import LAYOUTS, BenchConfig, format_table, run_bench
+    from ._demo import cache_dir
+
+    layouts = tuple(LAYOUTS) if args.layouts == "all" else tuple(args.layouts.split(","))
+    config = BenchConfig(
+        folder=cache_dir(args.cache_dir) / "bench",
+        size="smoke" if args.smoke else args.size,
+        layouts=layouts,
+        repeats=1 if args.smoke else args.repeats,
+        time_budget=1.0 if args.smoke else args.time_budget,
+        memory_limit=parse_bytes(args.memory_limit),
+        peers=not args.no_peers,
+        scale=not args.no_scale,
+    )
+    result = run_bench(config)
+    if args.json == "-":
+        print(json.dumps(result, default=str))
+    else:
+        print(format_table(result))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+            print(f"JSON: {args.json}")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -205,14 +205,15 @@ def run_demo(
     png = folder / "demo-prediction.png"
     _plot(png, x_np[0, c], batch.stacked[0, c, 1], pred[0, c].numpy(), title)
 
-    first = float(np.mean(losses[:20]))
-    last = float(np.mean(losses[-20:]))
+    k = max(1, min(20, len(losses) // 3))  # compare the first and last thirds on short runs
+    first = float(np.mean(losses[:k]))
+    last = float(np.mean(losses[-k:]))
     print(
         f"trained {samples:,} samples in {elapsed:.1f} s over {epoch} epoch(s): "
         f"{samples / elapsed:,.0f} samples/s, {delivered / elapsed / 1e6:,.1f} MB/s delivered"
     )
     print(
-        f"loss (normalized MSE): first 20 batches {first:.4f} -> last 20 batches {last:.4f} "
+        f"loss (normalized MSE): first {k} batches {first:.4f} -> last {k} batches {last:.4f} "
         f"(persistence baseline {float(np.mean(persistence)):.4f})"
     )
     report = stream.report

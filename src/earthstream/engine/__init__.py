@@ -1,22 +1,27 @@
-"""The engine: read, decode, cache and assemble chunks into batches in the background."""
+"""The engine: read, decode, cache and cut chunks into batches in the background."""
 
-from ._assemble import VarNeeds, batch_needs, chunk_key, validity_mask
-from ._cache import ChunkCache
-from ._engine import Budget, Engine, EpochReport, plan_budget
+from ._assemble import BatchArrays, cut_batch, validity_mask
+from ._engine import Budget, Engine, EpochReport, plan_budget, sweep_size
 from ._layout import StreamLayout, VarLayout, build_layout, union_dims
+from ._plan import BatchPlan, VarPlan, plan_span
+from ._slots import SlotCache, SlotPool
 
 __all__ = [
+    "BatchArrays",
+    "BatchPlan",
     "Budget",
-    "ChunkCache",
     "Engine",
     "EpochReport",
+    "SlotCache",
+    "SlotPool",
     "StreamLayout",
-    "VarNeeds",
     "VarLayout",
-    "batch_needs",
+    "VarPlan",
     "build_layout",
-    "chunk_key",
+    "cut_batch",
     "plan_budget",
+    "plan_span",
+    "sweep_size",
     "union_dims",
     "validity_mask",
 ]

@@ -1,186 +1,32 @@
-"""From window ids to chunk needs, and from decoded chunks to batch arrays.
+"""Cutting windows out of resident chunks into batch arrays.
 
-A batch's windows are mapped to the chunks they touch, vectorized over the
-windows (:func:`batch_needs`).  When every chunk a variable needs is resident,
-one tight loop per variable copies each window out of its chunk
-(:meth:`VarNeeds.cut`: one slice copy per window, ~1 us).  Windows across chunk
-borders, past the array edge (``edges="pad"``) or in chunks that are not stored
-are filled piece by piece from each chunk they touch
-(:meth:`VarNeeds.scatter_key`), which is also the path used when memory is too
-tight to hold all of a batch's chunks at once.
+The fast path is one fancy-index gather per variable over a sliding-window
+view of the variable's slot slab: a single NumPy call that copies every window
+of the batch (no per-window Python, the GIL released), and whose result *is*
+the batch array.  Windows across chunk borders or past the array edge
+(``edges="pad"``) are copied piece by piece from every chunk they touch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._layout import StreamLayout, VarLayout
+from ._plan import BatchPlan, VarPlan
+from ._slots import SlotPool
 
-__all__ = ["BatchArrays", "VarNeeds", "allocate", "batch_needs", "chunk_key", "validity_mask"]
-
-
-def chunk_key(var: int, flat: int, n_vars: int) -> int:
-    """One int per (variable, chunk): cheap to hash in the scheduler's dicts."""
-    return flat * n_vars + var
-
-
-_CUTTERS: dict[tuple[bool, ...], Callable[..., None]] = {}
-
-
-def _cutter(keep: tuple[bool, ...]) -> Callable[..., None]:
-    """A loop specialized to one pattern of kept/iterated dims.
-
-    ``cut(dest, rows, arrays, which, local, lengths)`` copies, for each window,
-    ``arrays[which[i]][window at local[i]]`` into ``dest[rows[i]]``.  The loop
-    body is generated once per pattern (as ``dataclasses`` does) so that no
-    per-window tuple building happens in generic Python.
-    """
-    fn = _CUTTERS.get(keep)
-    if fn is None:
-        names = [f"s{i}" for i in range(len(keep))]
-        lens = [f"n{i}" for i in range(len(keep))]
-        index = ", ".join(
-            f"slice({s}, {s} + {n})" if k else s for s, n, k in zip(names, lens, keep, strict=True)
-        )
-        unpack = (", ".join(names) + ",") if names else "_"
-        lens_unpack = (", ".join(lens) + ",") if lens else "_"
-        source = (
-            "def cut(dest, rows, arrays, which, local, lengths):\n"
-            f"    {lens_unpack} = lengths\n"
-            f"    for r, c, ({unpack}) in zip(rows, which, local):\n"
-            f"        dest[r] = arrays[c][{index or '()'}]\n"
-        )
-        if not names:
-            source = (
-                "def cut(dest, rows, arrays, which, local, lengths):\n"
-                "    for r, c in zip(rows, which):\n"
-                "        dest[r] = arrays[c][()]\n"
-            )
-        namespace: dict[str, Any] = {}
-        exec(compile(source, f"<earthstream cutter {keep}>", "exec"), namespace)
-        fn = _CUTTERS[keep] = namespace["cut"]
-    return fn
-
-
-@dataclass
-class VarNeeds:
-    """The chunks one variable needs for one batch, and which window reads which.
-
-    ``keys``/``index`` list the distinct chunks; for every (window, chunk) pair,
-    ``which`` points into them, ``rows`` is the window's row in the batch and
-    ``local`` its start relative to the chunk's origin.  ``inside`` is True when
-    every window lies wholly inside one chunk (the fast path).
-    """
-
-    var: int
-    keys: list[int]
-    index: list[tuple[int, ...]]
-    which: list[int]
-    rows: list[int]
-    local: list[list[int]]
-    inside: bool
-
-    def cut(self, dest: np.ndarray, arrays: Sequence[np.ndarray], layout: VarLayout) -> None:
-        """Fast path: every window inside one chunk, every chunk stored and resident."""
-        _cutter(layout.keep)(dest, self.rows, arrays, self.which, self.local, layout.lengths)
-
-    def scatter_key(
-        self, position: int, chunk: np.ndarray | None, dest: np.ndarray, layout: VarLayout
-    ) -> None:
-        """General path: copy the parts of windows that lie in chunk ``keys[position]``.
-
-        ``chunk=None`` (a chunk that is not stored) fills those parts with the
-        variable's fill value.
-        """
-        origin = [i * c for i, c in zip(self.index[position], layout.chunks, strict=True)]
-        ends = [
-            min(o + c, size) - o
-            for o, c, size in zip(origin, layout.chunks, layout.shape, strict=True)
-        ]
-        keep, lengths = layout.keep, layout.lengths
-        for r, c, local in zip(self.rows, self.which, self.local, strict=True):
-            if c != position:
-                continue
-            src: list[Any] = []
-            dst: list[slice] = []
-            for s, e, n, k in zip(local, ends, lengths, keep, strict=True):
-                lo, hi = max(s, 0), min(s + n, e)
-                src.append(slice(lo, hi) if k else lo)
-                if k:
-                    dst.append(slice(lo - s, hi - s))
-            target = dest[r]
-            if chunk is None:
-                target[tuple(dst)] = layout.fill
-            else:
-                target[tuple(dst)] = chunk[tuple(src)]
-
-
-def _expand(lo: np.ndarray, span: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and chunk indices of every (window, chunk) pair, for windows over many chunks."""
-    total = np.prod(span, axis=1)
-    rows = np.repeat(np.arange(len(lo)), total)
-    offsets = np.arange(int(total.sum())) - np.repeat(np.cumsum(total) - total, total)
-    spans = span[rows]
-    index = np.empty((len(rows), lo.shape[1]), dtype=np.int64)
-    for d in range(lo.shape[1] - 1, -1, -1):
-        index[:, d] = lo[rows, d] + offsets % spans[:, d]
-        offsets = offsets // spans[:, d]
-    return rows, index
-
-
-def batch_needs(layout: StreamLayout, starts: np.ndarray) -> list[VarNeeds]:
-    """Every chunk a batch needs, per variable, with the windows that read from it.
-
-    ``starts`` holds the windows' start along every grid dim, shape ``(n, ndim)``.
-    """
-    n_vars = len(layout.variables)
-    out: list[VarNeeds] = []
-    for vi, var in enumerate(layout.variables):
-        s = starts[:, list(var.grid_axes)] if var.grid_axes else starts[:, :0]
-        lengths = np.asarray(var.lengths, dtype=np.int64)
-        chunks = np.asarray(var.chunks, dtype=np.int64)
-        shape = np.asarray(var.shape, dtype=np.int64)
-        lo = s // chunks
-        hi = (np.minimum(s + lengths, shape) - 1) // chunks
-        span = hi - lo + 1
-        simple = bool((span == 1).all())
-        if simple:
-            rows, index = np.arange(len(s)), lo
-        else:
-            rows, index = _expand(lo, span)
-        if index.shape[1]:
-            flat = np.ravel_multi_index(tuple(index.T), var.chunk_grid)
-        else:
-            flat = np.zeros(len(rows), dtype=np.int64)
-        uniq, first, which = np.unique(flat, return_index=True, return_inverse=True)
-        origin = index * chunks
-        local = s[rows] - origin
-        inside = simple and bool((s + lengths <= shape).all())
-        out.append(
-            VarNeeds(
-                var=vi,
-                keys=(uniq * n_vars + vi).tolist(),
-                index=[tuple(i) for i in index[first].tolist()],
-                which=which.reshape(-1).tolist(),
-                rows=rows.tolist(),
-                local=local.tolist(),
-                inside=inside,
-            )
-        )
-    return out
+__all__ = ["BatchArrays", "cut_batch", "scatter_key", "validity_mask"]
 
 
 @dataclass
 class BatchArrays:
-    """The arrays one batch is assembled into."""
+    """The arrays of one assembled batch."""
 
-    dest: list[np.ndarray]  # per variable: (B, *sample shape), maybe a view into ``stacked``
+    data: dict[str, np.ndarray]  # per variable (views into ``stacked`` when stacking)
     stacked: np.ndarray | None
-    own: dict[str, np.ndarray]  # per variable arrays when not stacked
     nbytes: int
 
 
@@ -196,25 +42,107 @@ def _stacked_view(stacked: np.ndarray, var: VarLayout, layout: StreamLayout) -> 
     return view.transpose(perm)
 
 
-def allocate(layout: StreamLayout, n: int, prefill: bool) -> BatchArrays:
-    """Fresh arrays for a batch of ``n`` windows.
+def _new(var: VarLayout, n: int, prefill: bool) -> np.ndarray:
+    shape = (n, *var.sample_shape)
+    return np.full(shape, var.fill, var.dtype) if prefill else np.empty(shape, var.dtype)
 
-    ``prefill`` sets every element to its variable's fill value first (needed
-    when windows can reach past the array edge).  Arrays are new for every
-    batch: they are handed to the consumer without a copy.
+
+def _copy_piece(
+    out_row: np.ndarray, chunk: np.ndarray, var: VarLayout, index: Any, local: list[int]
+) -> None:
+    """Copy the part of a window (starting at ``local`` relative to the chunk) that the
+    chunk at grid ``index`` holds inside the array bounds."""
+    src: list[Any] = []
+    dst: list[slice] = []
+    for s, i, c, size, n, keep in zip(
+        local, index.tolist(), var.chunks, var.shape, var.lengths, var.keep, strict=True
+    ):
+        extent = min(c, size - i * c)  # valid part of this chunk along the dim
+        lo, hi = max(s, 0), min(s + n, extent)
+        src.append(slice(lo, hi) if keep else lo)
+        if keep:
+            dst.append(slice(lo - s, hi - s))
+    out_row[tuple(dst)] = chunk[tuple(src)]
+
+
+def cut_var(
+    pool: SlotPool,
+    plan: VarPlan,
+    slots: np.ndarray,
+    n: int,
+    dest: np.ndarray | None,
+    prefill: bool,
+) -> np.ndarray:
+    """One variable of a batch, cut from its resident chunks.
+
+    ``slots[p]`` is the slot holding chunk ``plan.keys[p]``.  Returns ``dest``
+    filled, or a new array when ``dest`` is None.
     """
+    var = pool.var
+    windows = pool.windows
+    if plan.all_inside and windows is not None and n:
+        gathered = windows[(slots[plan.which], *plan.local.T)]
+        gathered = np.asarray(gathered).reshape((n, *var.sample_shape))
+        if dest is None:
+            return gathered
+        dest[...] = gathered
+        return dest
+    out = dest if dest is not None else _new(var, n, prefill)
+    rows = np.flatnonzero(plan.which >= 0)
+    if len(rows) and windows is not None:
+        picked = windows[(slots[plan.which[rows]], *plan.local[rows].T)]
+        out[rows] = picked.reshape((len(rows), *var.sample_shape))
+    for row, position, local in plan.pieces:
+        chunk = pool.slab[slots[position]]
+        _copy_piece(out[row], chunk, var, plan.index[position], local)
+    return out
+
+
+def allocate(layout: StreamLayout, n: int, prefill: bool) -> BatchArrays:
+    """Arrays for a batch assembled chunk by chunk (the tight-memory path)."""
     if layout.stack and layout.stacked_dtype is not None:
         stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
-        dest = [_stacked_view(stacked, v, layout) for v in layout.variables]
+        data = {v.name: _stacked_view(stacked, v, layout) for v in layout.variables}
         if prefill:
-            for v, d in zip(layout.variables, dest, strict=True):
-                d[...] = v.fill
-        return BatchArrays(dest, stacked, {}, stacked.nbytes)
-    own = {}
-    for v in layout.variables:
-        shape = (n, *v.sample_shape)
-        own[v.name] = np.full(shape, v.fill, v.dtype) if prefill else np.empty(shape, v.dtype)
-    return BatchArrays(list(own.values()), None, own, sum(a.nbytes for a in own.values()))
+            for v in layout.variables:
+                data[v.name][...] = v.fill
+        return BatchArrays(data, stacked, stacked.nbytes)
+    data = {v.name: _new(v, n, prefill) for v in layout.variables}
+    return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
+
+
+def cut_batch(
+    layout: StreamLayout, pools: list[SlotPool], plan: BatchPlan, slots: list[np.ndarray]
+) -> BatchArrays:
+    """The whole batch, cut from resident chunks (runs on a cut thread)."""
+    n = len(plan.ids)
+    if layout.stack and layout.stacked_dtype is not None:
+        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
+        data = {}
+        for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True):
+            view = _stacked_view(stacked, var, layout)
+            if plan.padded:
+                view[...] = var.fill
+            data[var.name] = cut_var(pool, vplan, s, n, view, plan.padded)
+        return BatchArrays(data, stacked, stacked.nbytes)
+    data = {
+        var.name: cut_var(pool, vplan, s, n, None, plan.padded)
+        for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True)
+    }
+    return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
+
+
+def scatter_key(
+    pool: SlotPool, plan: VarPlan, position: int, chunk: np.ndarray, out: np.ndarray
+) -> None:
+    """Copy what chunk ``plan.keys[position]`` holds of the batch's windows into ``out``."""
+    var = pool.var
+    index = plan.index[position]
+    for row in np.flatnonzero(plan.which == position).tolist():
+        _copy_piece(out[row], chunk, var, index, plan.local[row].tolist())
+    for row, p, local in plan.pieces:
+        if p == position:
+            _copy_piece(out[row], chunk, var, index, local)
 
 
 def validity_mask(layout: StreamLayout, starts: np.ndarray) -> np.ndarray:

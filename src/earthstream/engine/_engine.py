@@ -1,15 +1,16 @@
-"""The streaming engine: background decode, bounded cache, batch assembly, prefetch.
+"""The streaming engine: background decode, slot cache, parallel batch cutting, prefetch.
 
-One scheduler thread walks the batches of an epoch in order.  It looks ahead a
-bounded number of batches, so it knows which chunks are needed when; it starts
-reads and decodes of those chunks on a thread pool (decoders release the GIL),
-keeps decoded chunks in a cache bounded in bytes that evicts by next use, cuts
-each batch's windows out of the resident chunks into fresh contiguous arrays,
-and puts finished batches on a bounded queue the consumer reads from.
+One scheduler thread walks the batches of an epoch in order.  It plans a
+bounded number of batches ahead (which chunks each needs, vectorized), so it
+knows when every chunk is needed next.  It starts reads + decodes on a load
+pool, straight into cache slots (decoders release the GIL); when all chunks of
+the next batch are resident it pins them and hands the batch to a cut pool,
+where one gather per variable copies every window out (GIL released).  Batches
+are delivered in order through a queue.
 
-Memory: ``memory_limit`` bounds the decoded chunks (resident and in flight)
-plus the batches queued or being assembled.  The split is fixed up front:
-``(prefetch + 1)`` batches, the rest for the cache.
+Memory: ``memory_limit`` bounds the decoded chunks (slots) plus the batches
+being cut or waiting for the consumer.  The split is fixed up front:
+``prefetch + 1`` batches, the rest for slots.
 """
 
 from __future__ import annotations
@@ -34,37 +35,52 @@ from .._units import format_bytes
 from ..errors import MemoryBudgetError
 from ..sampling import EpochOrder
 from ..sources import ChunkedSource
-from ._assemble import VarNeeds, allocate, batch_needs, validity_mask
-from ._cache import NEVER, ChunkCache
+from ._assemble import (
+    BatchArrays,
+    _stacked_view,
+    allocate,
+    cut_batch,
+    scatter_key,
+    validity_mask,
+)
 from ._layout import StreamLayout
+from ._plan import BatchPlan, plan_span
+from ._slots import NEVER, SlotCache, SlotPool
+from ._sweep import KeyTargets, SweepOutputs, scatter_sweep, sweep_outputs, sweep_targets
 
-__all__ = ["Budget", "Engine", "EpochReport", "plan_budget"]
+__all__ = ["Budget", "Engine", "EpochReport", "plan_budget", "sweep_size"]
 
 _POLL = 0.05  # seconds between checks of the stop flag while blocked
+_SPAN = 32  # batches planned per vectorized pass
 
 
 @dataclass(frozen=True)
 class Budget:
-    """How ``memory_limit`` is split between queued batches and the chunk cache."""
+    """How ``memory_limit`` is split between batches and chunk slots."""
 
     memory_limit: int
     batch_nbytes: int
     prefetch: int
     cache_capacity: int
 
+    @property
+    def batch_slots(self) -> int:
+        """Batches that may exist at once on the engine's side."""
+        return self.prefetch + 1
+
 
 def plan_budget(layout: StreamLayout, batch_size: int, memory_limit: int, prefetch: int) -> Budget:
-    """Split the budget, or refuse one too small for a batch and a chunk."""
+    """Split the budget, or refuse one too small for a batch and a chunk of each variable."""
     batch_nbytes = layout.batch_nbytes(batch_size)
     queued = (prefetch + 1) * batch_nbytes
-    chunk = layout.max_chunk_nbytes
-    if memory_limit < queued + chunk:
+    block = layout.block_nbytes()
+    if memory_limit < queued + block:
         raise MemoryBudgetError(
             f"memory_limit={format_bytes(memory_limit)} is too small: {prefetch + 1} batches "
             f"(prefetch={prefetch} queued + 1 being assembled) of {format_bytes(batch_nbytes)} "
-            f"each need {format_bytes(queued)}, and one decoded chunk needs "
-            f"{format_bytes(chunk)}. Raise memory_limit to at least "
-            f"{format_bytes(queued + chunk)}, or lower batch_size or prefetch."
+            f"each need {format_bytes(queued)}, and one decoded chunk of each variable needs "
+            f"{format_bytes(block)}. Raise memory_limit to at least "
+            f"{format_bytes(queued + block)}, or lower batch_size or prefetch."
         )
     return Budget(memory_limit, batch_nbytes, prefetch, memory_limit - queued)
 
@@ -114,10 +130,11 @@ class EpochReport:
 class _Held:
     """Batches allocated and not yet taken by the consumer: slots and bytes (thread-safe)."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, wake: queue.SimpleQueue[Any]) -> None:
         self._lock = threading.Lock()
         self.slots = threading.Semaphore(slots)
         self.value = 0
+        self._wake = wake
 
     def add(self, nbytes: int) -> None:
         with self._lock:
@@ -126,15 +143,20 @@ class _Held:
     def release(self, nbytes: int) -> None:
         self.add(-nbytes)
         self.slots.release()
+        self._wake.put(None)  # the scheduler may be waiting for room
 
 
 @dataclass
-class _Task:
-    index: int
-    ids: np.ndarray
-    starts: np.ndarray
-    needs: list[VarNeeds]
-    nbytes: int  # decoded bytes of all the chunks it needs
+class _Delivery:
+    batch: Batch
+    nbytes_alloc: int
+
+
+@dataclass
+class _Cutting:
+    plan: BatchPlan
+    future: Future[BatchArrays]
+    nbytes: int
 
 
 class _Stop(Exception):
@@ -156,9 +178,11 @@ class Engine:
     budget
         The memory split (see :func:`plan_budget`).
     num_threads
-        Threads that read and decode chunks.
+        Threads that read and decode chunks (as many again cut batches).
     coords
         Coordinate values by dim, to label each sample's start.
+    lookahead
+        Batches planned ahead of the one being assembled.
     """
 
     def __init__(
@@ -170,19 +194,50 @@ class Engine:
         num_threads: int,
         coords: Mapping[str, np.ndarray] | None = None,
         lookahead: int | None = None,
+        sweep_batches: int = 0,
     ) -> None:
         self.source = source
         self.layout = layout
         self.budget = budget
         self.num_threads = max(1, int(num_threads))
         self.coords = {d: np.asarray(v) for d, v in (coords or {}).items()}
-        # Look ahead far enough to see about two cache-fulls of windows.
         per_batch = max(1, budget.batch_nbytes)
         self.lookahead = lookahead or int(min(4096, max(8, 2 * budget.cache_capacity // per_batch)))
-        # Enough loads queued that decode threads never wait for the scheduler;
-        # the memory they may take is bounded by cache reservations, not by this.
+        # Enough loads queued that decode threads never wait for the scheduler; the
+        # memory they may take is bounded by slots, not by this.
         self.max_inflight = max(32, 8 * self.num_threads)
+        # The same number of slots for every variable (a chunk group holds one chunk of
+        # each), but never more than a variable has chunks.  Sweeps keep a few slots
+        # (to overlap decodes) and give the rest of the cache to their outputs.
+        self.sweep_batches = int(sweep_batches)
+        n_slots = max(1, budget.cache_capacity // max(1, layout.block_nbytes()))
+        if self.sweep_batches:
+            n_slots = SWEEP_SLOTS
+        self.slot_counts = [
+            max(1, min(n_slots, int(np.prod(v.chunk_grid, dtype=np.int64))))
+            for v in layout.variables
+        ]
         self.report: EpochReport | None = None
+        self._pools: list[SlotPool] | None = None
+        self._busy = threading.Lock()
+
+    def _take_pools(self) -> tuple[list[SlotPool], bool]:
+        """The engine's slots, kept across epochs (warm pages, no allocation); a run
+        that overlaps another gets its own."""
+        if self._busy.acquire(blocking=False):
+            if self._pools is None:
+                self._pools = self._new_pools()
+            return self._pools, True
+        return self._new_pools(), False
+
+    def _new_pools(self) -> list[SlotPool]:
+        return [
+            SlotPool(v, n) for v, n in zip(self.layout.variables, self.slot_counts, strict=True)
+        ]
+
+    def release(self) -> None:
+        """Drop the kept slots (their memory returns to the system when unused)."""
+        self._pools = None
 
     # -- consumer side ---------------------------------------------------------------
     def run(
@@ -199,13 +254,11 @@ class Engine:
         self.report = report
         out: queue.Queue[Any] = queue.Queue()
         stop = threading.Event()
-        # One slot per batch that may exist at once on our side (queued or being
-        # assembled): the scheduler takes a slot before allocating a batch, the
-        # consumer returns it when it takes the batch over.
-        held = _Held(self.budget.prefetch + 1)
+        wake: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        held = _Held(self.budget.batch_slots, wake)
         worker = threading.Thread(
             target=self._schedule,
-            args=(order, batches, out, stop, held, report),
+            args=(order, batches, out, stop, held, wake, report),
             name="earthstream-scheduler",
             daemon=True,
         )
@@ -229,6 +282,7 @@ class Engine:
             report.finished = True
         finally:
             stop.set()
+            wake.put(None)
             with contextlib.suppress(queue.Empty):
                 while True:
                     out.get_nowait()
@@ -243,290 +297,435 @@ class Engine:
         out: queue.Queue[Any],
         stop: threading.Event,
         held: _Held,
+        wake: queue.SimpleQueue[Any],
         report: EpochReport,
     ) -> None:
-        pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="earthstream-decode")
-        state = _SchedulerState(self, pool, stop, held, report)
+        loads = ThreadPoolExecutor(self.num_threads, thread_name_prefix="earthstream-decode")
+        cuts = ThreadPoolExecutor(self.num_threads, thread_name_prefix="earthstream-cut")
+        pools, owned = self._take_pools()
+        state = _Pass(self, pools, loads, cuts, stop, held, wake, report)
         try:
-            for item in state.batches(order, batches):
-                state.put(out, item)
-            state.put(out, _DONE)
+            state.run(order, batches, out)
+            out.put(_DONE)
         except _Stop:
             pass
         except BaseException as exc:
-            with contextlib.suppress(_Stop):
-                state.put(out, exc)
+            out.put(exc)
         finally:
             for future in state.inflight.values():
                 future.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-            report.peak_cache_bytes = state.cache.peak
+            loads.shutdown(wait=True, cancel_futures=True)
+            cuts.shutdown(wait=True, cancel_futures=True)
+            if owned:
+                self._busy.release()
+            report.peak_cache_bytes = state.cache.peak_bytes
             report.evictions = state.cache.evictions
 
 
-@dataclass
-class _Delivery:
-    batch: Batch
-    nbytes_alloc: int
+def _load(
+    source: ChunkedSource, name: str, index: tuple[int, ...], out: np.ndarray, fill: Any
+) -> bool:
+    """Decode one chunk into its slot; a chunk that is not stored becomes fill values."""
+    chunk = source.read_chunk(name, index, out)
+    if chunk is None:
+        out[...] = fill
+        return False
+    if chunk is not out:  # a source that ignores ``out``
+        out[tuple(slice(0, n) for n in chunk.shape)] = chunk
+    return True
 
 
-def _notify(done: queue.SimpleQueue[int], key: int, _: Future[Any]) -> None:
-    done.put(key)
-
-
-def _load(source: ChunkedSource, name: str, index: tuple[int, ...]) -> np.ndarray | None:
-    return source.read_chunk(name, index)
-
-
-class _SchedulerState:
+class _Pass:
     """Scheduler-thread state for one epoch pass."""
 
     def __init__(
         self,
         engine: Engine,
-        pool: ThreadPoolExecutor,
+        pools: list[SlotPool],
+        loads: ThreadPoolExecutor,
+        cuts: ThreadPoolExecutor,
         stop: threading.Event,
         held: _Held,
+        wake: queue.SimpleQueue[Any],
         report: EpochReport,
     ) -> None:
         self.engine = engine
         self.layout = engine.layout
-        self.pool = pool
+        self.source = engine.source
+        self.loads = loads
+        self.cuts = cuts
         self.stop = stop
         self.held = held
+        self.wake = wake
         self.report = report
-        self.cache: ChunkCache[int] = ChunkCache(engine.budget.cache_capacity)
-        self.inflight: dict[int, Future[np.ndarray | None]] = {}
-        self.index_of: dict[int, tuple[int, tuple[int, ...]]] = {}  # key -> (var, chunk index)
+        for pool in pools:
+            pool.reset()
+        self.pools = pools
+        self.cache = SlotCache(self.pools)
+        self.inflight: dict[int, Future[bool]] = {}
+        self.index_of: dict[int, tuple[int, ...]] = {}
         self._wanted: list[tuple[float, int, int]] = []  # prefetch heap: (next use, tie, key)
         self._tie = itertools.count()
         self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.pad = self.layout.grid.edges == "pad"
-        self._sizes = np.array([a.size for a in self.layout.grid.axes], dtype=np.int64)
+        self.max_cutting = engine.num_threads + 1
 
-    # -- memory accounting -------------------------------------------------------
+    # -- accounting -------------------------------------------------------------------
     def _track_peak(self) -> None:
-        total = self.cache.used + self.held.value
+        total = self.cache.used_bytes + self.held.value
         if total > self.report.peak_held_bytes:
             self.report.peak_held_bytes = total
 
-    # -- loads ---------------------------------------------------------------------
+    # -- loads ----------------------------------------------------------------------
     def _start(self, key: int, until: float) -> bool:
-        vi, index = self.index_of[key]
-        var = self.layout.variables[vi]
-        victims = self.cache.reserve(key, var.chunk_nbytes, until)
-        if victims is None:
+        found = self.cache.reserve(key, until)
+        if found is None:
             return False
+        slot, victims = found
         for victim in victims:  # evicted but needed later: read it again in time
             self._want(victim)
-        future = self.pool.submit(_load, self.engine.source, var.name, index)
+        pool = self.cache.pool_of(key)
+        var = pool.var
+        future = self.loads.submit(
+            _load, self.source, var.name, self.index_of[key], pool.slab[slot], var.fill
+        )
         self.inflight[key] = future
-        future.add_done_callback(functools.partial(_notify, self._done, key))
+        future.add_done_callback(functools.partial(self._notify, key))
         self._track_peak()
         return True
 
-    def _finished(self, block: bool) -> list[int]:
-        done = []
-        if block:
-            t0 = time.perf_counter()
-            while True:
-                if self.stop.is_set():
-                    raise _Stop
-                try:
-                    done.append(self._done.get(timeout=_POLL))
-                    break
-                except queue.Empty:
-                    continue
-            self.report.stall_s += time.perf_counter() - t0
+    def _notify(self, key: int, _: object = None) -> None:
+        self._done.put(key)
+        self.wake.put(None)
+
+    def _collect(self) -> bool:
+        """Move finished loads into the cache; True if any finished."""
+        landed = False
         with contextlib.suppress(queue.Empty):
             while True:
-                done.append(self._done.get_nowait())
-        return done
-
-    def _collect(self, block: bool) -> None:
-        """Move finished loads into the cache (waiting for one if ``block``)."""
-        if not self.inflight:
-            return
-        for key in self._finished(block):
-            future = self.inflight.pop(key)
-            try:
-                chunk = future.result()
-            except BaseException:
-                self.cache.cancel(key)
-                raise
-            vi, index = self.index_of[key]
-            if chunk is None:
-                self.report.chunks_missing += 1
-                self.cache.fulfil(key, None, 0)
-            else:
-                self.report.chunks_decoded += 1
-                self.report.bytes_decoded += chunk.nbytes
-                self.report.decodes[(self.layout.variables[vi].name, index)] += 1
-                self.cache.fulfil(key, chunk, chunk.nbytes)
-            self._track_peak()
-
-    def _prefetch(self) -> None:
-        wanted = self._wanted
-        while wanted and len(self.inflight) < self.engine.max_inflight:
-            use, _, key = wanted[0]
-            if key in self.cache or key in self.inflight or self.cache.next_use(key) != use:
-                heapq.heappop(wanted)
-                continue
-            if not self._start(key, use):
-                return
-            heapq.heappop(wanted)
+                key = self._done.get_nowait()
+                future = self.inflight.pop(key)
+                try:
+                    stored = future.result()
+                except BaseException:
+                    self.cache.cancel(key)
+                    raise
+                self.cache.fulfil(key)
+                pool = self.cache.pool_of(key)
+                if stored:
+                    self.report.chunks_decoded += 1
+                    self.report.bytes_decoded += pool.chunk_nbytes
+                    self.report.decodes[(pool.var.name, self.index_of[key])] += 1
+                else:
+                    self.report.chunks_missing += 1
+                landed = True
+        return landed
 
     def _want(self, key: int) -> None:
         use = self.cache.next_use(key)
         if use != NEVER:
             heapq.heappush(self._wanted, (use, next(self._tie), key))
 
-    # -- batches ------------------------------------------------------------------
-    def _task(self, index: int, ids: np.ndarray) -> _Task:
-        starts = self.layout.grid.starts_of(ids)
-        needs = batch_needs(self.layout, starts)
-        cache = self.cache
-        nbytes = 0
-        for vn in needs:
-            nbytes += len(vn.keys) * self.layout.variables[vn.var].chunk_nbytes
-            for key, chunk_index in zip(vn.keys, vn.index, strict=True):
-                if key not in self.index_of:
-                    self.index_of[key] = (vn.var, chunk_index)
-                idle = cache.next_use(key) == NEVER
-                cache.add_use(key, index)
-                if idle and key not in cache and key not in self.inflight:
-                    self._want(key)
-        return _Task(index, ids, starts, needs, nbytes)
-
-    def batches(self, order: EpochOrder, batches: range) -> Iterator[Any]:
-        source = order.iter_batches(batches)
-        ahead: deque[_Task] = deque()
-        exhausted = False
-        while True:
-            # Grow the look-ahead a few batches per step, so the first batch is not
-            # held up by planning far ahead.
-            room = min(self.engine.lookahead - len(ahead), 32)
-            for _ in range(room if not exhausted else 0):
-                try:
-                    index, ids = next(source)
-                except StopIteration:
-                    exhausted = True
-                    break
-                ahead.append(self._task(index, ids))
-                if len(ahead) == 1:
-                    self._prefetch()  # start reading as soon as the first batch is known
-            if not ahead:
-                return
-            task = ahead.popleft()
-            yield self._assemble(task, order.epoch)
-
-    def _ensure(self, keys: list[int], until: int) -> None:
-        """Start loads of the not-yet-requested ``keys`` while there is room."""
-        for key in keys:
-            if key in self.cache or key in self.inflight:
+    def _prefetch(self) -> None:
+        wanted, cache = self._wanted, self.cache
+        while wanted and len(self.inflight) < self.engine.max_inflight:
+            use, _, key = wanted[0]
+            if key in cache.resident or key in self.inflight or cache.next_use(key) != use:
+                heapq.heappop(wanted)
                 continue
-            if not self._start(key, until):
-                return  # no room yet: wait for loads in flight to land
+            if not self._start(key, use):
+                return
+            heapq.heappop(wanted)
 
-    def _wait(self) -> None:
-        self._prefetch()
-        if not self.inflight:
-            raise RuntimeError(  # pragma: no cover - prevented by plan_budget
-                "earthstream engine cannot make progress: the cache cannot hold one chunk"
-            )
-        self._collect(block=True)
-
-    def _assemble(self, task: _Task, epoch: int) -> _Delivery:
-        layout = self.layout
-        cache = self.cache
-        pad = self.pad and bool(((task.starts + layout.grid.lengths) > self._sizes).any())
-        self._take_slot()
-        arrays = allocate(layout, len(task.ids), prefill=pad)
-        self.held.add(arrays.nbytes)
-        self._track_peak()
-        keys = [key for vn in task.needs for key in vn.keys]
-        if task.nbytes <= cache.capacity:
-            # Usual case: bring every chunk of the batch in, then cut in one pass.
-            self._collect(block=False)
-            missing = [key for key in keys if key not in cache]
-            while missing:
-                self._ensure(missing, task.index)
-                self._wait()
-                missing = [key for key in missing if key not in cache]
-            for vn in task.needs:
-                var, dest = layout.variables[vn.var], arrays.dest[vn.var]
-                chunks = [cache.get(key) for key in vn.keys]
-                if vn.inside and not any(c is None for c in chunks):
-                    vn.cut(dest, chunks, var)
-                else:
-                    for position, chunk in enumerate(chunks):
-                        vn.scatter_key(position, chunk, dest, var)
-            for key in keys:
-                cache.consume(key)
+    def _wait(self, kind: str) -> None:
+        """Block until something happens (a load or cut lands, the consumer takes a batch)."""
+        t0 = time.perf_counter()
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                self.wake.get(timeout=_POLL)
+                break
+            except queue.Empty:
+                continue
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.wake.get_nowait()
+        if kind == "stall":
+            self.report.stall_s += time.perf_counter() - t0
         else:
-            # Tight memory: fill from each chunk as it arrives, then let it go.
-            pending = [(vn, p) for vn in task.needs for p in range(len(vn.keys))]
-            while pending:
-                waiting = []
-                for vn, p in pending:
-                    key = vn.keys[p]
-                    if key in cache:
-                        var = layout.variables[vn.var]
-                        vn.scatter_key(p, cache.get(key), arrays.dest[vn.var], var)
-                        cache.consume(key)
-                    else:
-                        waiting.append((vn, p))
-                pending = waiting
-                self._collect(block=False)
-                if not pending or any(vn.keys[p] in cache for vn, p in pending):
-                    continue
-                self._ensure([vn.keys[p] for vn, p in pending], task.index)
-                if not any(vn.keys[p] in cache for vn, p in pending):
-                    self._wait()
-        self.report.chunk_uses += len(keys)
-        self._prefetch()
-        return _Delivery(self._batch(task, arrays, epoch), arrays.nbytes)
+            self.report.backpressure_s += time.perf_counter() - t0
 
-    def _batch(self, task: _Task, arrays: Any, epoch: int) -> Batch:
+    # -- planning -------------------------------------------------------------------
+    def _plan(self, span: list[tuple[int, np.ndarray]]) -> list[BatchPlan]:
+        plans = plan_span(self.layout, span)
+        cache, index_of, resident, inflight = (
+            self.cache,
+            self.index_of,
+            self.cache.resident,
+            self.inflight,
+        )
+        for plan in plans:
+            j = plan.index
+            for vplan in plan.vars:
+                for position, key in enumerate(vplan.keys):
+                    if key not in index_of:
+                        index_of[key] = tuple(vplan.index[position].tolist())
+                    if cache.add_use(key, j) and key not in resident and key not in inflight:
+                        self._want(key)
+        return plans
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self, order: EpochOrder, batches: range, out: queue.Queue[Any]) -> None:
+        if self.engine.sweep_batches:
+            self._run_sweeps(order, batches, out)
+            return
+        source = order.iter_batches(batches)
+        ahead: deque[BatchPlan] = deque()
+        cutting: deque[_Cutting] = deque()
+        exhausted = False
+        lookahead = self.engine.lookahead
+        epoch = order.epoch
+        while True:
+            progressed = False
+            if not exhausted and len(ahead) < lookahead:
+                span = list(itertools.islice(source, min(_SPAN, lookahead - len(ahead))))
+                if span:
+                    ahead.extend(self._plan(span))
+                    progressed = True
+                else:
+                    exhausted = True
+            progressed |= self._collect()
+            while ahead and len(cutting) < self.max_cutting:
+                head = ahead[0]
+                if self._tight(head):
+                    if cutting:
+                        break  # deliver in order: finish the batches being cut first
+                    ahead.popleft()
+                    out.put(self._assemble_tight(head, epoch))
+                    progressed = True
+                    continue
+                missing = [k for k in head.keys if k not in self.cache.resident]
+                if missing:
+                    for key in missing:
+                        if key not in self.inflight and not self._start(key, head.index):
+                            break
+                    break
+                if not self.held.slots.acquire(blocking=False):
+                    break
+                ahead.popleft()
+                cutting.append(self._cut(head))
+                progressed = True
+            self._prefetch()
+            while cutting and cutting[0].future.done():
+                out.put(self._deliver(cutting.popleft(), epoch))
+                progressed = True
+            if exhausted and not ahead and not cutting:
+                return
+            if not progressed:
+                waiting_for_room = bool(ahead) and not cutting and not missing_any(self, ahead)
+                self._wait("backpressure" if waiting_for_room else "stall")
+
+    # -- sweeps ---------------------------------------------------------------------
+    def _run_sweeps(self, order: EpochOrder, batches: range, out: queue.Queue[Any]) -> None:
+        """Assemble ``sweep_batches`` batches at a time, each chunk decoded once per sweep."""
+        source = order.iter_batches(batches)
+        layout, pools, report = self.layout, self.pools, self.report
+        size = self.engine.sweep_batches
+        while True:
+            span = list(itertools.islice(source, size))
+            if not span:
+                return
+            plans = plan_span(layout, span)
+            outputs = sweep_outputs(layout, plans)
+            self.held.add(outputs.nbytes)
+            pending = deque(sweep_targets(layout, plans))
+            running: dict[int, tuple[KeyTargets, int, Future[bool]]] = {}
+            in_use = 0
+            while pending or running:
+                while pending:
+                    target = pending[0]
+                    pool = pools[target.var]
+                    slot = pool.take()
+                    if slot is None:
+                        break
+                    pending.popleft()
+                    var = pool.var
+                    index = tuple(target.index.tolist())
+                    future = self.loads.submit(
+                        _load, self.source, var.name, index, pool.slab[slot], var.fill
+                    )
+                    future.add_done_callback(functools.partial(self._notify, target.key))
+                    running[target.key] = (target, slot, future)
+                    in_use += pool.chunk_nbytes
+                    total = in_use + self.held.value
+                    report.peak_held_bytes = max(report.peak_held_bytes, total)
+                    report.peak_cache_bytes = max(report.peak_cache_bytes, in_use)
+                if not self._drain_sweep(running, outputs):
+                    self._wait("stall")
+                    continue
+                in_use = sum(pools[t.var].chunk_nbytes for t, _, _ in running.values())
+            for i, plan in enumerate(plans):
+                self._take_batch_slot()
+                lo, hi = outputs.offsets[i], outputs.offsets[i + 1]
+                arrays = _rows(layout, outputs, lo, hi)
+                nbytes = self.engine.budget.batch_nbytes
+                self.held.add(nbytes)
+                out.put(_Delivery(self._batch(plan, arrays, order.epoch), nbytes))
+            self.held.add(-outputs.nbytes)
+
+    def _drain_sweep(
+        self, running: dict[int, tuple[KeyTargets, int, Future[bool]]], outputs: SweepOutputs
+    ) -> bool:
+        """Scatter every finished load of a sweep and free its slot; True if any."""
+        landed = False
+        with contextlib.suppress(queue.Empty):
+            while True:
+                key = self._done.get_nowait()
+                target, slot, future = running.pop(key)
+                pool = self.pools[target.var]
+                stored = future.result()
+                scatter_sweep(pool, target, slot, outputs.data[pool.var.name])
+                pool.give(slot)
+                self.report.chunk_uses += target.uses
+                if stored:
+                    self.report.chunks_decoded += 1
+                    self.report.bytes_decoded += pool.chunk_nbytes
+                    self.report.decodes[(pool.var.name, tuple(target.index.tolist()))] += 1
+                else:
+                    self.report.chunks_missing += 1
+                landed = True
+        return landed
+
+    def _take_batch_slot(self) -> None:
+        if self.held.slots.acquire(blocking=False):
+            return
+        t0 = time.perf_counter()
+        while not self.held.slots.acquire(timeout=_POLL):
+            if self.stop.is_set():
+                raise _Stop
+        self.report.backpressure_s += time.perf_counter() - t0
+
+    # -- assembling -----------------------------------------------------------------
+    def _tight(self, plan: BatchPlan) -> bool:
+        """Whether the batch needs more chunks of a variable than that variable has slots."""
+        return any(
+            len(v.keys) > pool.n_slots for v, pool in zip(plan.vars, self.pools, strict=True)
+        )
+
+    def _cut(self, plan: BatchPlan) -> _Cutting:
+        slots = [self.cache.checkout(vplan.keys) for vplan in plan.vars]
+        nbytes = self.engine.budget.batch_nbytes
+        self.held.add(nbytes)
+        self._track_peak()
+        future = self.cuts.submit(cut_batch, self.layout, self.pools, plan, slots)
+        future.add_done_callback(lambda _: self.wake.put(None))
+        self.report.chunk_uses += sum(len(v.keys) for v in plan.vars)
+        return _Cutting(plan, future, nbytes)
+
+    def _deliver(self, job: _Cutting, epoch: int) -> _Delivery:
+        arrays = job.future.result()
+        self.cache.checkin(job.plan.keys)
+        return _Delivery(self._batch(job.plan, arrays, epoch), job.nbytes)
+
+    def _assemble_tight(self, plan: BatchPlan, epoch: int) -> _Delivery:
+        """Memory too tight to hold a batch's chunks together: fill it chunk by chunk."""
+        t0 = time.perf_counter()
+        while not self.held.slots.acquire(timeout=_POLL):
+            if self.stop.is_set():
+                raise _Stop
+            self._collect()
+        self.report.backpressure_s += time.perf_counter() - t0
+        arrays = allocate(self.layout, len(plan.ids), prefill=plan.padded)
+        nbytes = self.engine.budget.batch_nbytes
+        self.held.add(nbytes)
+        cache = self.cache
+        pending = [
+            (vplan, pool, position, key)
+            for vplan, pool in zip(plan.vars, self.pools, strict=True)
+            for position, key in enumerate(vplan.keys)
+        ]
+        while pending:
+            waiting = []
+            for vplan, pool, position, key in pending:
+                if key in cache.resident:  # fill from it, then let it go
+                    out = arrays.data[pool.var.name]
+                    scatter_key(pool, vplan, position, cache.chunk(key), out)
+                    cache.consume(key)
+                    self.report.chunk_uses += 1
+                else:
+                    waiting.append((vplan, pool, position, key))
+            pending = waiting
+            for _, _, _, key in pending:
+                if key not in self.inflight and not self._start(key, plan.index):
+                    break
+            if pending:
+                if not self.inflight:
+                    raise RuntimeError(  # pragma: no cover - prevented by plan_budget
+                        "earthstream engine cannot make progress: no slot for a chunk"
+                    )
+                self._wait("stall")
+                self._collect()
+        self._track_peak()
+        return _Delivery(self._batch(plan, arrays, epoch), nbytes)
+
+    def _batch(self, plan: BatchPlan, arrays: BatchArrays, epoch: int) -> Batch:
         layout = self.layout
         grid = layout.grid
-        starts = {dim: task.starts[:, a] for a, dim in enumerate(grid.dims)}
+        starts = {dim: plan.starts[:, a] for a, dim in enumerate(grid.dims)}
         coords = {}
         for dim, values in self.engine.coords.items():
             if dim in starts and len(values) == grid.axis(dim).size:
                 coords[dim] = values[starts[dim]]
-        if layout.stack:
-            data = {v.name: d for v, d in zip(layout.variables, arrays.dest, strict=True)}
-        else:
-            data = arrays.own
-        mask = validity_mask(layout, task.starts) if grid.edges == "pad" else None
+        mask = validity_mask(layout, plan.starts) if grid.edges == "pad" else None
         return Batch(
-            data=data,
+            data=arrays.data,
             dims={v.name: v.sample_dims for v in layout.variables},
             starts=starts,
             coords=coords,
-            window_ids=task.ids,
+            window_ids=plan.ids,
             epoch=epoch,
-            index=task.index,
+            index=plan.index,
             mask=mask,
             mask_dims=layout.mask_dims if mask is not None else (),
             stacked=arrays.stacked,
             channels=layout.channels,
         )
 
-    def _take_slot(self) -> None:
-        """Wait for room for one more batch, decoding ahead meanwhile."""
-        if self.held.slots.acquire(blocking=False):
-            return
-        t0 = time.perf_counter()
-        while not self.held.slots.acquire(timeout=_POLL / 5):
-            if self.stop.is_set():
-                raise _Stop
-            self._collect(block=False)
-            self._prefetch()
-        self.report.backpressure_s += time.perf_counter() - t0
 
-    def put(self, out: queue.Queue[Any], item: Any) -> None:
-        if self.stop.is_set():
-            raise _Stop
-        out.put(item)
+#: Slots per variable in a sweep: enough to overlap decodes, little memory.
+SWEEP_SLOTS = 2
+
+
+def sweep_size(layout: StreamLayout, budget: Budget, batch_size: int) -> int:
+    """Batches per sweep for a fully shuffled stream, or 0 when batches fit the slots.
+
+    A batch of uniformly drawn windows touches about ``n (1 - (1 - 1/n)^B)`` of a
+    variable's ``n`` chunks.  When that nears the number of slots, batches would
+    fight over slots; sweeps give the cache to batch outputs instead.
+    """
+    block = max(1, layout.block_nbytes())
+    n_slots = budget.cache_capacity // block
+    expected = 0.0
+    for var in layout.variables:
+        n = float(np.prod(var.chunk_grid, dtype=np.float64))
+        expected = max(expected, n * (1 - (1 - 1 / n) ** batch_size) if n else 0.0)
+    if expected <= 0.5 * n_slots:
+        return 0
+    room = budget.cache_capacity - SWEEP_SLOTS * block
+    size = room // max(1, budget.batch_nbytes)
+    return int(size) if size >= 2 else 0
+
+
+def _rows(layout: StreamLayout, outputs: SweepOutputs, lo: int, hi: int) -> BatchArrays:
+    """A batch's own copy of its rows of a sweep's outputs."""
+    if outputs.stacked is not None:
+        stacked = outputs.stacked[lo:hi].copy()
+        data = {v.name: _stacked_view(stacked, v, layout) for v in layout.variables}
+        return BatchArrays(data, stacked, stacked.nbytes)
+    data = {name: array[lo:hi].copy() for name, array in outputs.data.items()}
+    return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
+
+
+def missing_any(state: _Pass, ahead: deque[BatchPlan]) -> bool:
+    """Whether the next batch still waits for chunks."""
+    return any(k not in state.cache.resident for k in ahead[0].keys)

@@ -69,12 +69,17 @@ class ChunkedSource(Protocol):
         """1-D coordinate values by dim name (time decoded to ``datetime64``)."""
         ...
 
-    def read_chunk(self, name: str, index: tuple[int, ...]) -> np.ndarray | None:
+    def read_chunk(
+        self, name: str, index: tuple[int, ...], out: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """Decode one chunk of ``name`` at chunk-grid ``index``.
 
         Returns an array whose shape covers at least the part of the chunk inside
         the array bounds, or ``None`` if the chunk is not stored (it then holds
-        ``fill_value`` everywhere).  Must be thread-safe.
+        ``fill_value`` everywhere).  With ``out`` (an array of the full chunk
+        shape and the variable's dtype, e.g. an engine cache slot) the chunk is
+        written into it, from its origin, and ``out`` is returned.  Must be
+        thread-safe.
         """
         ...
 

@@ -88,14 +88,20 @@ class ArraySource:
     def coords(self) -> Mapping[str, np.ndarray]:
         return self._coords
 
-    def read_chunk(self, name: str, index: tuple[int, ...]) -> np.ndarray | None:
+    def read_chunk(
+        self, name: str, index: tuple[int, ...], out: np.ndarray | None = None
+    ) -> np.ndarray | None:
         info = self._variables[name]
         self.decodes += 1
         region = tuple(
             slice(i * c, min((i + 1) * c, s))
             for i, c, s in zip(index, info.chunks, info.shape, strict=True)
         )
-        return self._arrays[name][region]
+        chunk = self._arrays[name][region]
+        if out is None:
+            return chunk
+        out[tuple(slice(0, n) for n in chunk.shape)] = chunk
+        return out
 
     def select(self, variables: Sequence[str]) -> ArraySource:
         names = _check_names(variables, self._variables)

@@ -167,15 +167,25 @@ class ZarrSource:
         return source
 
     # -- data ------------------------------------------------------------------------
-    def read_chunk(self, name: str, index: tuple[int, ...]) -> np.ndarray | None:
-        """Decode chunk ``index`` of variable ``name`` (``None``: not stored, all fill)."""
+    def read_chunk(
+        self, name: str, index: tuple[int, ...], out: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Decode chunk ``index`` of variable ``name`` (``None``: not stored, all fill).
+
+        With ``out`` (an array of the chunk's full shape and the variable's
+        dtype) the chunk is decoded into it and ``out`` is returned.
+        """
         spec = self._specs[name]
         if spec.fast:
             decoder = self._decoders.get(name)
             if decoder is None or self._pid != os.getpid():
                 decoder = self._decoder(name)
-            return decoder.read(self.reader, index)
-        return self._read_fallback(name, index)
+            return decoder.read(self.reader, index, out)
+        chunk = self._read_fallback(name, index)
+        if out is None:
+            return chunk
+        out[tuple(slice(0, n) for n in chunk.shape)] = chunk
+        return out
 
     def _decoder(self, name: str) -> ChunkDecoder:
         self._check_process()

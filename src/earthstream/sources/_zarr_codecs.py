@@ -260,20 +260,47 @@ class ChunkDecoder:
         if spec.transpose is not None:
             self._stored_shape = tuple(spec.chunks[i] for i in spec.transpose)
             self._inverse = tuple(int(i) for i in np.argsort(spec.transpose))
+        # Stored layout equal to a C-ordered, native array of the chunk shape.
+        self._direct = (
+            spec.order == "C" and self._inverse is None and not spec.filters and self.dtype.isnative
+        )
         self._index_cache: dict[str, np.ndarray | None] = {}
         self._index_lock = threading.Lock()
 
     # -- decoding ---------------------------------------------------------------
-    def decode(self, data: Buffer, where: str) -> np.ndarray:
-        """Decode one stored chunk into an array of the chunk's full shape."""
+    @property
+    def chunk_nbytes(self) -> int:
+        """Decoded bytes of one chunk (the size of an ``out`` buffer)."""
+        return self._nbytes
+
+    def decode(self, data: Buffer, where: str, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode one stored chunk into an array of the chunk's full shape.
+
+        With ``out`` (an array of the chunk's shape, e.g. a cache slot) the
+        result is written there and ``out`` is returned.  When the stored layout
+        equals ``out``'s (C order, native byte order, no transpose or filters)
+        the last codec decodes straight into it (zstd, blosc): no temporary, no
+        page faults of a fresh allocation.
+        """
         spec = self.spec
+        direct = (
+            out is not None
+            and self._direct
+            and out.dtype == self.dtype
+            and out.flags.c_contiguous
+            and out.nbytes == self._nbytes
+        )
         try:
             buf: Any = data
+            n = len(self._bytes_codecs)
             for i, codec in enumerate(reversed(self._bytes_codecs)):
-                last = i == len(self._bytes_codecs) - 1 and not self._filters
-                if last and codec.codec_id in ("zstd", "blosc"):
-                    out = np.empty(self._nbytes, dtype=np.uint8)
-                    buf = codec.decode(buf, out=out)
+                if i == n - 1 and not self._filters and codec.codec_id in ("zstd", "blosc"):
+                    target = (
+                        out.reshape(-1).view(np.uint8)
+                        if direct and out is not None
+                        else np.empty(self._nbytes, dtype=np.uint8)
+                    )
+                    buf = codec.decode(buf, out=target)
                 else:
                     buf = codec.decode(buf)
             for f in reversed(self._filters):
@@ -296,16 +323,22 @@ class ChunkDecoder:
             ) from exc
         if self._inverse is not None:
             arr = arr.transpose(self._inverse)
-        return np.asarray(arr)
+        if out is None:
+            return np.asarray(arr)
+        if not np.shares_memory(arr, out):
+            out[...] = arr  # converts byte order and layout
+        return out
 
     # -- reading ----------------------------------------------------------------
-    def read(self, reader: ByteReader, index: tuple[int, ...]) -> np.ndarray | None:
+    def read(
+        self, reader: ByteReader, index: tuple[int, ...], out: np.ndarray | None = None
+    ) -> np.ndarray | None:
         """Read and decode the chunk at ``index``; ``None`` when it is not stored."""
         shard = self.spec.shard
         if shard is None:
             key = self.spec.key(index)
             data = reader.get(key)
-            return None if data is None else self.decode(data, key)
+            return None if data is None else self.decode(data, key, out)
         outer = tuple(i // n for i, n in zip(index, shard.chunks_per_shard, strict=True))
         inner = tuple(i % n for i, n in zip(index, shard.chunks_per_shard, strict=True))
         key = self.spec.key(outer)
@@ -319,7 +352,7 @@ class ChunkDecoder:
         data = reader.get_range(key, start, start + int(nbytes))
         if data is None:  # the shard vanished between the index read and now
             return None
-        return self.decode(data, f"{key}[{start}:{start + int(nbytes)}]")
+        return self.decode(data, f"{key}[{start}:{start + int(nbytes)}]", out)
 
     def _shard_index(self, reader: ByteReader, key: str) -> np.ndarray | None:
         with self._index_lock:

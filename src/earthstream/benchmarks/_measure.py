@@ -1,0 +1,342 @@
+"""One measured method, run in a fresh process: ``python -m earthstream.benchmarks._measure SPEC``.
+
+Each method warms up (imports, page cache, first batches) and then runs
+``repeats`` measured passes; the process prints one JSON object with every
+pass and its own peak RSS.  Running each method in its own process keeps peak
+RSS honest and stops one method's caches from helping another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import resource
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+Spec = dict[str, Any]
+Result = dict[str, Any]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+# -- the limit: decode every chunk the epoch needs once, as fast as possible ------------
+def _needed_chunks(spec: Spec) -> list[tuple[str, tuple[int, ...]]]:
+    """Every chunk touched by the epoch's windows (drop edges), per variable."""
+    from .. import open_zarr
+
+    source = open_zarr(spec["store"], variables=spec["variables"])
+    w = spec["window"]
+    keys: list[tuple[str, tuple[int, ...]]] = []
+    for name, info in source.variables.items():
+        ranges = []
+        for dim, size, chunk in zip(info.dims, info.shape, info.chunks, strict=True):
+            used = size if dim == "time" else (size // w) * w  # rows covered by windows
+            ranges.append(range(-(-used // chunk)))
+        keys.extend((name, idx) for idx in itertools.product(*ranges))
+    return keys
+
+
+def _limit_numcodecs(spec: Spec) -> Result:
+    """Read + decode each needed chunk once on all cores, into reused buffers."""
+    from .. import open_zarr
+
+    source = open_zarr(spec["store"], variables=spec["variables"])
+    keys = _needed_chunks(spec)
+    reader = source.reader
+    decoders = {name: source._decoder(name) for name in source.variables}
+    local = threading.local()
+
+    def work(key: tuple[str, tuple[int, ...]]) -> int:
+        name, index = key
+        decoder = decoders[name]
+        buffers = getattr(local, "buffers", None)
+        if buffers is None:
+            buffers = local.buffers = {}
+        out = buffers.get(name)
+        if out is None:
+            out = buffers[name] = np.empty(decoder.spec.chunks, dtype=decoder.dtype)
+        chunk = decoder.read(reader, index, out=out)
+        return 0 if chunk is None else chunk.nbytes
+
+    threads = spec.get("threads") or _cpus()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, keys[: 4 * threads]))  # warm the buffers
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        decoded = sum(pool.map(work, keys))
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    return {"elapsed_s": elapsed, "cpu_s": cpu, "bytes_decoded": decoded, "chunks": len(keys)}
+
+
+def _limit_zarr(spec: Spec, pipeline: str | None) -> Result:
+    """One whole-array read per variable through zarr-python (optionally the zarrs pipeline)."""
+    import zarr
+
+    config: dict[str, Any] = {"async.concurrency": 64}
+    if pipeline:
+        config["codec_pipeline.path"] = pipeline
+    with zarr.config.set(config):
+        arrays = [zarr.open_array(spec["store"], path=name, mode="r") for name in spec["variables"]]
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        decoded = 0
+        for array in arrays:
+            decoded += np.asarray(array[...]).nbytes
+        elapsed = time.perf_counter() - t0
+    return {"elapsed_s": elapsed, "cpu_s": time.process_time() - c0, "bytes_decoded": decoded}
+
+
+def limit(spec: Spec) -> list[Result]:
+    candidates: dict[str, Callable[[Spec], Result]] = {
+        "numcodecs": _limit_numcodecs,
+        "zarr-python": lambda s: _limit_zarr(s, None),
+    }
+    try:
+        import zarrs  # noqa: F401
+
+        candidates["zarrs"] = lambda s: _limit_zarr(s, "zarrs.ZarrsCodecPipeline")
+    except ImportError:  # pragma: no cover - zarrs is in the bench extra
+        pass
+    runs = []
+    for _ in range(spec["repeats"]):
+        run: Result = {"candidates": {}}
+        for label, fn in candidates.items():
+            run["candidates"][label] = fn(spec)
+        best = min(run["candidates"], key=lambda k: run["candidates"][k]["elapsed_s"])
+        run.update(run["candidates"][best], decoder=best)
+        runs.append(run)
+    return runs
+
+
+# -- earthstream -------------------------------------------------------------------------
+def earthstream(spec: Spec) -> list[Result]:
+    """Epochs of one stream (as in training), plus a cold start to the first batch."""
+    from .. import Stream, open_zarr
+
+    kwargs = {
+        "window": {"lat": spec["window"], "lon": spec["window"]},
+        "batch_size": spec["batch_size"],
+        "shuffle": spec["shuffle"],
+        "seed": 0,
+        "memory_limit": spec["memory_limit"],
+    }
+    workers = spec.get("workers", 0)
+    source = open_zarr(spec["store"], variables=spec["variables"])
+    stream = Stream(source, **kwargs)
+
+    def batches_of(epoch: int) -> Iterator[Any]:
+        stream.set_epoch(epoch)
+        if workers:
+            return iter(stream.to_torch().loader(num_workers=workers))
+        return iter(stream)
+
+    def one_pass(epoch: int, limit_batches: int | None = None) -> Result:
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        samples = delivered = count = 0
+        for batch in batches_of(epoch):
+            count += 1
+            samples += batch.size
+            delivered += _nbytes(batch)
+            if limit_batches and count >= limit_batches:
+                break
+        elapsed = time.perf_counter() - t0
+        report = stream.report
+        return {
+            "elapsed_s": elapsed,
+            "cpu_s": time.process_time() - c0,
+            "samples": samples,
+            "batches": count,
+            "bytes_delivered": delivered,
+            "bytes_decoded": report.bytes_decoded if report and not workers else None,
+            "chunks_decoded": report.chunks_decoded if report and not workers else None,
+            "stall_s": report.stall_s if report and not workers else None,
+            "n_windows": stream.n_windows,
+        }
+
+    one_pass(99, limit_batches=20)  # warm-up: imports, page cache, threads, slots
+
+    # Cold start: open the store, build a stream, get the first batch.
+    t0 = time.perf_counter()
+    fresh = Stream(open_zarr(spec["store"], variables=spec["variables"]), **kwargs)
+    it = iter(fresh.to_torch().loader(num_workers=workers)) if workers else iter(fresh)
+    next(it)
+    first = time.perf_counter() - t0
+    del it
+    fresh.close()
+
+    runs = [one_pass(epoch) for epoch in range(spec["repeats"])]
+    for run in runs:
+        run["first_batch_s"] = first
+    return runs
+
+
+def _nbytes(batch: Any) -> int:
+    stacked = getattr(batch, "stacked", None)
+    if stacked is not None:
+        return int(stacked.nbytes if hasattr(stacked, "nbytes") else stacked.numel() * 4)
+    total = 0
+    for name in batch:
+        value = batch[name]
+        total += (
+            int(value.nbytes) if hasattr(value, "nbytes") else value.numel() * value.element_size()
+        )
+    return total
+
+
+# -- peers -------------------------------------------------------------------------------
+def _chunks_touched(shape: tuple[int, ...], chunks: tuple[int, ...], region: list[slice]) -> int:
+    n = 1
+    for r, c in zip(region, chunks, strict=True):
+        n *= (r.stop - 1) // c - r.start // c + 1
+    return n
+
+
+def _timed_batches(batches: Iterator[tuple[int, int]], budget: float, warmup: int = 3) -> Result:
+    """Consume ``(samples, decoded bytes estimate)`` pairs within ``budget`` seconds."""
+    for _ in range(warmup):
+        if next(batches, None) is None:
+            break
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    first = None
+    samples = decoded = count = 0
+    for n, dec in batches:
+        if first is None:
+            first = time.perf_counter() - t0
+        samples += n
+        decoded += dec
+        count += 1
+        if time.perf_counter() - t0 > budget:
+            break
+    elapsed = time.perf_counter() - t0
+    return {
+        "elapsed_s": elapsed,
+        "cpu_s": time.process_time() - c0,
+        "samples": samples,
+        "batches": count,
+        "bytes_delivered": samples * 4 * 0,  # filled by the caller
+        "bytes_decoded_estimate": decoded,
+        "first_batch_s": first,
+    }
+
+
+def xbatcher(spec: Spec) -> list[Result]:
+    import xarray as xr
+    import xbatcher as xb
+
+    w, b = spec["window"], spec["batch_size"]
+    variables = spec["variables"]
+    ds = xr.open_zarr(spec["store"], chunks={} if spec["dask"] else None)[variables]
+    chunk_shape = {v: tuple(ds[v].encoding["chunks"]) for v in variables}
+    itemsize = 4 * len(variables)
+
+    def decoded_estimate(batch: Any) -> int:
+        total = 0
+        for v in variables:
+            region = []
+            for dim in ds[v].dims:
+                lo = int(ds.get_index(dim).get_loc(batch[dim].values[0]))
+                region.append(slice(lo, lo + batch.sizes[dim]))
+            shape = ds[v].shape
+            per_chunk = int(np.prod(chunk_shape[v])) * 4
+            total += _chunks_touched(shape, chunk_shape[v], region) * per_chunk
+        return total
+
+    def to_array(batch: Any) -> np.ndarray:
+        return np.stack([batch[v].values for v in variables], axis=1)
+
+    def batches() -> Iterator[tuple[int, int]]:
+        gen = xb.BatchGenerator(ds, input_dims={"lat": w, "lon": w}, batch_dims={"time": b})
+        if spec.get("workers"):
+            import torch
+            from xbatcher.loaders.torch import MapDataset
+
+            loader = torch.utils.data.DataLoader(
+                MapDataset(gen, transform=lambda x: torch.from_numpy(to_array(x))),
+                batch_size=None,
+                num_workers=spec["workers"],
+            )
+            for i, tensor in enumerate(loader):
+                yield int(tensor.shape[0]), decoded_estimate(gen[i])
+        else:
+            for batch in gen:
+                arr = to_array(batch)
+                yield int(arr.shape[0]), decoded_estimate(batch)
+
+    runs = []
+    for _ in range(spec["repeats"]):
+        run = _timed_batches(batches(), spec["time_budget"])
+        run["bytes_delivered"] = run["samples"] * w * w * itemsize
+        runs.append(run)
+    return runs
+
+
+def naive(spec: Spec) -> list[Result]:
+    """zarr-python, one ``array[...]`` read per window and variable, in grid order."""
+    import zarr
+
+    w, b = spec["window"], spec["batch_size"]
+    arrays = [zarr.open_array(spec["store"], path=v, mode="r") for v in spec["variables"]]
+    n_t, n_y, n_x = arrays[0].shape
+    chunks = tuple(arrays[0].chunks)
+    per_chunk = int(np.prod(chunks)) * 4
+
+    def batches() -> Iterator[tuple[int, int]]:
+        windows = itertools.product(range(n_t), range(0, n_y - w + 1, w), range(0, n_x - w + 1, w))
+        while True:
+            group_ = list(itertools.islice(windows, b))
+            if not group_:
+                return
+            out = np.empty((len(group_), len(arrays), w, w), dtype=np.float32)
+            decoded = 0
+            for i, (t, y, x) in enumerate(group_):
+                region = [slice(t, t + 1), slice(y, y + w), slice(x, x + w)]
+                for j, arr in enumerate(arrays):
+                    out[i, j] = arr[t, y : y + w, x : x + w]
+                    decoded += _chunks_touched(arr.shape, chunks, region) * per_chunk
+            yield len(group_), decoded
+
+    runs = []
+    for _ in range(spec["repeats"]):
+        run = _timed_batches(batches(), spec["time_budget"])
+        run["bytes_delivered"] = run["samples"] * w * w * 4 * len(arrays)
+        runs.append(run)
+    return runs
+
+
+METHODS: dict[str, Callable[[Spec], list[Result]]] = {
+    "limit": limit,
+    "earthstream": earthstream,
+    "xbatcher": xbatcher,
+    "naive": naive,
+}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[0])
+    runs = METHODS[spec["method"]](spec)
+    print(json.dumps({"runs": runs, "peak_rss_mb": _peak_rss_mb()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,365 @@
+"""``earthstream bench``: every method on the same store, side by side, in one run."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._stores import LAYOUTS, SIZES, VARIABLES, make_store
+
+__all__ = ["FIELDS", "BenchConfig", "format_table", "run_bench"]
+
+#: Fields every row of the JSON output has.
+FIELDS = (
+    "layout",
+    "size",
+    "method",
+    "variant",
+    "samples",
+    "elapsed_s",
+    "samples_per_s",
+    "useful_mb_s",
+    "decoded_mb_s",
+    "ratio_to_limit",
+    "earthstream_over_this",
+    "peak_rss_mb",
+    "cpu_s",
+    "first_batch_s",
+    "repeats",
+    "notes",
+)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure."""
+
+    folder: Path
+    size: str = "default"
+    layouts: tuple[str, ...] = tuple(LAYOUTS)
+    repeats: int = 3
+    time_budget: float = 10.0
+    window: int = 64
+    batch_size: int = 32
+    memory_limit: int = 10**9
+    peers: bool = True
+    scale: bool = True
+    workers: int = 2
+    timeout: float = 1800.0
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _run(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
+    env = dict(os.environ)
+    env.setdefault("PYTHONHASHSEED", "0")
+    proc = subprocess.run(
+        [sys.executable, "-m", "earthstream.benchmarks._measure", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"benchmark method {spec['method']} failed:\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+        )
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> Any:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _warm(path: Path) -> int:
+    """Read every file of the store once, so every method sees a warm page cache."""
+    total = 0
+    for file in path.rglob("*"):
+        if file.is_file():
+            total += len(file.read_bytes())
+    return total
+
+
+def _row(
+    layout: str, size: str, method: str, variant: str, result: dict[str, Any], notes: str = ""
+) -> dict[str, Any]:
+    runs = result["runs"]
+    elapsed = _median(runs, "elapsed_s")
+    samples = _median(runs, "samples")
+    decoded = _median(runs, "bytes_decoded")
+    if decoded is None:
+        decoded = _median(runs, "bytes_decoded_estimate")
+        if decoded is not None:
+            notes = (notes + "; " if notes else "") + "decoded MB/s estimated from chunks touched"
+    delivered = _median(runs, "bytes_delivered")
+    return {
+        "layout": layout,
+        "size": size,
+        "method": method,
+        "variant": variant,
+        "samples": samples,
+        "elapsed_s": elapsed,
+        "samples_per_s": samples / elapsed if samples and elapsed else None,
+        "useful_mb_s": delivered / elapsed / 1e6 if delivered and elapsed else None,
+        "decoded_mb_s": decoded / elapsed / 1e6 if decoded and elapsed else None,
+        "ratio_to_limit": None,
+        "earthstream_over_this": None,
+        "peak_rss_mb": result["peak_rss_mb"],
+        "first_batch_s": _median(runs, "first_batch_s"),
+        "repeats": len(runs),
+        "cpu_s": _median(runs, "cpu_s"),
+        "notes": notes,
+        "runs": runs,
+    }
+
+
+def _log(config: BenchConfig, message: str) -> None:
+    if config.progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _plan_methods(
+    config: BenchConfig, decoded_total: int, peers: bool
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(method, variant, notes, spec) of everything measured on one store."""
+    quarter = max(int(decoded_total // 4), 64 * 2**20)
+    plan: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("limit", "decode once, all cores", "", {}),
+        (
+            "earthstream",
+            "shuffle=chunks",
+            "",
+            {"shuffle": "chunks", "memory_limit": config.memory_limit},
+        ),
+        (
+            "earthstream",
+            "shuffle=full, cache 1/4 of data",
+            f"memory_limit={quarter / 1e6:.0f} MB",
+            {"shuffle": "full", "memory_limit": quarter},
+        ),
+        ("earthstream", "grid order", "", {"shuffle": "none", "memory_limit": config.memory_limit}),
+    ]
+    if peers:
+        per_worker = config.memory_limit // config.workers
+        plan.append(
+            (
+                "earthstream",
+                f"shuffle=chunks, DataLoader {config.workers} workers",
+                f"memory_limit {per_worker / 1e6:.0f} MB per worker",
+                {"shuffle": "chunks", "memory_limit": per_worker, "workers": config.workers},
+            )
+        )
+        for dask in (False, True):
+            for workers in (0, config.workers):
+                variant = ("dask" if dask else "no dask") + (
+                    f", DataLoader {workers} workers" if workers else ""
+                )
+                plan.append(
+                    (
+                        "xbatcher",
+                        variant,
+                        f"first {config.time_budget:.0f} s",
+                        {"dask": dask, "workers": workers},
+                    )
+                )
+        plan.append(
+            (
+                "naive",
+                "zarr-python, one read per window",
+                f"first {config.time_budget:.0f} s",
+                {},
+            )
+        )
+    return plan
+
+
+def _measure_layout(
+    config: BenchConfig, layout: str, size: str, peers: bool
+) -> list[dict[str, Any]]:
+    path = make_store(config.folder, layout, size, progress=config.progress)
+    _warm(path)
+    base = {
+        "store": str(path),
+        "variables": list(VARIABLES),
+        "window": config.window,
+        "batch_size": config.batch_size,
+        "repeats": 1,
+        "time_budget": config.time_budget,
+    }
+    # One pass of every method per round, round after round: load drifting on a
+    # shared machine then hits every method alike.
+    probe = _run({**base, "method": "limit"}, config.timeout)
+    decoded_total = probe["runs"][0]["bytes_decoded"]
+    plan = _plan_methods(config, decoded_total, peers)
+    results: list[dict[str, Any]] = [{"runs": [], "peak_rss_mb": 0.0} for _ in plan]
+    for round_ in range(config.repeats):
+        for (method, variant, _, spec), merged in zip(plan, results, strict=True):
+            _log(config, f"  {layout}/{size} round {round_ + 1}: {method} {variant}")
+            result = _run({**base, "method": method, **spec}, config.timeout)
+            merged["runs"].extend(result["runs"])
+            merged["peak_rss_mb"] = max(merged["peak_rss_mb"], result["peak_rss_mb"])
+    rows = [
+        _row(layout, size, method, variant, merged, notes)
+        for (method, variant, notes, _), merged in zip(plan, results, strict=True)
+    ]
+    limit = rows[0]
+    decoders = sorted({run.get("decoder", "?") for run in limit["runs"]})
+    limit["variant"] = f"decode once, all cores ({'/'.join(decoders)})"
+
+    # ratios within this layout: to the limit, and earthstream (chunks) over each row
+    n_windows = _median(rows[1]["runs"], "n_windows")
+    limit_rate = n_windows / limit["elapsed_s"] if limit["elapsed_s"] else None
+    ours = rows[1]["samples_per_s"]
+    limit["samples_per_s"] = limit_rate
+    for row in rows:
+        if limit_rate and row["samples_per_s"]:
+            row["ratio_to_limit"] = row["samples_per_s"] / limit_rate
+        if ours and row["samples_per_s"]:
+            row["earthstream_over_this"] = ours / row["samples_per_s"]
+    return rows
+
+
+def run_bench(config: BenchConfig) -> dict[str, Any]:
+    """Measure every layout (and the scale check) and return the results."""
+    config.folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    rows: list[dict[str, Any]] = []
+    for i, layout in enumerate(config.layouts):
+        _log(config, f"layout {layout} ({LAYOUTS[layout].description}), size {config.size}")
+        rows.extend(_measure_layout(config, layout, config.size, peers=config.peers and i == 0))
+    scale: dict[str, Any] | None = None
+    if config.scale and config.size in ("default", "small", "smoke"):
+        bigger = {"smoke": "small", "small": "default", "default": "x4"}[config.size]
+        layout = config.layouts[0]
+        _log(config, f"scale check: {layout} at size {bigger} (4x)")
+        big = _measure_layout(config, layout, bigger, peers=False)
+        rows.extend(big)
+        small_row = next(
+            r
+            for r in rows
+            if r["layout"] == layout
+            and r["size"] == config.size
+            and r["variant"] == "shuffle=chunks"
+        )
+        big_row = next(r for r in big if r["variant"] == "shuffle=chunks")
+        scale = {
+            "sizes": [config.size, bigger],
+            "throughput_ratio": (big_row["samples_per_s"] or 0) / (small_row["samples_per_s"] or 1),
+            "rss_mb": [small_row["peak_rss_mb"], big_row["peak_rss_mb"]],
+        }
+    return {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "config": {
+            "size": config.size,
+            "grid": SIZES[config.size],
+            "variables": list(VARIABLES),
+            "window": config.window,
+            "batch_size": config.batch_size,
+            "memory_limit": config.memory_limit,
+            "repeats": config.repeats,
+            "time_budget_s": config.time_budget,
+        },
+        "rows": rows,
+        "scale": scale,
+        "targets": targets(rows, scale, config),
+        "wall_s": time.time() - started,
+    }
+
+
+def targets(
+    rows: Sequence[dict[str, Any]], scale: dict[str, Any] | None, config: BenchConfig
+) -> list[dict[str, Any]]:
+    """The issue's targets, evaluated on the default layout's rows."""
+    layout = config.layouts[0]
+    mine = [r for r in rows if r["layout"] == layout and r["size"] == config.size]
+
+    def get(method: str, variant: str) -> dict[str, Any] | None:
+        return next(
+            (r for r in mine if r["method"] == method and r["variant"].startswith(variant)), None
+        )
+
+    out = []
+    chunks = get("earthstream", "shuffle=chunks")
+    full = get("earthstream", "shuffle=full")
+    xb = [r for r in mine if r["method"] == "xbatcher" and r["samples_per_s"]]
+    if chunks:
+        out.append(_target("shuffle=chunks >= 0.8x limit", chunks["ratio_to_limit"], 0.8))
+        out.append(_target("time to first batch < 0.5 s", chunks["first_batch_s"], 0.5, below=True))
+        rss_cap = config.memory_limit / 2**20 + 300
+        out.append(
+            _target(
+                f"peak RSS <= budget + 300 MB ({rss_cap:.0f} MB)",
+                chunks["peak_rss_mb"],
+                rss_cap,
+                below=True,
+            )
+        )
+    if chunks and xb:
+        best = max(xb, key=lambda r: r["samples_per_s"])
+        out.append(
+            _target(
+                f">= 20x xbatcher's best ({best['variant']})",
+                chunks["samples_per_s"] / best["samples_per_s"],
+                20,
+            )
+        )
+    if full:
+        out.append(_target("shuffle=full, cache 1/4 >= 0.5x limit", full["ratio_to_limit"], 0.5))
+    if scale:
+        out.append(_target("4x store: throughput within 15%", scale["throughput_ratio"], 0.85))
+        growth = scale["rss_mb"][1] - scale["rss_mb"][0]
+        out.append(_target("4x store: peak RSS grows < 100 MB", growth, 100, below=True))
+    return out
+
+
+def _target(name: str, value: float | None, bound: float, below: bool = False) -> dict[str, Any]:
+    met = value is not None and (value < bound if below else value >= bound)
+    return {"target": name, "value": value, "bound": bound, "met": met}
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of the results (and the targets)."""
+    head = (
+        f"{'layout':<10} {'size':<7} {'method':<12} {'variant':<38} {'samples/s':>10} "
+        f"{'useful MB/s':>11} {'decoded MB/s':>12} {'x limit':>8} {'es/this':>8} "
+        f"{'CPU s':>6} {'RSS MB':>7} {'1st batch s':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in result["rows"]:
+        lines.append(
+            f"{r['layout']:<10} {r['size']:<7} {r['method']:<12} {r['variant'][:38]:<38} "
+            f"{_fmt(r['samples_per_s'], ',.0f'):>10} {_fmt(r['useful_mb_s'], ',.0f'):>11} "
+            f"{_fmt(r['decoded_mb_s'], ',.0f'):>12} {_fmt(r['ratio_to_limit'], '.2f'):>8} "
+            f"{_fmt(r['earthstream_over_this'], '.1f'):>8} {_fmt(r.get('cpu_s'), '.2f'):>6} "
+            f"{_fmt(r['peak_rss_mb'], '.0f'):>7} "
+            f"{_fmt(r['first_batch_s'], '.3f'):>11}"
+        )
+    notes = [f"- {r['method']} {r['variant']}: {r['notes']}" for r in result["rows"] if r["notes"]]
+    if notes:
+        lines += ["", "notes:", *sorted(set(notes))]
+    lines += ["", "targets (default layout):"]
+    for t in result["targets"]:
+        mark = "met" if t["met"] else "MISSED"
+        lines.append(f"  [{mark:>6}] {t['target']}: {_fmt(t['value'], '.3g')}")
+    cfg = result["config"]
+    lines.append(
+        f"\n{cfg['variables']} float32 {cfg['grid']}, windows {cfg['window']}x{cfg['window']}, "
+        f"batch {cfg['batch_size']}, medians of {cfg['repeats']} runs after warm-up; "
+        f"wall {result['wall_s']:.0f} s"
+    )
+    return "\n".join(lines)
