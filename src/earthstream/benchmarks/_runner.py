@@ -239,8 +239,8 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         _log(config, f"layout {layout} ({LAYOUTS[layout].description}), size {config.size}")
         rows.extend(_measure_layout(config, layout, config.size, peers=config.peers and i == 0))
     scale: dict[str, Any] | None = None
-    if config.scale and config.size in ("default", "small", "smoke"):
-        bigger = {"smoke": "small", "small": "default", "default": "x4"}[config.size]
+    bigger = {"smoke": "smoke-x4", "default": "x4"}.get(config.size)
+    if config.scale and bigger:
         layout = config.layouts[0]
         _log(config, f"scale check: {layout} at size {bigger} (4x)")
         big = _measure_layout(config, layout, bigger, peers=False)

@@ -47,6 +47,7 @@ LAYOUTS: dict[str, Layout] = {
 #: Store sizes: time steps of a 721 x 1440 (0.25 degree) grid with two variables.
 SIZES: dict[str, dict[str, int]] = {
     "smoke": {"n_times": 40, "n_lat": 130, "n_lon": 256},
+    "smoke-x4": {"n_times": 160, "n_lat": 130, "n_lon": 256},
     "small": {"n_times": 24, "n_lat": 721, "n_lon": 1440},
     "default": {"n_times": 48, "n_lat": 721, "n_lon": 1440},  # 398 MB decoded
     "x4": {"n_times": 192, "n_lat": 721, "n_lon": 1440},  # 1.6 GB decoded

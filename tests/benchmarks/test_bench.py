@@ -1,0 +1,50 @@
+"""`earthstream bench --smoke`: runs every method on a tiny store; the JSON has every field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from earthstream.benchmarks import FIELDS
+
+
+@pytest.mark.slow
+def test_smoke_json_has_every_field(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "earthstream",
+            "bench",
+            "--smoke",
+            "--layouts",
+            "zstd-t1,sharded",
+            "--cache-dir",
+            str(tmp_path),
+            "--json",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    rows = out["rows"]
+    methods = {(r["layout"], r["method"]) for r in rows}
+    for method in ("limit", "earthstream", "xbatcher", "naive"):
+        assert ("zstd-t1", method) in methods
+    assert ("sharded", "earthstream") in methods
+    variants = {r["variant"] for r in rows if r["method"] == "earthstream"}
+    assert {"shuffle=chunks", "grid order", "shuffle=full, cache 1/4 of data"} <= variants
+    for row in rows:
+        assert set(FIELDS) <= set(row), set(FIELDS) - set(row)
+        if row["method"] != "limit":
+            assert row["samples"] > 0 and row["samples_per_s"] > 0
+            assert row["ratio_to_limit"] > 0 and row["peak_rss_mb"] > 0
+    assert out["scale"]["sizes"] == ["smoke", "smoke-x4"]
+    assert {t["target"].split(" ")[0] for t in out["targets"]} >= {"shuffle=chunks", "time"}
