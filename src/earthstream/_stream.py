@@ -12,6 +12,7 @@ import numpy as np
 from ._batch import Batch
 from ._units import format_bytes, parse_bytes
 from .engine import (
+    ChunkPolicy,
     Engine,
     EpochReport,
     StreamLayout,
@@ -84,6 +85,16 @@ class Stream:
         Chunk groups whose windows are mixed together under ``shuffle="chunks"``.
         Default: as many as fit in 40% of the cache, at most 128.  Set it
         explicitly to keep the order independent of ``memory_limit``.
+    missing
+        A chunk that is not stored: ``"fill"`` (Zarr's meaning, the fill value) or
+        ``"error"`` (:class:`~earthstream.errors.MissingChunkError`).
+    corrupt
+        A chunk that does not decode: ``"error"`` (default) or ``"skip"``: the
+        samples that read it are dropped from their batch, counted and logged with
+        the chunk's key (``stream.report.corrupt_chunks``).
+    max_corrupt
+        With ``corrupt="skip"``, the number of corrupt chunks a pass tolerates
+        before it stops with :class:`~earthstream.errors.CorruptChunksError`.
 
     Examples
     --------
@@ -115,6 +126,9 @@ class Stream:
         prefetch: int = 2,
         num_threads: int | None = None,
         shuffle_buffer: int | None = None,
+        missing: str = "fill",
+        corrupt: str = "error",
+        max_corrupt: int = 10,
     ) -> None:
         if isinstance(source, str | os.PathLike):
             source = open_zarr(source)
@@ -130,6 +144,7 @@ class Stream:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ConfigError(f"seed={seed!r} must be a non-negative whole number.")
         order_kind = normalize_shuffle(shuffle)
+        self.policy = ChunkPolicy(missing=missing, corrupt=corrupt, max_corrupt=max_corrupt)
 
         sizes = union_dims(infos)
         chunks: dict[str, int] = {}
@@ -263,6 +278,7 @@ class Stream:
                 coords=self._coords,
                 lookahead=self._lookahead(),
                 sweep_batches=self._sweep_batches,
+                policy=self.policy,
             )
             self._engine_key = key
         return self._engine

@@ -13,10 +13,15 @@ from __future__ import annotations
 __all__ = [
     "ChunkDecodeError",
     "ConfigError",
+    "CorruptChunksError",
     "DimensionError",
     "EarthstreamError",
+    "ForkError",
     "MemoryBudgetError",
+    "MissingChunkError",
+    "StoreAccessError",
     "StoreNotFoundError",
+    "StoreRequestError",
     "UnsupportedFormatError",
     "VariableNotFoundError",
     "WindowError",
@@ -60,3 +65,23 @@ class UnsupportedFormatError(EarthstreamError, ValueError):
 
 class ChunkDecodeError(EarthstreamError, ValueError):
     """A chunk's bytes could not be decoded with the array's codecs."""
+
+
+class CorruptChunksError(ChunkDecodeError):
+    """More chunks than ``max_corrupt`` failed to decode in one epoch (``corrupt="skip"``)."""
+
+
+class MissingChunkError(EarthstreamError, FileNotFoundError):
+    """A chunk is not stored and the stream was asked to treat that as an error."""
+
+
+class StoreAccessError(EarthstreamError, PermissionError):
+    """The store refused access (HTTP 401/403): credentials or permissions."""
+
+
+class StoreRequestError(EarthstreamError, OSError):
+    """A storage request failed: at once for non-retryable errors, or after retries."""
+
+
+class ForkError(EarthstreamError, RuntimeError):
+    """An object-store client used in a process forked after its parent used one."""

@@ -249,8 +249,16 @@ class TorchStream(IterableDataset[TorchBatch]):
         go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``).
         """
         kwargs.setdefault("pin_memory", self.pin_memory and num_workers > 0)
+        if num_workers > 0 and _remote(self.stream):
+            # obstore's client does not survive fork(): remote streams spawn workers.
+            kwargs.setdefault("multiprocessing_context", "spawn")
         loader = DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
         return DeviceLoader(loader, self)
+
+
+def _remote(stream: Any) -> bool:
+    location = getattr(getattr(stream, "source", None), "location", None)
+    return location is not None and not getattr(location, "is_local", True)
 
 
 class DeviceLoader:

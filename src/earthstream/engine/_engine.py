@@ -1,38 +1,38 @@
-"""The streaming engine: background decode, slot cache, parallel batch cutting, prefetch.
+"""The streaming engine: background loads, slot cache, parallel batch cutting, prefetch.
 
 One scheduler thread walks the batches of an epoch in order.  It plans a
 bounded number of batches ahead (which chunks each needs, vectorized), so it
-knows when every chunk is needed next.  It starts reads + decodes on a load
-pool, straight into cache slots (decoders release the GIL); when all chunks of
-the next batch are resident it pins them and hands the batch to a cut pool,
-where one gather per variable copies every window out (GIL released).  Batches
-are delivered in order through a queue.
+knows when every chunk is needed next.  It starts loads (see ``_loader``)
+straight into cache slots; when all chunks of the next batch are resident it
+pins them and hands the batch to a cut pool, where one gather per variable
+copies every window out (GIL released).  Batches are delivered in order
+through a queue.  Fully shuffled streams under tight memory are assembled in
+sweeps instead (see ``_sweep``).
 
-Memory: ``memory_limit`` bounds the decoded chunks (slots) plus the batches
-being cut or waiting for the consumer.  The split is fixed up front:
-``prefetch + 1`` batches, the rest for slots.
+Memory: ``memory_limit`` bounds the decoded chunks (slots), the stored bytes
+of loads in flight (remote stores), and the batches being cut or waiting for
+the consumer.  The split is fixed up front (see ``_budget``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import heapq
 import itertools
+import logging
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from .._batch import Batch
-from .._units import format_bytes
-from ..errors import MemoryBudgetError
+from ..errors import ChunkDecodeError, ConfigError, CorruptChunksError, MissingChunkError
 from ..sampling import EpochOrder
 from ..sources import ChunkedSource
 from ._assemble import (
@@ -43,88 +43,45 @@ from ._assemble import (
     scatter_key,
     validity_mask,
 )
+from ._budget import SWEEP_SLOTS, Budget
 from ._layout import StreamLayout
+from ._loader import ChunkLoader
 from ._plan import BatchPlan, plan_span
+from ._report import EpochReport
 from ._slots import NEVER, SlotCache, SlotPool
 from ._sweep import KeyTargets, SweepOutputs, scatter_sweep, sweep_outputs, sweep_targets
 
-__all__ = ["Budget", "Engine", "EpochReport", "plan_budget", "sweep_size"]
+__all__ = ["ChunkPolicy", "Engine"]
+
+log = logging.getLogger("earthstream")
 
 _POLL = 0.05  # seconds between checks of the stop flag while blocked
 _SPAN = 32  # batches planned per vectorized pass
+#: Share of the chunk cache that stored (not yet decoded) bytes of remote loads may take.
+_FETCH_SHARE = 0.25
 
 
 @dataclass(frozen=True)
-class Budget:
-    """How ``memory_limit`` is split between batches and chunk slots."""
+class ChunkPolicy:
+    """What to do with chunks that are not stored, or do not decode.
 
-    memory_limit: int
-    batch_nbytes: int
-    prefetch: int
-    cache_capacity: int
+    ``missing``: ``"fill"`` (Zarr's meaning: the fill value) or ``"error"``.
+    ``corrupt``: ``"error"`` or ``"skip"`` (the samples that read the chunk are
+    dropped, counted and logged; more than ``max_corrupt`` corrupt chunks in a
+    pass stop it).
+    """
 
-    @property
-    def batch_slots(self) -> int:
-        """Batches that may exist at once on the engine's side."""
-        return self.prefetch + 1
+    missing: str = "fill"
+    corrupt: str = "error"
+    max_corrupt: int = 10
 
-
-def plan_budget(layout: StreamLayout, batch_size: int, memory_limit: int, prefetch: int) -> Budget:
-    """Split the budget, or refuse one too small for a batch and a chunk of each variable."""
-    batch_nbytes = layout.batch_nbytes(batch_size)
-    queued = (prefetch + 1) * batch_nbytes
-    block = layout.block_nbytes()
-    if memory_limit < queued + block:
-        raise MemoryBudgetError(
-            f"memory_limit={format_bytes(memory_limit)} is too small: {prefetch + 1} batches "
-            f"(prefetch={prefetch} queued + 1 being assembled) of {format_bytes(batch_nbytes)} "
-            f"each need {format_bytes(queued)}, and one decoded chunk of each variable needs "
-            f"{format_bytes(block)}. Raise memory_limit to at least "
-            f"{format_bytes(queued + block)}, or lower batch_size or prefetch."
-        )
-    return Budget(memory_limit, batch_nbytes, prefetch, memory_limit - queued)
-
-
-@dataclass
-class EpochReport:
-    """What one pass of the engine did (one process, one shard of an epoch)."""
-
-    epoch: int
-    shard: int = 0
-    num_shards: int = 1
-    batches: int = 0
-    samples: int = 0
-    chunks_decoded: int = 0
-    chunks_missing: int = 0
-    chunk_uses: int = 0
-    bytes_decoded: int = 0
-    bytes_delivered: int = 0
-    evictions: int = 0
-    decodes: Counter[tuple[str, tuple[int, ...]]] = field(default_factory=Counter)
-    memory_limit: int = 0
-    cache_capacity: int = 0
-    peak_cache_bytes: int = 0
-    peak_held_bytes: int = 0
-    elapsed_s: float = 0.0
-    first_batch_s: float = 0.0
-    stall_s: float = 0.0  # scheduler waiting for chunks
-    backpressure_s: float = 0.0  # scheduler waiting for the consumer
-    finished: bool = False
-
-    @property
-    def cache_hits(self) -> int:
-        """Chunk uses served without a decode for them."""
-        return self.chunk_uses - self.chunks_decoded - self.chunks_missing
-
-    def summary(self) -> str:
-        rate = self.samples / self.elapsed_s if self.elapsed_s else 0.0
-        return (
-            f"epoch {self.epoch} shard {self.shard}/{self.num_shards}: {self.batches} batches, "
-            f"{self.samples} samples in {self.elapsed_s:.2f} s ({rate:,.0f} samples/s); "
-            f"{self.chunks_decoded} chunks decoded ({format_bytes(self.bytes_decoded)}), "
-            f"{self.cache_hits} cache hits, {self.evictions} evictions; peak memory "
-            f"{format_bytes(self.peak_held_bytes)} of {format_bytes(self.memory_limit)}"
-        )
+    def __post_init__(self) -> None:
+        if self.missing not in ("fill", "error"):
+            raise ConfigError(f"missing={self.missing!r} must be 'fill' or 'error'.")
+        if self.corrupt not in ("error", "skip"):
+            raise ConfigError(f"corrupt={self.corrupt!r} must be 'error' or 'skip'.")
+        if self.max_corrupt < 0:
+            raise ConfigError(f"max_corrupt={self.max_corrupt} must be 0 or more.")
 
 
 class _Held:
@@ -167,7 +124,7 @@ _DONE = object()
 
 
 class Engine:
-    """Runs batches of one epoch through read, decode, cache and assembly.
+    """Runs batches of one epoch through load, cache and assembly.
 
     Parameters
     ----------
@@ -176,13 +133,17 @@ class Engine:
     layout
         The variables on the window grid.
     budget
-        The memory split (see :func:`plan_budget`).
+        The memory split (see :func:`~earthstream.engine.plan_budget`).
     num_threads
-        Threads that read and decode chunks (as many again cut batches).
+        Threads that decode chunks (as many again cut batches).
     coords
         Coordinate values by dim, to label each sample's start.
     lookahead
         Batches planned ahead of the one being assembled.
+    sweep_batches
+        Assemble this many batches per sweep (fully shuffled, tight memory); 0: off.
+    policy
+        Missing and corrupt chunk handling.
     """
 
     def __init__(
@@ -195,28 +156,42 @@ class Engine:
         coords: Mapping[str, np.ndarray] | None = None,
         lookahead: int | None = None,
         sweep_batches: int = 0,
+        policy: ChunkPolicy | None = None,
     ) -> None:
         self.source = source
         self.layout = layout
         self.budget = budget
+        self.policy = policy or ChunkPolicy()
         self.num_threads = max(1, int(num_threads))
         self.coords = {d: np.asarray(v) for d, v in (coords or {}).items()}
         per_batch = max(1, budget.batch_nbytes)
         self.lookahead = lookahead or int(min(4096, max(8, 2 * budget.cache_capacity // per_batch)))
-        # Enough loads queued that decode threads never wait for the scheduler; the
-        # memory they may take is bounded by slots, not by this.
-        self.max_inflight = max(32, 8 * self.num_threads)
-        # The same number of slots for every variable (a chunk group holds one chunk of
-        # each), but never more than a variable has chunks.  Sweeps keep a few slots
-        # (to overlap decodes) and give the rest of the cache to their outputs.
+        block = max(1, layout.block_nbytes())
+        capacity = budget.cache_capacity
+        # Remote stores: many requests in flight, each holding its stored bytes until
+        # decoded; they take a share of the cache, and no more requests than fit.
+        self.io_concurrency = int(getattr(source, "io_concurrency", 0) or 0)
+        if self.io_concurrency:
+            largest = max(v.chunk_nbytes for v in layout.variables)
+            fetch_bytes = min(int(_FETCH_SHARE * capacity), self.io_concurrency * largest)
+            fetch_bytes = max(fetch_bytes, largest)
+            self.max_inflight = max(2, min(self.io_concurrency, fetch_bytes // largest))
+            capacity = max(block, capacity - fetch_bytes)
+        else:
+            # Enough loads queued that decode threads never wait for the scheduler;
+            # the memory they may take is bounded by slots, not by this.
+            self.max_inflight = max(32, 8 * self.num_threads)
+        # The same number of slots for every variable (a chunk group holds one chunk
+        # of each), never more than a variable has chunks.  Sweeps keep a few slots
+        # (to overlap loads) and give the rest of the cache to their outputs.
         self.sweep_batches = int(sweep_batches)
-        n_slots = max(1, budget.cache_capacity // max(1, layout.block_nbytes()))
-        if self.sweep_batches:
-            n_slots = SWEEP_SLOTS
+        n_slots = SWEEP_SLOTS if self.sweep_batches else max(1, capacity // block)
         self.slot_counts = [
             max(1, min(n_slots, int(np.prod(v.chunk_grid, dtype=np.int64))))
             for v in layout.variables
         ]
+        if self.sweep_batches:
+            self.max_inflight = min(self.max_inflight, SWEEP_SLOTS * len(layout.variables))
         self.report: EpochReport | None = None
         self._pools: list[SlotPool] | None = None
         self._busy = threading.Lock()
@@ -300,10 +275,11 @@ class Engine:
         wake: queue.SimpleQueue[Any],
         report: EpochReport,
     ) -> None:
-        loads = ThreadPoolExecutor(self.num_threads, thread_name_prefix="earthstream-decode")
         cuts = ThreadPoolExecutor(self.num_threads, thread_name_prefix="earthstream-cut")
         pools, owned = self._take_pools()
-        state = _Pass(self, pools, loads, cuts, stop, held, wake, report)
+        stats = getattr(self.source, "request_stats", None)
+        before = stats() if stats else None
+        state = _Pass(self, pools, cuts, stop, held, wake, report)
         try:
             state.run(order, batches, out)
             out.put(_DONE)
@@ -312,27 +288,22 @@ class Engine:
         except BaseException as exc:
             out.put(exc)
         finally:
-            for future in state.inflight.values():
-                future.cancel()
-            loads.shutdown(wait=True, cancel_futures=True)
+            state.loader.shutdown()
             cuts.shutdown(wait=True, cancel_futures=True)
             if owned:
                 self._busy.release()
-            report.peak_cache_bytes = state.cache.peak_bytes
+            report.peak_cache_bytes = max(report.peak_cache_bytes, state.cache.peak_bytes)
             report.evictions = state.cache.evictions
-
-
-def _load(
-    source: ChunkedSource, name: str, index: tuple[int, ...], out: np.ndarray, fill: Any
-) -> bool:
-    """Decode one chunk into its slot; a chunk that is not stored becomes fill values."""
-    chunk = source.read_chunk(name, index, out)
-    if chunk is None:
-        out[...] = fill
-        return False
-    if chunk is not out:  # a source that ignores ``out``
-        out[tuple(slice(0, n) for n in chunk.shape)] = chunk
-    return True
+            if stats and before is not None:
+                after = stats()
+                report.requests = after["requests"] - before["requests"]
+                report.retries = after["retries"] - before["retries"]
+                report.bytes_read = after["bytes"] - before["bytes"]
+                report.failures = {
+                    kind: n - before["failures"].get(kind, 0)
+                    for kind, n in after["failures"].items()
+                    if n - before["failures"].get(kind, 0)
+                }
 
 
 class _Pass:
@@ -342,7 +313,6 @@ class _Pass:
         self,
         engine: Engine,
         pools: list[SlotPool],
-        loads: ThreadPoolExecutor,
         cuts: ThreadPoolExecutor,
         stop: threading.Event,
         held: _Held,
@@ -352,7 +322,7 @@ class _Pass:
         self.engine = engine
         self.layout = engine.layout
         self.source = engine.source
-        self.loads = loads
+        self.policy = engine.policy
         self.cuts = cuts
         self.stop = stop
         self.held = held
@@ -362,21 +332,27 @@ class _Pass:
             pool.reset()
         self.pools = pools
         self.cache = SlotCache(self.pools)
-        self.inflight: dict[int, Future[bool]] = {}
+        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.loader = ChunkLoader(
+            self.source, engine.num_threads, engine.io_concurrency, self._notify
+        )
+        self.slot_of: dict[int, int] = {}  # sweeps: slot of each load in flight
         self.index_of: dict[int, tuple[int, ...]] = {}
+        self.bad: set[int] = set()  # corrupt chunks skipped this pass
         self._wanted: list[tuple[float, int, int]] = []  # prefetch heap: (next use, tie, key)
         self._tie = itertools.count()
-        self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.max_cutting = engine.num_threads + 1
 
     # -- accounting -------------------------------------------------------------------
-    def _track_peak(self) -> None:
-        total = self.cache.used_bytes + self.held.value
+    def _track_peak(self, extra: int = 0) -> None:
+        total = self.cache.used_bytes + self.held.value + extra
         if total > self.report.peak_held_bytes:
             self.report.peak_held_bytes = total
 
     # -- loads ----------------------------------------------------------------------
     def _start(self, key: int, until: float) -> bool:
+        if len(self.loader) >= self.engine.max_inflight:
+            return False
         found = self.cache.reserve(key, until)
         if found is None:
             return False
@@ -385,17 +361,48 @@ class _Pass:
             self._want(victim)
         pool = self.cache.pool_of(key)
         var = pool.var
-        future = self.loads.submit(
-            _load, self.source, var.name, self.index_of[key], pool.slab[slot], var.fill
-        )
-        self.inflight[key] = future
-        future.add_done_callback(functools.partial(self._notify, key))
+        self.loader.submit(key, var.name, self.index_of[key], pool.slab[slot], var.fill)
         self._track_peak()
         return True
 
-    def _notify(self, key: int, _: object = None) -> None:
+    def _notify(self, key: int) -> None:
         self._done.put(key)
         self.wake.put(None)
+
+    def _outcome(self, key: int, future: Future[bool], pool: SlotPool) -> None:
+        """Apply the chunk policy to a finished load; raise to stop the pass."""
+        index = self.index_of[key]
+        try:
+            stored = future.result()
+        except ChunkDecodeError as exc:
+            if self.policy.corrupt != "skip":
+                raise
+            where = self._where(pool.var.name, index)
+            self.bad.add(key)
+            self.report.corrupt_chunks.append(where)
+            log.warning("earthstream: skipping corrupt chunk %s: %s", where, exc)
+            if len(self.bad) > self.policy.max_corrupt:
+                raise CorruptChunksError(
+                    f"{len(self.bad)} chunks failed to decode in this pass, more than "
+                    f"max_corrupt={self.policy.max_corrupt} (the first: "
+                    f"{self.report.corrupt_chunks[0]}). Check the store, or raise max_corrupt."
+                ) from exc
+            return
+        if stored:
+            self.report.chunks_decoded += 1
+            self.report.bytes_decoded += pool.chunk_nbytes
+            self.report.decodes[(pool.var.name, index)] += 1
+            return
+        self.report.chunks_missing += 1
+        if self.policy.missing == "error":
+            raise MissingChunkError(
+                f"chunk {self._where(pool.var.name, index)} of variable {pool.var.name!r} is "
+                "not stored. Pass missing='fill' to read it as the fill value, as Zarr does."
+            )
+
+    def _where(self, name: str, index: tuple[int, ...]) -> str:
+        locate = getattr(self.source, "chunk_location", None)
+        return str(locate(name, index)) if locate else f"{name}{index}"
 
     def _collect(self) -> bool:
         """Move finished loads into the cache; True if any finished."""
@@ -403,20 +410,14 @@ class _Pass:
         with contextlib.suppress(queue.Empty):
             while True:
                 key = self._done.get_nowait()
-                future = self.inflight.pop(key)
+                future = self.loader.pop(key)
+                pool = self.cache.pool_of(key)
                 try:
-                    stored = future.result()
+                    self._outcome(key, future, pool)
                 except BaseException:
                     self.cache.cancel(key)
                     raise
                 self.cache.fulfil(key)
-                pool = self.cache.pool_of(key)
-                if stored:
-                    self.report.chunks_decoded += 1
-                    self.report.bytes_decoded += pool.chunk_nbytes
-                    self.report.decodes[(pool.var.name, self.index_of[key])] += 1
-                else:
-                    self.report.chunks_missing += 1
                 landed = True
         return landed
 
@@ -426,18 +427,20 @@ class _Pass:
             heapq.heappush(self._wanted, (use, next(self._tie), key))
 
     def _prefetch(self) -> None:
-        wanted, cache = self._wanted, self.cache
-        while wanted and len(self.inflight) < self.engine.max_inflight:
+        wanted, cache, loader = self._wanted, self.cache, self.loader
+        while wanted and len(loader) < self.engine.max_inflight:
             use, _, key = wanted[0]
-            if key in cache.resident or key in self.inflight or cache.next_use(key) != use:
+            if key in cache.resident or key in loader or cache.next_use(key) != use:
                 heapq.heappop(wanted)
                 continue
             if not self._start(key, use):
-                return
+                break
             heapq.heappop(wanted)
+        loader.flush()
 
     def _wait(self, kind: str) -> None:
         """Block until something happens (a load or cut lands, the consumer takes a batch)."""
+        self.loader.flush()
         t0 = time.perf_counter()
         while True:
             if self.stop.is_set():
@@ -458,11 +461,11 @@ class _Pass:
     # -- planning -------------------------------------------------------------------
     def _plan(self, span: list[tuple[int, np.ndarray]]) -> list[BatchPlan]:
         plans = plan_span(self.layout, span)
-        cache, index_of, resident, inflight = (
+        cache, index_of, resident, loader = (
             self.cache,
             self.index_of,
             self.cache.resident,
-            self.inflight,
+            self.loader,
         )
         for plan in plans:
             j = plan.index
@@ -470,7 +473,7 @@ class _Pass:
                 for position, key in enumerate(vplan.keys):
                     if key not in index_of:
                         index_of[key] = tuple(vplan.index[position].tolist())
-                    if cache.add_use(key, j) and key not in resident and key not in inflight:
+                    if cache.add_use(key, j) and key not in resident and key not in loader:
                         self._want(key)
         return plans
 
@@ -507,7 +510,7 @@ class _Pass:
                 missing = [k for k in head.keys if k not in self.cache.resident]
                 if missing:
                     for key in missing:
-                        if key not in self.inflight and not self._start(key, head.index):
+                        if key not in self.loader and not self._start(key, head.index):
                             break
                     break
                 if not self.held.slots.acquire(blocking=False):
@@ -522,88 +525,12 @@ class _Pass:
             if exhausted and not ahead and not cutting:
                 return
             if not progressed:
-                waiting_for_room = bool(ahead) and not cutting and not missing_any(self, ahead)
+                waiting_for_room = (
+                    bool(ahead)
+                    and not cutting
+                    and all(k in self.cache.resident for k in ahead[0].keys)
+                )
                 self._wait("backpressure" if waiting_for_room else "stall")
-
-    # -- sweeps ---------------------------------------------------------------------
-    def _run_sweeps(self, order: EpochOrder, batches: range, out: queue.Queue[Any]) -> None:
-        """Assemble ``sweep_batches`` batches at a time, each chunk decoded once per sweep."""
-        source = order.iter_batches(batches)
-        layout, pools, report = self.layout, self.pools, self.report
-        size = self.engine.sweep_batches
-        while True:
-            span = list(itertools.islice(source, size))
-            if not span:
-                return
-            plans = plan_span(layout, span)
-            outputs = sweep_outputs(layout, plans)
-            self.held.add(outputs.nbytes)
-            pending = deque(sweep_targets(layout, plans))
-            running: dict[int, tuple[KeyTargets, int, Future[bool]]] = {}
-            in_use = 0
-            while pending or running:
-                while pending:
-                    target = pending[0]
-                    pool = pools[target.var]
-                    slot = pool.take()
-                    if slot is None:
-                        break
-                    pending.popleft()
-                    var = pool.var
-                    index = tuple(target.index.tolist())
-                    future = self.loads.submit(
-                        _load, self.source, var.name, index, pool.slab[slot], var.fill
-                    )
-                    future.add_done_callback(functools.partial(self._notify, target.key))
-                    running[target.key] = (target, slot, future)
-                    in_use += pool.chunk_nbytes
-                    total = in_use + self.held.value
-                    report.peak_held_bytes = max(report.peak_held_bytes, total)
-                    report.peak_cache_bytes = max(report.peak_cache_bytes, in_use)
-                if not self._drain_sweep(running, outputs):
-                    self._wait("stall")
-                    continue
-                in_use = sum(pools[t.var].chunk_nbytes for t, _, _ in running.values())
-            for i, plan in enumerate(plans):
-                self._take_batch_slot()
-                lo, hi = outputs.offsets[i], outputs.offsets[i + 1]
-                arrays = _rows(layout, outputs, lo, hi)
-                nbytes = self.engine.budget.batch_nbytes
-                self.held.add(nbytes)
-                out.put(_Delivery(self._batch(plan, arrays, order.epoch), nbytes))
-            self.held.add(-outputs.nbytes)
-
-    def _drain_sweep(
-        self, running: dict[int, tuple[KeyTargets, int, Future[bool]]], outputs: SweepOutputs
-    ) -> bool:
-        """Scatter every finished load of a sweep and free its slot; True if any."""
-        landed = False
-        with contextlib.suppress(queue.Empty):
-            while True:
-                key = self._done.get_nowait()
-                target, slot, future = running.pop(key)
-                pool = self.pools[target.var]
-                stored = future.result()
-                scatter_sweep(pool, target, slot, outputs.data[pool.var.name])
-                pool.give(slot)
-                self.report.chunk_uses += target.uses
-                if stored:
-                    self.report.chunks_decoded += 1
-                    self.report.bytes_decoded += pool.chunk_nbytes
-                    self.report.decodes[(pool.var.name, tuple(target.index.tolist()))] += 1
-                else:
-                    self.report.chunks_missing += 1
-                landed = True
-        return landed
-
-    def _take_batch_slot(self) -> None:
-        if self.held.slots.acquire(blocking=False):
-            return
-        t0 = time.perf_counter()
-        while not self.held.slots.acquire(timeout=_POLL):
-            if self.stop.is_set():
-                raise _Stop
-        self.report.backpressure_s += time.perf_counter() - t0
 
     # -- assembling -----------------------------------------------------------------
     def _tight(self, plan: BatchPlan) -> bool:
@@ -627,14 +554,19 @@ class _Pass:
         self.cache.checkin(job.plan.keys)
         return _Delivery(self._batch(job.plan, arrays, epoch), job.nbytes)
 
-    def _assemble_tight(self, plan: BatchPlan, epoch: int) -> _Delivery:
-        """Memory too tight to hold a batch's chunks together: fill it chunk by chunk."""
+    def _take_batch_slot(self) -> None:
+        if self.held.slots.acquire(blocking=False):
+            return
         t0 = time.perf_counter()
         while not self.held.slots.acquire(timeout=_POLL):
             if self.stop.is_set():
                 raise _Stop
             self._collect()
         self.report.backpressure_s += time.perf_counter() - t0
+
+    def _assemble_tight(self, plan: BatchPlan, epoch: int) -> _Delivery:
+        """Memory too tight to hold a batch's chunks together: fill it chunk by chunk."""
+        self._take_batch_slot()
         arrays = allocate(self.layout, len(plan.ids), prefill=plan.padded)
         nbytes = self.engine.budget.batch_nbytes
         self.held.add(nbytes)
@@ -656,10 +588,10 @@ class _Pass:
                     waiting.append((vplan, pool, position, key))
             pending = waiting
             for _, _, _, key in pending:
-                if key not in self.inflight and not self._start(key, plan.index):
+                if key not in self.loader and not self._start(key, plan.index):
                     break
             if pending:
-                if not self.inflight:
+                if not len(self.loader):
                     raise RuntimeError(  # pragma: no cover - prevented by plan_budget
                         "earthstream engine cannot make progress: no slot for a chunk"
                     )
@@ -668,7 +600,74 @@ class _Pass:
         self._track_peak()
         return _Delivery(self._batch(plan, arrays, epoch), nbytes)
 
+    # -- sweeps ---------------------------------------------------------------------
+    def _run_sweeps(self, order: EpochOrder, batches: range, out: queue.Queue[Any]) -> None:
+        """Assemble ``sweep_batches`` batches at a time, each chunk loaded once per sweep."""
+        source = order.iter_batches(batches)
+        layout, pools, report = self.layout, self.pools, self.report
+        size = self.engine.sweep_batches
+        while True:
+            span = list(itertools.islice(source, size))
+            if not span:
+                return
+            plans = plan_span(layout, span)
+            outputs = sweep_outputs(layout, plans)
+            self.held.add(outputs.nbytes)
+            pending = deque(sweep_targets(layout, plans))
+            running: dict[int, KeyTargets] = {}
+            while pending or running:
+                while pending and len(self.loader) < self.engine.max_inflight:
+                    target = pending[0]
+                    pool = pools[target.var]
+                    slot = pool.take()
+                    if slot is None:
+                        break
+                    pending.popleft()
+                    index = tuple(target.index.tolist())
+                    self.index_of[target.key] = index
+                    self.slot_of[target.key] = slot
+                    self.loader.submit(
+                        target.key, pool.var.name, index, pool.slab[slot], pool.var.fill
+                    )
+                    running[target.key] = target
+                in_use = sum(pools[t.var].chunk_nbytes for t in running.values())
+                report.peak_cache_bytes = max(report.peak_cache_bytes, in_use)
+                self._track_peak(in_use)
+                self.loader.flush()
+                if not self._drain_sweep(running, outputs):
+                    self._wait("stall")
+            for i, plan in enumerate(plans):
+                self._take_batch_slot()
+                lo, hi = outputs.offsets[i], outputs.offsets[i + 1]
+                arrays = _rows(layout, outputs, lo, hi)
+                nbytes = self.engine.budget.batch_nbytes
+                self.held.add(nbytes)
+                out.put(_Delivery(self._batch(plan, arrays, order.epoch), nbytes))
+            self.held.add(-outputs.nbytes)
+
+    def _drain_sweep(self, running: dict[int, KeyTargets], outputs: SweepOutputs) -> bool:
+        """Scatter every finished load of a sweep and free its slot; True if any."""
+        landed = False
+        with contextlib.suppress(queue.Empty):
+            while True:
+                key = self._done.get_nowait()
+                target = running.pop(key)
+                pool = self.pools[target.var]
+                slot = self.slot_of.pop(key)
+                try:
+                    self._outcome(key, self.loader.pop(key), pool)
+                    if key not in self.bad:
+                        scatter_sweep(pool, target, slot, outputs.data[pool.var.name])
+                finally:
+                    pool.give(slot)
+                self.report.chunk_uses += target.uses
+                landed = True
+        return landed
+
+    # -- batches ----------------------------------------------------------------------
     def _batch(self, plan: BatchPlan, arrays: BatchArrays, epoch: int) -> Batch:
+        if self.bad and any(key in self.bad for key in plan.keys):
+            plan, arrays = self._drop_corrupt(plan, arrays)
         layout = self.layout
         grid = layout.grid
         starts = {dim: plan.starts[:, a] for a, dim in enumerate(grid.dims)}
@@ -691,29 +690,28 @@ class _Pass:
             channels=layout.channels,
         )
 
-
-#: Slots per variable in a sweep: enough to overlap decodes, little memory.
-SWEEP_SLOTS = 2
-
-
-def sweep_size(layout: StreamLayout, budget: Budget, batch_size: int) -> int:
-    """Batches per sweep for a fully shuffled stream, or 0 when batches fit the slots.
-
-    A batch of uniformly drawn windows touches about ``n (1 - (1 - 1/n)^B)`` of a
-    variable's ``n`` chunks.  When that nears the number of slots, batches would
-    fight over slots; sweeps give the cache to batch outputs instead.
-    """
-    block = max(1, layout.block_nbytes())
-    n_slots = budget.cache_capacity // block
-    expected = 0.0
-    for var in layout.variables:
-        n = float(np.prod(var.chunk_grid, dtype=np.float64))
-        expected = max(expected, n * (1 - (1 - 1 / n) ** batch_size) if n else 0.0)
-    if expected <= 0.5 * n_slots:
-        return 0
-    room = budget.cache_capacity - SWEEP_SLOTS * block
-    size = room // max(1, budget.batch_nbytes)
-    return int(size) if size >= 2 else 0
+    def _drop_corrupt(self, plan: BatchPlan, arrays: BatchArrays) -> tuple[BatchPlan, BatchArrays]:
+        """Remove the samples that read a chunk skipped as corrupt."""
+        keep = np.ones(len(plan.ids), dtype=bool)
+        for vplan in plan.vars:
+            bad = [p for p, key in enumerate(vplan.keys) if key in self.bad]
+            if not bad:
+                continue
+            keep &= ~np.isin(vplan.which, bad)
+            for row, position, _ in vplan.pieces:
+                if position in bad:
+                    keep[row] = False
+        dropped = int((~keep).sum())
+        self.report.samples_dropped += dropped
+        rows = np.flatnonzero(keep)
+        if arrays.stacked is not None:
+            stacked = arrays.stacked[rows]
+            data = {v.name: _stacked_view(stacked, v, self.layout) for v in self.layout.variables}
+            arrays = BatchArrays(data, stacked, stacked.nbytes)
+        else:
+            data = {name: a[rows] for name, a in arrays.data.items()}
+            arrays = BatchArrays(data, None, sum(a.nbytes for a in data.values()))
+        return replace(plan, ids=plan.ids[rows], starts=plan.starts[rows], keys=plan.keys), arrays
 
 
 def _rows(layout: StreamLayout, outputs: SweepOutputs, lo: int, hi: int) -> BatchArrays:
@@ -724,8 +722,3 @@ def _rows(layout: StreamLayout, outputs: SweepOutputs, lo: int, hi: int) -> Batc
         return BatchArrays(data, stacked, stacked.nbytes)
     data = {name: array[lo:hi].copy() for name, array in outputs.data.items()}
     return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
-
-
-def missing_any(state: _Pass, ahead: deque[BatchPlan]) -> bool:
-    """Whether the next batch still waits for chunks."""
-    return any(k not in state.cache.resident for k in ahead[0].keys)

@@ -5,29 +5,36 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from .._names import suggest
 from .._units import format_bytes
-from ..errors import StoreNotFoundError, VariableNotFoundError
+from ..errors import StoreNotFoundError, UnsupportedFormatError, VariableNotFoundError
 from ..storage import StoreLocation, parse_location
-from ..storage._readers import ByteReader, make_object_store, open_reader
+from ..storage._readers import ByteReader, make_object_store, open_reader, split_options
 from ._base import VariableInfo
 from ._cftime import decode_cf_time, is_cf_time
 from ._zarr_codecs import ChunkDecoder, ZarrArraySpec, spec_from_metadata
 
 __all__ = ["ZarrSource", "open_zarr"]
 
+_FALLBACK = object()  # fetch result of arrays read through zarr-python at decode time
+
 
 def _zarr_store(location: StoreLocation) -> Any:
-    """A read-only zarr-python store for metadata (and the slow fallback path)."""
+    """A read-only zarr-python store for metadata (and the slow fallback path).
+
+    Metadata reads keep obstore's own retries; chunk reads go through
+    :class:`~earthstream.storage.ObjectStoreReader`, which retries itself.
+    """
     import zarr.storage
 
     if location.is_local:
         return zarr.storage.LocalStore(location.path, read_only=True)
-    return zarr.storage.ObjectStore(make_object_store(location), read_only=True)
+    return zarr.storage.ObjectStore(make_object_store(location, retries=True), read_only=True)
 
 
 def _dims_of(array: Any) -> tuple[str, ...]:
@@ -143,13 +150,20 @@ class ZarrSource:
             import zarr
 
             store = _zarr_store(self.location)
-            coords: dict[str, np.ndarray] = {}
-            for dim, (path, attrs) in self._coord_arrays.items():
+
+            def load(item: tuple[str, tuple[str, Mapping[str, Any]]]) -> tuple[str, np.ndarray]:
+                dim, (path, attrs) = item
                 values = np.asarray(zarr.open_array(store, path=path, mode="r")[...])
                 if self.decode_times and is_cf_time(attrs):
                     values = decode_cf_time(values, attrs)
-                coords[dim] = values
-            self._coords = coords
+                return dim, values
+
+            items = list(self._coord_arrays.items())
+            if len(items) > 1 and not self.location.is_local:  # concurrent requests
+                with ThreadPoolExecutor(min(len(items), 8)) as pool:
+                    self._coords = dict(pool.map(load, items))
+            else:
+                self._coords = dict(map(load, items))
         return self._coords
 
     def select(self, variables: Sequence[str]) -> ZarrSource:
@@ -186,6 +200,62 @@ class ZarrSource:
             return chunk
         out[tuple(slice(0, n) for n in chunk.shape)] = chunk
         return out
+
+    # -- split reads: I/O and decoding in separate pools (remote stores) ------------
+    @property
+    def io_concurrency(self) -> int:
+        """Requests worth keeping in flight: 0 for local files (one stage is enough)."""
+        if self.location.is_local:
+            return 0
+        _, max_requests, _ = split_options(dict(self.location.options))
+        return max_requests
+
+    def fetch_chunks(self, name: str, indices: Sequence[tuple[int, ...]]) -> list[Any]:
+        """The stored bytes of several chunks of ``name`` (I/O only; ``None``: not stored).
+
+        Inner chunks of one shard are fetched with one merged range request.
+        """
+        spec = self._specs[name]
+        if not spec.fast:
+            return [_FALLBACK] * len(indices)
+        decoder = self._decoders.get(name)
+        if decoder is None or self._pid != os.getpid():
+            decoder = self._decoder(name)
+        return list(decoder.fetch_many(self.reader, indices))
+
+    def fetch_group(self, name: str, index: tuple[int, ...]) -> Any:
+        """Chunks with the same group are best fetched together (one shard's inner
+        chunks: their byte ranges merge)."""
+        shard = self._specs[name].shard
+        if shard is None:
+            return index
+        return tuple(i // n for i, n in zip(index, shard.chunks_per_shard, strict=True))
+
+    def decode_chunk(
+        self, name: str, index: tuple[int, ...], raw: Any, out: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Decode what :meth:`fetch_chunks` returned for chunk ``index``."""
+        if raw is None:
+            return None
+        if raw is _FALLBACK:
+            return self.read_chunk(name, index, out)
+        decoder = self._decoders.get(name)
+        if decoder is None or self._pid != os.getpid():
+            decoder = self._decoder(name)
+        return decoder.decode(raw.data, raw.where, out)
+
+    def chunk_location(self, name: str, index: tuple[int, ...]) -> str:
+        """Where chunk ``index`` of ``name`` is stored (for messages and reports)."""
+        spec = self._specs[name]
+        if not spec.fast:
+            return f"{self.location.url}/{spec.path} chunk {index}"
+        return f"{self.location.url}/{self._decoder(name).where(index)}"
+
+    def request_stats(self) -> dict[str, Any]:
+        """Requests, retries, bytes and failures by kind of this process's reader."""
+        if self._reader is None or self._pid != os.getpid():
+            return {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
+        return self._reader.stats.snapshot()
 
     def _decoder(self, name: str) -> ChunkDecoder:
         self._check_process()
@@ -230,6 +300,46 @@ class ZarrSource:
         if not fast:
             lines.append("(some variables use codecs read through zarr-python: slower)")
         return "\n".join(lines)
+
+
+def _cannot_list(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    signs = ("notsupported", "not supported", "not implemented", "propfind", "405", "not allowed")
+    return any(sign in text for sign in signs)
+
+
+def _named_members(
+    group: Any, location: StoreLocation, variables: Sequence[str] | str
+) -> list[tuple[str, str, Any]]:
+    """The requested arrays, opened by path (no listing: works on HTTP stores), plus
+    the 1-D coordinate arrays named after their dims."""
+    names = [variables] if isinstance(variables, str) else list(variables)
+    members: list[tuple[str, str, Any]] = []
+    for name in names:
+        try:
+            members.append((name, name, group[name]))
+        except KeyError:
+            try:
+                available = [key for key, _ in group.arrays()]
+            except Exception:
+                available = []
+            hint = f" Available variables: {', '.join(available)}." if available else ""
+            raise VariableNotFoundError(
+                f"variable {name!r} is not in the store at {location.url!r}."
+                f"{suggest(name, available)}{hint}"
+            ) from None
+    seen = {name for name, _, _ in members}
+    for _, _, arr in list(members):
+        for dim in _dims_of(arr):
+            if dim in seen:
+                continue
+            seen.add(dim)
+            try:
+                coord = group[dim]
+            except KeyError:
+                continue
+            members.append((dim, dim, coord))
+    return members
 
 
 def _check_names(requested: Sequence[str] | str, available: Mapping[str, Any]) -> list[str]:
@@ -309,8 +419,19 @@ def open_zarr(
         if name.endswith(".zarr"):
             name = name[: -len(".zarr")]
         members: list[tuple[str, str, Any]] = [(name, "", node)]
+    elif variables is not None:
+        members = _named_members(node, location, variables)
     else:
-        members = [(key, key, arr) for key, arr in node.arrays()]
+        try:
+            members = [(key, key, arr) for key, arr in node.arrays()]
+        except Exception as exc:  # e.g. HTTP stores cannot list keys
+            if not _cannot_list(exc):
+                raise
+            raise UnsupportedFormatError(
+                f"the store at {location.url!r} has no consolidated metadata and "
+                f"{location.scheme}:// cannot list its keys, so its arrays cannot be found. "
+                "Consolidate the metadata (zarr.consolidate_metadata) or pass variables=[...]."
+            ) from None
 
     dims_by_name = {name: _dims_of(arr) for name, _, arr in members}
     listed_coords: set[str] = set()

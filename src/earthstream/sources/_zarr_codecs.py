@@ -26,6 +26,14 @@ _BLOSC_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 
 
 @dataclass(frozen=True)
+class RawChunk:
+    """A chunk's stored bytes and where they came from (for messages)."""
+
+    data: Buffer
+    where: str
+
+
+@dataclass(frozen=True)
 class ShardSpec:
     """Layout of a Zarr v3 shard: inner chunks and where their index lives."""
 
@@ -266,6 +274,7 @@ class ChunkDecoder:
         )
         self._index_cache: dict[str, np.ndarray | None] = {}
         self._index_lock = threading.Lock()
+        self._index_loading: dict[str, threading.Lock] = {}
 
     # -- decoding ---------------------------------------------------------------
     @property
@@ -330,34 +339,89 @@ class ChunkDecoder:
         return out
 
     # -- reading ----------------------------------------------------------------
+    def where(self, index: Sequence[int]) -> str:
+        """The store key holding chunk ``index`` (and its place in the shard)."""
+        shard = self.spec.shard
+        if shard is None:
+            return self.spec.key(index)
+        outer = tuple(i // n for i, n in zip(index, shard.chunks_per_shard, strict=True))
+        inner = tuple(i % n for i, n in zip(index, shard.chunks_per_shard, strict=True))
+        return f"{self.spec.key(outer)} (inner chunk {inner})"
+
+    def fetch(self, reader: ByteReader, index: tuple[int, ...]) -> RawChunk | None:
+        """The stored bytes of chunk ``index`` (I/O only); ``None`` when not stored."""
+        return self.fetch_many(reader, [index])[0]
+
+    def fetch_many(
+        self, reader: ByteReader, indices: Sequence[tuple[int, ...]]
+    ) -> list[RawChunk | None]:
+        """The stored bytes of several chunks.  Inner chunks of one shard are read
+        with one merged range request after the (cached) shard index."""
+        shard = self.spec.shard
+        out: list[RawChunk | None] = [None] * len(indices)
+        if shard is None:
+            for i, index in enumerate(indices):
+                key = self.spec.key(index)
+                data = reader.get(key)
+                out[i] = None if data is None else RawChunk(data, key)
+            return out
+        by_shard: dict[tuple[int, ...], list[int]] = {}
+        for i, index in enumerate(indices):
+            outer = tuple(j // n for j, n in zip(index, shard.chunks_per_shard, strict=True))
+            by_shard.setdefault(outer, []).append(i)
+        for outer, members in by_shard.items():
+            key = self.spec.key(outer)
+            table = self._shard_index(reader, key)
+            if table is None:
+                continue
+            wanted, starts, ends = [], [], []
+            for i in members:
+                inner = tuple(
+                    j % n for j, n in zip(indices[i], shard.chunks_per_shard, strict=True)
+                )
+                offset, nbytes = table[inner]
+                if offset == _MISSING and nbytes == _MISSING:
+                    continue
+                wanted.append(i)
+                starts.append(int(offset))
+                ends.append(int(offset) + int(nbytes))
+            if not wanted:
+                continue
+            if len(wanted) == 1:
+                one = reader.get_range(key, starts[0], ends[0])
+                parts = None if one is None else [one]
+            else:
+                parts = reader.get_ranges(key, starts, ends)
+            if parts is None:  # the shard vanished after its index was read
+                continue
+            for i, data, lo, hi in zip(wanted, parts, starts, ends, strict=True):
+                out[i] = RawChunk(data, f"{key}[{lo}:{hi}]")
+        return out
+
     def read(
         self, reader: ByteReader, index: tuple[int, ...], out: np.ndarray | None = None
     ) -> np.ndarray | None:
         """Read and decode the chunk at ``index``; ``None`` when it is not stored."""
-        shard = self.spec.shard
-        if shard is None:
-            key = self.spec.key(index)
-            data = reader.get(key)
-            return None if data is None else self.decode(data, key, out)
-        outer = tuple(i // n for i, n in zip(index, shard.chunks_per_shard, strict=True))
-        inner = tuple(i % n for i, n in zip(index, shard.chunks_per_shard, strict=True))
-        key = self.spec.key(outer)
-        table = self._shard_index(reader, key)
-        if table is None:
-            return None
-        offset, nbytes = table[inner]
-        if offset == _MISSING and nbytes == _MISSING:
-            return None
-        start = int(offset)
-        data = reader.get_range(key, start, start + int(nbytes))
-        if data is None:  # the shard vanished between the index read and now
-            return None
-        return self.decode(data, f"{key}[{start}:{start + int(nbytes)}]", out)
+        raw = self.fetch(reader, index)
+        return None if raw is None else self.decode(raw.data, raw.where, out)
 
     def _shard_index(self, reader: ByteReader, key: str) -> np.ndarray | None:
+        """The shard's index, read once per process even when many threads ask at once."""
         with self._index_lock:
             if key in self._index_cache:
                 return self._index_cache[key]
+            loading = self._index_loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._index_lock:
+                if key in self._index_cache:
+                    return self._index_cache[key]
+            table = self._read_shard_index(reader, key)
+            with self._index_lock:
+                self._index_cache[key] = table
+                self._index_loading.pop(key, None)
+            return table
+
+    def _read_shard_index(self, reader: ByteReader, key: str) -> np.ndarray | None:
         shard = self.spec.shard
         assert shard is not None
         size = shard.index_nbytes
@@ -385,6 +449,4 @@ class ChunkDecoder:
                     ) from exc
             dtype = ">u8" if shard.index_big_endian else "<u8"
             table = np.frombuffer(raw, dtype=dtype).reshape(*shard.chunks_per_shard, 2)
-        with self._index_lock:
-            self._index_cache[key] = table
         return table

@@ -1,9 +1,10 @@
 """Byte readers: the only place the hot path touches storage.
 
-A reader answers three questions about a key: all its bytes, a byte range, and
+A reader answers four questions about a key: all its bytes, a byte range,
+several byte ranges (merged into fewer requests where they are adjacent), and
 its last ``n`` bytes (for shard indexes at the end of a shard).  A missing key
-returns ``None`` (Zarr gives missing chunks the fill value); every other failure
-raises.  Readers are thread-safe and cheap to create; they are created lazily
+returns ``None`` (Zarr gives missing chunks the fill value); every other
+failure raises a typed error.  Readers are thread-safe; they are created lazily
 in each process from a :class:`StoreLocation` and never pickled.
 """
 
@@ -11,9 +12,24 @@ from __future__ import annotations
 
 import mmap
 import os
+import random
+import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
+from ..errors import ConfigError, ForkError
 from ._location import StoreLocation
+from ._retry import RequestStats, RetryPolicy, call_with_retries
+
+__all__ = [
+    "MMAP_MIN_BYTES",
+    "Buffer",
+    "ByteReader",
+    "LocalReader",
+    "ObjectStoreReader",
+    "ShortReadError",
+    "open_reader",
+]
 
 Buffer = bytes | memoryview | mmap.mmap
 
@@ -21,9 +37,16 @@ Buffer = bytes | memoryview | mmap.mmap
 #: page cache directly (about 10% less CPU per 4 MB chunk than ``read``).
 MMAP_MIN_BYTES = 256 * 1024
 
+#: Requests in flight to an object store, by default.
+DEFAULT_MAX_REQUESTS = 64
+
 
 class ByteReader(Protocol):
     """What the engine needs from storage."""
+
+    stats: RequestStats
+    #: Requests worth keeping in flight (0: reads are local and cheap).
+    max_requests: int
 
     def get(self, key: str) -> Buffer | None:
         """All bytes of ``key``, or ``None`` if it does not exist."""
@@ -33,13 +56,19 @@ class ByteReader(Protocol):
         """Bytes ``[start, end)`` of ``key``, or ``None`` if it does not exist."""
         ...
 
+    def get_ranges(
+        self, key: str, starts: Sequence[int], ends: Sequence[int]
+    ) -> list[Buffer] | None:
+        """Several byte ranges of ``key`` (adjacent ones fetched together)."""
+        ...
+
     def get_suffix(self, key: str, length: int) -> Buffer | None:
         """The last ``length`` bytes of ``key``, or ``None`` if it does not exist."""
         ...
 
 
 class ShortReadError(OSError):
-    """A storage answer had fewer bytes than asked for."""
+    """A storage answer had fewer bytes than asked for (retried, never used as data)."""
 
 
 def _check_length(data: Buffer, expected: int, where: str) -> Buffer:
@@ -55,8 +84,11 @@ class LocalReader:
     decoder reads the page cache without a copy.
     """
 
+    max_requests = 0
+
     def __init__(self, root: str) -> None:
         self.root = root
+        self.stats = RequestStats()
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, key)
@@ -68,6 +100,7 @@ class LocalReader:
             return None
         try:
             size = os.fstat(fd).st_size
+            self.stats.record(requests=1, nbytes=size)
             if size >= MMAP_MIN_BYTES:
                 return mmap.mmap(fd, size, access=mmap.ACCESS_READ)
             parts = []
@@ -91,7 +124,19 @@ class LocalReader:
             data = os.pread(fd, end - start, start)
         finally:
             os.close(fd)
+        self.stats.record(requests=1, nbytes=len(data))
         return _check_length(data, end - start, f"{key}[{start}:{end}]")
+
+    def get_ranges(
+        self, key: str, starts: Sequence[int], ends: Sequence[int]
+    ) -> list[Buffer] | None:
+        out: list[Buffer] = []
+        for start, end in zip(starts, ends, strict=True):
+            data = self.get_range(key, start, end)
+            if data is None:
+                return None
+            out.append(data)
+        return out
 
     def get_suffix(self, key: str, length: int) -> Buffer | None:
         try:
@@ -103,6 +148,7 @@ class LocalReader:
             data = os.pread(fd, min(length, size), max(size - length, 0))
         finally:
             os.close(fd)
+        self.stats.record(requests=1, nbytes=len(data))
         return data
 
     def __repr__(self) -> str:
@@ -110,51 +156,167 @@ class LocalReader:
 
 
 class ObjectStoreReader:
-    """Reads keys through an obstore store (S3, GCS, Azure, HTTP)."""
+    """Reads keys through an obstore store (S3, GCS, Azure, HTTP), with classified retries.
 
-    def __init__(self, store: Any, url: str) -> None:
+    obstore's own retries are switched off so that every attempt is counted
+    and classified here (see :mod:`earthstream.storage._retry`).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        url: str,
+        *,
+        policy: RetryPolicy | None = None,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+    ) -> None:
         self.store = store
         self.url = url
+        self.policy = policy or RetryPolicy()
+        self.max_requests = max_requests
+        self.stats = RequestStats()
+        self._local = threading.local()
+
+    def _rng(self) -> random.Random:
+        rng = getattr(self._local, "rng", None)
+        if rng is None:
+            rng = self._local.rng = random.Random()
+        return rng
+
+    def _call(self, fn: Any, where: str) -> Any:  # Buffer | list[Buffer] | None
+        try:
+            return call_with_retries(
+                fn,
+                what=f"{self.url}/{where}",
+                policy=self.policy,
+                stats=self.stats,
+                rng=self._rng(),
+                size=_nbytes,
+            )
+        except FileNotFoundError:
+            return None
 
     def get(self, key: str) -> Buffer | None:
         import obstore
 
-        try:
-            return memoryview(obstore.get(self.store, key).bytes())
-        except FileNotFoundError:
-            return None
+        data: Buffer | None = self._call(
+            lambda: memoryview(obstore.get(self.store, key).bytes()), key
+        )
+        return data
 
     def get_range(self, key: str, start: int, end: int) -> Buffer | None:
         import obstore
 
-        try:
+        def fetch() -> Buffer:
             data = memoryview(obstore.get_range(self.store, key, start=start, end=end))
-        except FileNotFoundError:
-            return None
-        return _check_length(data, end - start, f"{self.url}/{key}[{start}:{end}]")
+            return _check_length(data, end - start, f"{self.url}/{key}[{start}:{end}]")
+
+        data: Buffer | None = self._call(fetch, f"{key}[{start}:{end}]")
+        return data
+
+    def get_ranges(
+        self, key: str, starts: Sequence[int], ends: Sequence[int]
+    ) -> list[Buffer] | None:
+        import obstore
+
+        def fetch() -> list[Buffer]:
+            parts = obstore.get_ranges(self.store, key, starts=list(starts), ends=list(ends))
+            return [
+                _check_length(memoryview(p), e - s, f"{self.url}/{key}[{s}:{e}]")
+                for p, s, e in zip(parts, starts, ends, strict=True)
+            ]
+
+        parts: list[Buffer] | None = self._call(fetch, f"{key} ({len(starts)} ranges)")
+        return parts
 
     def get_suffix(self, key: str, length: int) -> Buffer | None:
         import obstore
 
-        try:
+        def fetch() -> Buffer:
             result = obstore.get(self.store, key, options={"range": {"suffix": length}})
-        except FileNotFoundError:
-            return None
-        return memoryview(result.bytes())
+            return memoryview(result.bytes())
+
+        data: Buffer | None = self._call(fetch, f"{key}[-{length}:]")
+        return data
 
     def __repr__(self) -> str:
         return f"ObjectStoreReader({self.url!r})"
 
 
-def make_object_store(location: StoreLocation) -> Any:
-    """An obstore store for a remote location (credentials from options or environment)."""
+def _nbytes(result: Any) -> int:
+    if isinstance(result, list):
+        return sum(len(p) for p in result)
+    return len(result)
+
+
+#: storage_options keys earthstream reads itself; the rest configure obstore.
+EARTHSTREAM_OPTIONS = ("retry", "max_requests")
+
+
+def split_options(options: dict[str, Any]) -> tuple[RetryPolicy, int, dict[str, Any]]:
+    """Separate earthstream's own storage options from obstore's."""
+    retry = options.get("retry", {}) or {}
+    try:
+        policy = RetryPolicy(**retry)
+    except TypeError as exc:
+        raise ConfigError(
+            f"storage_options['retry'] has an unknown key ({exc}); use max_attempts, "
+            "base_delay, max_delay and budget_s."
+        ) from None
+    max_requests = int(options.get("max_requests", DEFAULT_MAX_REQUESTS))
+    if max_requests < 1:
+        raise ConfigError(f"storage_options['max_requests']={max_requests} must be at least 1.")
+    rest = {k: v for k, v in options.items() if k not in EARTHSTREAM_OPTIONS}
+    return policy, max_requests, rest
+
+
+#: Processes that have started obstore's runtime (inherited by forked children).
+_OBSTORE_PIDS: set[int] = set()
+
+
+def check_fork(url: str) -> None:
+    """Refuse to use obstore in a process forked after its parent used it.
+
+    obstore runs on a tokio runtime whose threads do not survive ``fork()``: a
+    request from such a child would hang forever.
+    """
+    pid = os.getpid()
+    if _OBSTORE_PIDS and pid not in _OBSTORE_PIDS:
+        raise ForkError(
+            f"cannot read {url!r} in this process: it was forked from one that had already "
+            "used the object-store client (obstore), whose threads do not survive fork(). "
+            "Start workers with multiprocessing_context='spawn' or 'forkserver' "
+            "(TorchStream.loader() does this for remote stores), or open the store only "
+            "inside the workers."
+        )
+    _OBSTORE_PIDS.add(pid)
+
+
+def make_object_store(location: StoreLocation, *, retries: bool = False) -> Any:
+    """An obstore store for a remote location; credentials from options or environment.
+
+    With ``retries=False`` (chunk reads) obstore's internal retries are disabled:
+    :class:`ObjectStoreReader` retries, counts and classifies instead.
+    """
     from obstore.store import from_url
 
-    return from_url(location.url, **dict(location.options))
+    check_fork(location.url)
+    _, _, options = split_options(dict(location.options))
+    if not retries:
+        options.setdefault("retry_config", {"max_retries": 0})
+    client = dict(options.pop("client_options", {}) or {})
+    if location.scheme == "http":
+        client.setdefault("allow_http", True)
+    client.setdefault("timeout", "60s")
+    client.setdefault("connect_timeout", "10s")
+    return from_url(location.url, client_options=client, **options)  # type: ignore[call-overload]
 
 
 def open_reader(location: StoreLocation) -> ByteReader:
     """The reader for ``location``: plain file reads locally, obstore remotely."""
     if location.is_local:
         return LocalReader(location.path)
-    return ObjectStoreReader(make_object_store(location), location.url)
+    policy, max_requests, _ = split_options(dict(location.options))
+    return ObjectStoreReader(
+        make_object_store(location), location.url, policy=policy, max_requests=max_requests
+    )

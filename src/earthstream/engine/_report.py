@@ -1,0 +1,67 @@
+"""What one pass of the engine did: the per-epoch report."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .._units import format_bytes
+
+__all__ = ["EpochReport"]
+
+
+@dataclass
+class EpochReport:
+    """What one pass of the engine did (one process, one shard of an epoch)."""
+
+    epoch: int
+    shard: int = 0
+    num_shards: int = 1
+    batches: int = 0
+    samples: int = 0
+    chunks_decoded: int = 0
+    chunks_missing: int = 0
+    chunk_uses: int = 0
+    bytes_decoded: int = 0
+    bytes_delivered: int = 0
+    evictions: int = 0
+    decodes: Counter[tuple[str, tuple[int, ...]]] = field(default_factory=Counter)
+    memory_limit: int = 0
+    cache_capacity: int = 0
+    peak_cache_bytes: int = 0
+    peak_held_bytes: int = 0
+    elapsed_s: float = 0.0
+    first_batch_s: float = 0.0
+    stall_s: float = 0.0  # scheduler waiting for chunks
+    backpressure_s: float = 0.0  # scheduler waiting for the consumer
+    requests: int = 0  # storage requests (attempts), this pass
+    retries: int = 0  # of which retries
+    bytes_read: int = 0  # bytes received from storage
+    failures: dict[str, int] = field(default_factory=dict)  # failed attempts by kind
+    corrupt_chunks: list[str] = field(default_factory=list)  # skipped (corrupt="skip")
+    samples_dropped: int = 0  # samples dropped for reading a corrupt chunk
+    finished: bool = False
+
+    @property
+    def cache_hits(self) -> int:
+        """Chunk uses served without a decode for them."""
+        return self.chunk_uses - self.chunks_decoded - self.chunks_missing
+
+    def summary(self) -> str:
+        rate = self.samples / self.elapsed_s if self.elapsed_s else 0.0
+        return (
+            f"epoch {self.epoch} shard {self.shard}/{self.num_shards}: {self.batches} batches, "
+            f"{self.samples} samples in {self.elapsed_s:.2f} s ({rate:,.0f} samples/s); "
+            f"{self.chunks_decoded} chunks decoded ({format_bytes(self.bytes_decoded)}), "
+            f"{self.cache_hits} cache hits, {self.evictions} evictions; peak memory "
+            f"{format_bytes(self.peak_held_bytes)} of {format_bytes(self.memory_limit)}; "
+            f"{self.requests} requests ({self.retries} retries, "
+            f"{format_bytes(self.bytes_read)} read)"
+            + (f"; failures {self.failures}" if self.failures else "")
+            + (
+                f"; {len(self.corrupt_chunks)} corrupt chunks skipped, "
+                f"{self.samples_dropped} samples dropped"
+                if self.corrupt_chunks
+                else ""
+            )
+        )

@@ -1,0 +1,186 @@
+"""Classified retries with jittered exponential backoff, and request statistics.
+
+Object stores fail in two ways.  Transient faults (5xx, 429/SlowDown,
+timeouts, connection resets, truncated bodies, short reads) are retried with
+"full jitter" exponential backoff until an attempt or time budget runs out.
+Everything else (403, 400, other 4xx) fails at once: retrying cannot help.
+A missing object (404) is not a failure here: Zarr gives it the fill value.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..errors import StoreAccessError, StoreRequestError
+
+__all__ = ["RequestStats", "RetryPolicy", "classify", "redact"]
+
+T = TypeVar("T")
+_STATUS = re.compile(r"status code:? (\d{3})")
+_USERINFO = re.compile(r"(://)[^/@\s]+@")
+_SECRETS = re.compile(
+    r"((?:secret|token|password|key|signature|credential)[\w-]*[=:]\s*)[^&\s,;\"']+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """Strip credentials from a message: URL userinfo and ``key=value`` secrets.
+
+    >>> redact("GET https://user:pw@host/x?X-Amz-Signature=abc&a=1")
+    'GET https://***@host/x?X-Amz-Signature=***&a=1'
+    """
+    return _SECRETS.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient request failures are retried.
+
+    Attempt ``n`` (from 1) waits a random time in ``[0, min(max_delay,
+    base_delay * 2**n)]`` before trying again; no retry starts after
+    ``budget_s`` seconds from the first attempt or beyond ``max_attempts``.
+    """
+
+    max_attempts: int = 10
+    base_delay: float = 0.05
+    max_delay: float = 2.0
+    budget_s: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+def classify(exc: BaseException) -> tuple[str, bool, int | None]:
+    """``(kind, retryable, HTTP status)`` of a storage exception.
+
+    >>> classify(OSError("Server returned non-2xx status code: 503 Service Unavailable"))
+    ('server', True, 503)
+    >>> classify(OSError("Server returned non-2xx status code: 400 Bad Request"))
+    ('client', False, 400)
+    """
+    from ._readers import ShortReadError
+
+    if isinstance(exc, FileNotFoundError):
+        return "missing", False, 404
+    if isinstance(exc, ShortReadError):
+        return "short_read", True, None
+    name = type(exc).__name__
+    message = str(exc)
+    match = _STATUS.search(message)
+    status = int(match.group(1)) if match else None
+    if name in ("PermissionDeniedError", "UnauthenticatedError") or status in (401, 403):
+        return "denied", False, status or 403
+    if status == 429 or "SlowDown" in message or "TooManyRequests" in message:
+        return "throttled", True, status or 429
+    if status is not None and status >= 500:
+        return "server", True, status
+    if status is not None and 400 <= status < 500:
+        return "client", False, status
+    lowered = message.lower()
+    if "body error" in lowered or "incomplete" in lowered or "unexpected eof" in lowered:
+        return "truncated", True, None
+    if any(
+        word in lowered
+        for word in (
+            "timed out",
+            "timeout",
+            "connection",
+            "error sending request",
+            "reset",
+            "broken pipe",
+        )
+    ):
+        return "connection", True, None
+    return "other", False, status
+
+
+class RequestStats:
+    """Counters of one reader (thread-safe): requests, retries, bytes, failures by kind."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+        self.bytes = 0
+        self.failures: Counter[str] = Counter()
+
+    def record(
+        self, *, requests: int = 0, retries: int = 0, nbytes: int = 0, failure: str = ""
+    ) -> None:
+        with self._lock:
+            self.requests += requests
+            self.retries += retries
+            self.bytes += nbytes
+            if failure:
+                self.failures[failure] += 1
+
+    def snapshot(self) -> dict[str, object]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "bytes": self.bytes,
+                "failures": dict(self.failures),
+            }
+
+
+def call_with_retries(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    policy: RetryPolicy,
+    stats: RequestStats,
+    rng: random.Random,
+    size: Callable[[T], int] = lambda _: 0,
+) -> T:
+    """Run one request, retrying transient failures; ``what`` names URL and key.
+
+    Raises ``FileNotFoundError`` for a missing object, :class:`StoreAccessError`
+    for refused access and :class:`StoreRequestError` for other failures (at once
+    when not retryable, after the budget otherwise).  Messages never carry
+    credentials.
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        stats.record(requests=1, retries=1 if attempt > 1 else 0)
+        try:
+            result = fn()
+        except Exception as exc:  # classified below; nothing is swallowed
+            kind, retryable, status = classify(exc)
+            if kind == "missing":
+                raise
+            stats.record(failure=kind)
+            detail = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            if kind == "denied":
+                raise StoreAccessError(
+                    f"access to {what} was refused (HTTP {status}): {detail}. Check the "
+                    "credentials (environment or storage_options) and their permissions."
+                ) from None
+            out_of_budget = (
+                attempt >= policy.max_attempts or time.monotonic() - started >= policy.budget_s
+            )
+            if not retryable or out_of_budget:
+                why = (
+                    f"failed after {attempt} attempts in {time.monotonic() - started:.1f} s"
+                    if retryable
+                    else "failed and cannot succeed by retrying"
+                )
+                raise StoreRequestError(
+                    f"reading {what} {why} ({kind}{f', HTTP {status}' if status else ''}): "
+                    f"{detail}. Check the URL and the store; for flaky networks raise the retry "
+                    "budget (storage_options={'retry': {'max_attempts': ..., 'budget_s': ...}})."
+                ) from None
+            time.sleep(policy.delay(attempt, rng))
+            continue
+        stats.record(nbytes=size(result))
+        return result
