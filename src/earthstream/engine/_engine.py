@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,9 +186,14 @@ class Engine:
 
     # -- consumer side ---------------------------------------------------------------
     def run(
-        self, order: EpochOrder, batches: range, *, shard: int = 0, num_shards: int = 1
+        self, order: EpochOrder, batches: Sequence[int], *, shard: int = 0, num_shards: int = 1
     ) -> Iterator[Batch]:
-        """Yield the batches ``batches`` of ``order``, assembled in the background."""
+        """Yield the batches ``batches`` of ``order``, assembled in the background.
+
+        ``batches`` are global batch indices in non-decreasing order (the cache
+        uses them as the time of each chunk's next use): a ``range`` or a
+        :class:`~earthstream.sampling.BatchRuns`.
+        """
         report = EpochReport(
             epoch=order.epoch,
             shard=shard,
@@ -239,7 +244,7 @@ class Engine:
     def _schedule(
         self,
         order: EpochOrder,
-        batches: range,
+        batches: Sequence[int],
         out: queue.Queue[Any],
         stop: threading.Event,
         held: _Held,
@@ -398,7 +403,7 @@ class _SchedulerState:
                     self._want(key)
         return _Task(index, ids, starts, needs, nbytes)
 
-    def batches(self, order: EpochOrder, batches: range) -> Iterator[Any]:
+    def batches(self, order: EpochOrder, batches: Sequence[int]) -> Iterator[Any]:
         source = order.iter_batches(batches)
         ahead: deque[_Task] = deque()
         exhausted = False
