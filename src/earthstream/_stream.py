@@ -284,8 +284,18 @@ class Stream:
         return self.placement()[1]
 
     def placement(self) -> tuple[int, int]:
-        """``(rank, world_size)``: as given, else from ``torch.distributed``, else ``(0, 1)``."""
-        return self._placement if self._placement is not None else detect_placement()
+        """``(rank, world_size)``: as given, else from ``torch.distributed``, else ``(0, 1)``.
+
+        Found in an initialized process group, it is kept: DataLoader workers
+        copy it and never call into ``torch.distributed`` themselves.
+        """
+        if self._placement is not None:
+            return self._placement
+        found = detect_placement()
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            self._placement = found
+        return found
 
     @property
     def n_batches(self) -> int:

@@ -255,6 +255,7 @@ class TorchStream(IterableDataset[TorchBatch]):
         self.non_blocking = non_blocking
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
         self._views = _views(stream)
+        stream.placement()  # under torch.distributed: kept for the workers to copy
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch, whatever the number of workers."""
