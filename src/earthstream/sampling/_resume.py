@@ -184,6 +184,16 @@ def cursor_from_state(
             f"the stream state has format version {version!r}; this earthstream reads version "
             f"{STATE_VERSION}. Resume with the earthstream version that saved it."
         )
+    if state.get("dataset") != dataset:
+        saved_settings = state.get("settings")
+        saved_n = saved_settings.get("n_windows") if isinstance(saved_settings, Mapping) else None
+        raise ResumeError(
+            f"the stream state belongs to another dataset (fingerprint "
+            f"{state.get('dataset')!r} with {saved_n} windows; this stream: {dataset!r} with "
+            f"{settings.get('n_windows')}): the variables, their shapes, dtypes or chunks, the "
+            "window grid or the coordinates differ. Resume on the dataset and windows the "
+            "state was saved with."
+        )
     saved = state.get("settings")
     if not isinstance(saved, Mapping):
         raise ResumeError("the stream state has no 'settings'; the state is damaged.")
@@ -199,13 +209,6 @@ def cursor_from_state(
         raise ResumeError(
             f"the stream state was saved by a stream with other order settings: {pairs}. "
             f"Create the stream with the saved settings to resume its epoch.{hint}"
-        )
-    if state.get("dataset") != dataset:
-        raise ResumeError(
-            f"the stream state belongs to another dataset (fingerprint "
-            f"{state.get('dataset')!r}, this stream: {dataset!r}): the variables, their shapes, "
-            "dtypes or chunks, the window grid or the coordinates differ. Resume on the "
-            "dataset and windows the state was saved with."
         )
     if state.get("seed") != seed:
         raise ResumeError(
