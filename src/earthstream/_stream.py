@@ -310,16 +310,17 @@ class Stream:
     def fingerprint(self) -> str:
         """A hash of what the epoch order depends on besides the settings.
 
-        Variables (names, dims, shapes, dtypes, chunks), the window grid and the
-        coordinate values; not the store's location or codecs.
+        Variables (names, dims, shapes, dtypes, chunks; in any order), the
+        window grid and the coordinate values; not the store's location or
+        codecs, so a moved or re-encoded copy of the data resumes too.
         """
         if self._fingerprint is None:
             h = hashlib.sha256()
             described = {
-                "variables": [
+                "variables": sorted(
                     [v.name, list(v.dims), list(v.shape), v.dtype.str, list(v.chunks)]
                     for v in self._source.variables.values()
-                ],
+                ),
                 "grid": [dataclasses.astuple(a) for a in self.layout.grid.axes],
                 "edges": self.layout.grid.edges,
             }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,17 @@ def test_stateful_dataloader_resumes_exactly(era5_v3: Path, reference, workers, 
     rest = list(moved.loader(num_workers=1))
     ids = sorted(i for b in head + rest for i in b.window_ids.tolist())
     assert ids == list(range(ds.stream.n_windows))
+
+
+def test_fingerprint_ignores_location_and_variable_order(era5_v3: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "moved.zarr"
+    shutil.copytree(era5_v3, copy)
+    a = es.Stream(era5_v3, {"lat": 8, "lon": 8}, variables=["t2m", "u10"])
+    b = es.Stream(copy, {"lat": 8, "lon": 8}, variables=["u10", "t2m"])
+    assert a.fingerprint == b.fingerprint
+    b.load_state_dict(a.state_dict())
+    c = es.Stream(era5_v3, {"lat": 8, "lon": 8}, variables=["t2m"])
+    assert c.fingerprint != a.fingerprint
 
 
 def test_torch_batches_flag_padding(era5_v3: Path) -> None:
