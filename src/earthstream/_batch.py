@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,6 +32,11 @@ class Batch(Mapping[str, np.ndarray]):
     ``stacked`` / ``channels``
         With ``stack=True``: one ``(B, C, *window)`` array and the name of each
         channel; ``batch[name]`` is then a view into it.
+    ``padded``
+        Boolean ``(B,)``: True for samples that repeat others only so that every
+        distributed rank yields the same number of batches
+        (``remainder="pad"``).  Weight them out of the loss
+        (``loss[~batch.padded].mean()``) to count each window once per epoch.
 
     ``len(batch)`` is the number of variables (a batch is a mapping); the
     number of samples is :attr:`size`.
@@ -49,6 +54,11 @@ class Batch(Mapping[str, np.ndarray]):
     stacked: np.ndarray | None = None
     channels: tuple[str, ...] = ()
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    padded: np.ndarray = None  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        if cast(Any, self.padded) is None:
+            object.__setattr__(self, "padded", np.zeros(len(self.window_ids), dtype=bool))
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.data[name]
@@ -94,4 +104,5 @@ class Batch(Mapping[str, np.ndarray]):
             )
         else:
             body = ", ".join(f"{k}: {v.shape} {v.dtype}" for k, v in self.data.items())
-        return f"<Batch epoch={self.epoch} index={self.index} size={self.size} {body}>"
+        pad = f" padded={int(self.padded.sum())}" if self.padded.any() else ""
+        return f"<Batch epoch={self.epoch} index={self.index} size={self.size}{pad} {body}>"

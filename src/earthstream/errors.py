@@ -19,6 +19,7 @@ __all__ = [
     "ForkError",
     "MemoryBudgetError",
     "MissingChunkError",
+    "ResumeError",
     "StoreAccessError",
     "StoreNotFoundError",
     "StoreRequestError",
@@ -53,6 +54,10 @@ class WindowError(EarthstreamError, ValueError):
 
 class MemoryBudgetError(EarthstreamError, ValueError):
     """``memory_limit`` is too small for what the stream must hold at once."""
+
+
+class ResumeError(EarthstreamError, ValueError):
+    """A saved stream state that does not fit this stream (other data, settings or layout)."""
 
 
 class StoreNotFoundError(EarthstreamError, FileNotFoundError):

@@ -1,12 +1,16 @@
-"""PyTorch delivery: an IterableDataset of tensor batches, split across DataLoader workers.
+"""PyTorch delivery: an IterableDataset of tensor batches, split across ranks and workers.
 
 Batches leave the engine as NumPy arrays and become tensors without a copy
 (``torch.from_numpy``).  The last stage, moving to the target device, runs in
 the main process: pinned memory and ``non_blocking`` copies when the device is
-CUDA, a no-op on CPU, same code either way.  Under a ``DataLoader`` with
-workers each worker streams a contiguous run of the epoch's batches (see
-:func:`earthstream.sampling.shard_range`), so the union over workers is exactly
-one epoch.
+CUDA, a no-op on CPU, same code either way.
+
+Under ``torch.distributed`` each rank streams a contiguous run of the epoch's
+batches, every rank the same number; under a ``DataLoader`` each worker
+streams a contiguous run of its rank's (see :mod:`earthstream.sampling._plan`),
+so the union over ranks and workers is exactly one epoch.  ``state_dict`` /
+``load_state_dict`` resume mid-epoch: on the dataset (torchdata's
+``StatefulDataLoader`` calls them in each worker) and on :meth:`TorchStream.loader`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .._batch import Batch
+from ..errors import ConfigError, ResumeError
 
 if TYPE_CHECKING:
     from .._stream import Stream
@@ -59,7 +64,8 @@ class _View:
 class TorchBatch:
     """A batch as tensors: ``batch[name]`` -> tensor ``(B, *window dims)``.
 
-    Carries the same fields as :class:`earthstream.Batch`.  ``coords`` holding
+    Carries the same fields as :class:`earthstream.Batch`; ``padded`` (bool,
+    ``(B,)``) marks samples repeated to even out ranks.  ``coords`` holding
     datetimes are int64 nanoseconds since 1970 (``coords_dtype`` keeps the
     original dtype so they can be turned back with ``.numpy().view(dtype)``).
     With ``stack=True`` only ``stacked`` is stored; ``batch[name]`` is a view.
@@ -72,6 +78,7 @@ class TorchBatch:
     epoch: int
     index: int
     dims: Mapping[str, tuple[str, ...]]
+    padded: torch.Tensor
     mask: torch.Tensor | None = None
     mask_dims: tuple[str, ...] = ()
     stacked: torch.Tensor | None = None
@@ -91,6 +98,7 @@ class TorchBatch:
             epoch=batch.epoch,
             index=batch.index,
             dims=dict(batch.dims),
+            padded=torch.from_numpy(batch.padded),
             mask=None if batch.mask is None else torch.from_numpy(batch.mask),
             mask_dims=batch.mask_dims,
             stacked=stacked,
@@ -129,6 +137,7 @@ class TorchBatch:
             starts=each(self.starts),
             coords=each(self.coords),
             window_ids=fn(self.window_ids),
+            padded=fn(self.padded),
             mask=None if self.mask is None else fn(self.mask),
             stacked=None if self.stacked is None else fn(self.stacked),
         )
@@ -148,7 +157,9 @@ class TorchBatch:
         else:
             body = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.tensors.items())
         device = (self.stacked if self.stacked is not None else self.window_ids).device
+        pad = int(self.padded.sum())
         head = f"<TorchBatch epoch={self.epoch} index={self.index} size={self.size}"
+        head += f" padded={pad}" if pad else ""
         return f"{head} {body} on {device}>"
 
 
@@ -169,6 +180,32 @@ def _views(stream: Stream) -> dict[str, _View]:
     return views
 
 
+def _loader_state(state: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The stream state inside a torchdata ``StatefulDataLoader`` state, or None.
+
+    With workers, each worker's dataset state records the rank's position as
+    of that worker's last consumed batch; the latest of them, plus the batches
+    consumed since that snapshot, is the rank's position.
+    """
+    snapshot = state.get("_snapshot")
+    if isinstance(snapshot, Mapping):  # worker processes
+        found: list[Mapping[str, Any]] = []
+        for worker in snapshot.get("_worker_snapshots", {}).values():
+            ds = worker.get("dataset_state") if isinstance(worker, Mapping) else None
+            if isinstance(ds, Mapping) and "position" in ds:
+                found.append(ds)
+        if not found:
+            return None
+        latest = dict(max(found, key=lambda d: int(d["position"])))
+        latest.pop("worker", None)
+        latest["position"] = int(latest["position"]) + int(state.get("_steps_since_snapshot", 0))
+        return latest
+    if "_num_yielded" in state:  # no worker processes
+        ds = state.get("dataset_state")
+        return ds if isinstance(ds, Mapping) else None
+    return None
+
+
 class TorchStream(IterableDataset[TorchBatch]):
     """A stream as a ``torch.utils.data.IterableDataset`` of :class:`TorchBatch`.
 
@@ -176,6 +213,12 @@ class TorchStream(IterableDataset[TorchBatch]):
     batches already), or with :meth:`loader`, which does that and moves batches
     to ``device`` in the main process.  Iterated directly (no workers), it moves
     them itself.
+
+    Under ``torch.distributed`` (or with ``rank``/``world_size`` given to the
+    :class:`~earthstream.Stream`) each rank gets its part of the epoch and all
+    ranks yield ``len(ds)`` batches.  Call :meth:`set_epoch` before each epoch.
+    :meth:`state_dict` / :meth:`load_state_dict` resume mid-epoch; they make the
+    dataset ``Stateful`` for torchdata's ``StatefulDataLoader``.
 
     Parameters
     ----------
@@ -212,23 +255,52 @@ class TorchStream(IterableDataset[TorchBatch]):
         self.non_blocking = non_blocking
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
         self._views = _views(stream)
+        stream.placement()  # under torch.distributed: kept for the workers to copy
 
     def __len__(self) -> int:
-        """Batches per epoch, whatever the number of workers."""
+        """Batches this rank yields per epoch, whatever the number of workers."""
         return len(self.stream)
 
     def set_epoch(self, epoch: int) -> None:
         """See :meth:`earthstream.Stream.set_epoch`; call it before each epoch."""
         self.stream.set_epoch(epoch)
 
+    def state_dict(self) -> dict[str, Any]:
+        """See :meth:`earthstream.Stream.state_dict`.
+
+        In the main process it follows iteration without worker processes and
+        through :meth:`loader`; with a plain ``DataLoader`` and workers take the
+        state from torchdata's ``StatefulDataLoader`` instead (which asks each
+        worker).
+        """
+        return self.stream.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`, from :meth:`DeviceLoader.state_dict`, or
+        from a whole torchdata ``StatefulDataLoader`` state.
+
+        Loading a ``StatefulDataLoader`` state here (rather than into the
+        loader) lets the epoch continue on another world size or number of
+        workers.
+        """
+        if isinstance(state, Mapping) and "format" not in state:
+            inner = _loader_state(state)
+            if inner is None:
+                raise ResumeError(
+                    "this StatefulDataLoader state holds no earthstream stream state; it was "
+                    "not saved from a loader over a TorchStream."
+                )
+            state = inner
+        self.stream.load_state_dict(state)
+
     def __iter__(self) -> Iterator[TorchBatch]:
         info = get_worker_info()
         if info is None:
-            shard, num_shards, threads = 0, 1, self.stream.num_threads
+            worker, num_workers, threads = 0, 1, self.stream.num_threads
         else:
-            shard, num_shards = info.id, info.num_workers
+            worker, num_workers = info.id, info.num_workers
             threads = max(1, self.stream.num_threads // info.num_workers)
-        for batch in self.stream.iter_shard(shard, num_shards, num_threads=threads):
+        for batch in self.stream.iter_worker(worker, num_workers, num_threads=threads):
             out = TorchBatch.from_batch(batch, self._views)
             if info is None:  # in the main process: the last stage runs here
                 out = self.to_device(out)
@@ -246,8 +318,20 @@ class TorchStream(IterableDataset[TorchBatch]):
         """A ``DataLoader`` over this dataset that delivers batches on ``device``.
 
         ``batch_size=None`` is set (the stream batches); other keyword arguments
-        go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``).
+        go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``).  The
+        loader has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
         """
+        if kwargs.get("persistent_workers"):
+            raise ConfigError(
+                "persistent_workers=True keeps each worker's copy of the dataset across "
+                "epochs, so set_epoch() and load_state_dict() would not reach the workers; "
+                "leave it False (workers restart each epoch)."
+            )
+        if kwargs.get("in_order") is False:
+            raise ConfigError(
+                "in_order=False lets batches arrive in any order, so the order of an epoch "
+                "and its resume state would not be deterministic; leave in_order=True."
+            )
         kwargs.setdefault("pin_memory", self.pin_memory and num_workers > 0)
         if num_workers > 0 and _remote(self.stream):
             # obstore's client does not survive fork(): remote streams spawn workers.
@@ -262,7 +346,11 @@ def _remote(stream: Any) -> bool:
 
 
 class DeviceLoader:
-    """Iterates a ``DataLoader`` of :class:`TorchBatch` and moves each to the device."""
+    """Iterates a ``DataLoader`` of :class:`TorchBatch` and moves each to the device.
+
+    Counts the batches it hands out, so :meth:`state_dict` knows where the
+    epoch stands even when worker processes produce the batches.
+    """
 
     def __init__(self, loader: DataLoader[TorchBatch], dataset: TorchStream) -> None:
         self.loader = loader
@@ -271,7 +359,25 @@ class DeviceLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The stream state after the batches this loader handed out (see ``Stream.state_dict``)."""
+        return self.dataset.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume the epoch ``state`` describes on the next iteration."""
+        self.dataset.load_state_dict(state)
+
     def __iter__(self) -> Iterator[TorchBatch]:
-        workers = self.loader.num_workers > 0
-        for batch in self.loader:
-            yield self.dataset.to_device(batch) if workers else batch
+        num_workers = self.loader.num_workers
+        if num_workers == 0:  # the dataset iterates (and tracks itself) in this process
+            yield from self.loader
+            return
+        stream = self.dataset.stream
+        cursor = stream._hand_over(num_workers)
+        try:
+            batches = iter(self.loader)  # starts the workers, each with a copy of the stream
+        finally:
+            stream._handed_over()
+        for position, batch in enumerate(batches, cursor.position + 1):
+            stream._consumed(cursor, position)
+            yield self.dataset.to_device(batch)

@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -216,9 +216,14 @@ class Engine:
 
     # -- consumer side ---------------------------------------------------------------
     def run(
-        self, order: EpochOrder, batches: range, *, shard: int = 0, num_shards: int = 1
+        self, order: EpochOrder, batches: Sequence[int], *, shard: int = 0, num_shards: int = 1
     ) -> Iterator[Batch]:
-        """Yield the batches ``batches`` of ``order``, assembled in the background."""
+        """Yield the batches ``batches`` of ``order``, assembled in the background.
+
+        ``batches`` are global batch indices in non-decreasing order (the cache
+        uses them as the time of each chunk's next use): a ``range`` or a
+        :class:`~earthstream.sampling.BatchRuns`.
+        """
         report = EpochReport(
             epoch=order.epoch,
             shard=shard,
@@ -268,7 +273,7 @@ class Engine:
     def _schedule(
         self,
         order: EpochOrder,
-        batches: range,
+        batches: Sequence[int],
         out: queue.Queue[Any],
         stop: threading.Event,
         held: _Held,
@@ -478,7 +483,7 @@ class _Pass:
         return plans
 
     # -- the loop -----------------------------------------------------------------------
-    def run(self, order: EpochOrder, batches: range, out: queue.Queue[Any]) -> None:
+    def run(self, order: EpochOrder, batches: Sequence[int], out: queue.Queue[Any]) -> None:
         if self.engine.sweep_batches:
             self._run_sweeps(order, batches, out)
             return
@@ -601,7 +606,7 @@ class _Pass:
         return _Delivery(self._batch(plan, arrays, epoch), nbytes)
 
     # -- sweeps ---------------------------------------------------------------------
-    def _run_sweeps(self, order: EpochOrder, batches: range, out: queue.Queue[Any]) -> None:
+    def _run_sweeps(self, order: EpochOrder, batches: Sequence[int], out: queue.Queue[Any]) -> None:
         """Assemble ``sweep_batches`` batches at a time, each chunk loaded once per sweep."""
         source = order.iter_batches(batches)
         layout, pools, report = self.layout, self.pools, self.report

@@ -1,17 +1,36 @@
-"""Sampling: which windows exist, and in which order each epoch visits them."""
+"""Sampling: which windows exist, in which order each epoch visits them, who serves which."""
 
 from ._order import SHUFFLES, EpochOrder, OrderSpec, normalize_shuffle, shard_range
 from ._permute import permutation_slice
+from ._plan import (
+    REMAINDERS,
+    BatchRuns,
+    EpochPlan,
+    round_robin_counts,
+    round_robin_index,
+    round_robin_next,
+)
+from ._resume import STATE_FORMAT, STATE_VERSION, Cursor, cursor_from_state
 from ._windows import AxisWindows, WindowGrid, build_window_grid
 
 __all__ = [
+    "REMAINDERS",
     "SHUFFLES",
+    "STATE_FORMAT",
+    "STATE_VERSION",
     "AxisWindows",
+    "BatchRuns",
+    "Cursor",
     "EpochOrder",
+    "EpochPlan",
     "OrderSpec",
     "WindowGrid",
     "build_window_grid",
+    "cursor_from_state",
     "normalize_shuffle",
     "permutation_slice",
+    "round_robin_counts",
+    "round_robin_index",
+    "round_robin_next",
     "shard_range",
 ]

@@ -15,16 +15,17 @@ An epoch is one global sequence of window ids, cut into batches of
     A uniform random permutation of all windows.  A bounded chunk cache limits
     how often a chunk is decoded again.
 
-Sharding (DataLoader workers, distributed ranks) splits the *batches* into
-contiguous runs, so the batches themselves do not depend on the number of
-shards, and shards touch disjoint chunk groups except at run boundaries.
+Sharding (distributed ranks, DataLoader workers; see :mod:`._plan`) splits the
+*batches* into contiguous runs, so the batches themselves do not depend on the
+number of shards, and shards touch disjoint chunk groups except at run
+boundaries.
 The sequence is never materialized whole: any range of it is computed on
 demand from per-unit seeds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,12 +161,40 @@ class EpochOrder:
         b = self.spec.batch_size
         return self.window_ids(index * b, (index + 1) * b)
 
-    def iter_batches(self, batches: range) -> Iterator[tuple[int, np.ndarray]]:
-        """``(index, window ids)`` for each batch index in ``batches`` (a step-1 range)."""
+    def iter_batches(self, batches: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, window ids)`` for each batch index in ``batches``, in that order.
+
+        ``batches`` is usually a ``range`` or a :class:`~earthstream.sampling.BatchRuns`
+        (a few runs of consecutive indices, e.g. one rank's part of an epoch);
+        each run is read in spans.
+        """
         b = self.spec.batch_size
         span = max(1, 8192 // b)  # read the sequence in spans of ~8k windows
-        for first in range(batches.start, batches.stop, span):
-            last = min(first + span, batches.stop)
-            ids = self.window_ids(first * b, last * b)
-            for j in range(first, last):
-                yield j, ids[(j - first) * b : (j - first + 1) * b]
+        for run in _runs(batches):
+            for first in range(run.start, run.stop, span):
+                last = min(first + span, run.stop)
+                ids = self.window_ids(first * b, last * b)
+                for j in range(first, last):
+                    yield j, ids[(j - first) * b : (j - first + 1) * b]
+
+
+def _runs(batches: Sequence[int]) -> Iterator[range]:
+    """``batches`` as maximal runs of consecutive indices."""
+    if isinstance(batches, range) and batches.step == 1:
+        yield batches
+        return
+    ranges = getattr(batches, "ranges", None)
+    if ranges is not None:
+        yield from ranges
+        return
+    start = prev = None
+    for j in batches:
+        j = int(j)
+        if prev is not None and j == prev + 1:
+            prev = j
+            continue
+        if start is not None and prev is not None:
+            yield range(start, prev + 1)
+        start = prev = j
+    if start is not None and prev is not None:
+        yield range(start, prev + 1)
