@@ -11,13 +11,16 @@ change.
 from __future__ import annotations
 
 __all__ = [
+    "CRSError",
     "ChunkDecodeError",
     "ConfigError",
     "DimensionError",
     "EarthstreamError",
     "MemoryBudgetError",
+    "MissingProjectionError",
     "StoreNotFoundError",
     "UnsupportedFormatError",
+    "UnsupportedGeometryError",
     "VariableNotFoundError",
     "WindowError",
 ]
@@ -60,3 +63,15 @@ class UnsupportedFormatError(EarthstreamError, ValueError):
 
 class ChunkDecodeError(EarthstreamError, ValueError):
     """A chunk's bytes could not be decoded with the array's codecs."""
+
+
+class CRSError(EarthstreamError, ValueError):
+    """A coordinate reference system that is missing, unknown, or in the wrong units."""
+
+
+class MissingProjectionError(EarthstreamError, ValueError):
+    """A STAC asset without the projection metadata (CRS, transform, shape) needed to plan."""
+
+
+class UnsupportedGeometryError(UnsupportedFormatError):
+    """Vector features of a geometry type that cannot be rasterized (e.g. curves)."""
