@@ -57,7 +57,7 @@ RESAMPLING = (
     "sum",
     "rms",
 )
-_MARGIN = {"nearest": 1, "bilinear": 2, "cubic": 3, "cubic_spline": 3, "lanczos": 4}
+_RADIUS = {"nearest": 0, "bilinear": 1, "cubic": 2, "cubic_spline": 2, "lanczos": 3}  # kernel, px
 
 
 def check_resampling(name: str) -> str:
@@ -206,11 +206,13 @@ def read_chip(
             cols = slice(win.col - want.col, win.col - want.col + win.width)
             for i, nodata in enumerate(nodatas):
                 ok = _valid(data[i], nodata) & ~valid[i, rows, cols]  # first valid pixel wins
-                np.copyto(out[i, rows, cols], data[i], where=ok)
+                np.copyto(out[i, rows, cols], data[i], where=ok, casting="unsafe")
                 valid[i, rows, cols] |= ok
             return out, valid, info
 
-        margin = max(_MARGIN.get(m, 2) for m in methods)
+        # GDAL widens the kernel by the downsampling factor; read that much around the chip
+        widen = max(1.0, scale * ref.grid.res[0] / grid.res[0])
+        margin = max(math.ceil(_RADIUS.get(m, 1) * widen) for m in methods) + 2
         win = grid.window_from_bounds(src_bounds).pad(margin).intersection(grid.full_window())
         info.window = win
         if win.empty:
@@ -304,7 +306,7 @@ def _warp(
     else:
         oks = [_valid(dst[j], nodata) for j in range(len(idx))]
     for j, i in enumerate(idx):
-        np.copyto(out[i], dst[j], where=oks[j] & ~valid[i])
+        np.copyto(out[i], dst[j], where=oks[j] & ~valid[i], casting="unsafe")
         valid[i] |= oks[j]
 
 
