@@ -10,6 +10,7 @@ the HTTP requests a read really costs.  Use it as a context manager or call
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -193,3 +194,173 @@ def nginx_server(root: str | os.PathLike[str]) -> NginxServer:
             "`apt-get install nginx-light`."
         )
     return NginxServer(root, binary).start()
+
+
+# -- a small STAC API on loopback ------------------------------------------------------
+CONFORMANCE = [
+    "https://api.stacspec.org/v1.0.0/core",
+    "https://api.stacspec.org/v1.0.0/item-search",
+    "https://api.stacspec.org/v1.0.0/ogcapi-features",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
+    "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+]
+
+
+def _parse_time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _match(item: dict, bbox: list[float] | None, interval: str | None, collections, ids) -> bool:
+    if collections and item.get("collection") not in collections:
+        return False
+    if ids and item["id"] not in ids:
+        return False
+    if bbox is not None:
+        b = item["bbox"]
+        if b[0] > bbox[2] or b[2] < bbox[0] or b[1] > bbox[3] or b[3] < bbox[1]:
+            return False
+    if interval:
+        t = _parse_time(item["properties"]["datetime"])
+        if "/" in interval:
+            lo, hi = interval.split("/")
+            if lo not in ("", "..") and t < _parse_time(lo):
+                return False
+            if hi not in ("", "..") and t > _parse_time(hi):
+                return False
+        elif t != _parse_time(interval):
+            return False
+    return True
+
+
+class StacApiServer:
+    """A STAC API (core + item-search, GET and POST, paging) over in-memory item dicts.
+
+    Serves ``/``, ``/conformance``, ``/collections``, ``/collections/{id}`` and
+    ``/search`` with ``bbox``, ``datetime``, ``collections``, ``ids`` and ``limit``
+    on ``http.server`` in a thread; ``requests`` records ``(method, path)``.
+    """
+
+    def __init__(self, items: list[dict], collections: list[dict]) -> None:
+        import http.server
+        import threading
+
+        self.items = items
+        self.collections = collections
+        self.requests: list[tuple[str, str]] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, body: dict, status: int = 200) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                from urllib.parse import parse_qs, urlparse
+
+                url = urlparse(self.path)
+                server.requests.append(("GET", url.path))
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                if url.path == "/search":
+                    self._send(server.search(q, "GET"))
+                else:
+                    body = server.route(url.path)
+                    self._send(body or {"code": "NotFound"}, 200 if body else 404)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                server.requests.append(("POST", self.path))
+                if self.path.split("?")[0] == "/search":
+                    self._send(server.search(body, "POST"))
+                else:
+                    self._send({"code": "NotFound"}, 404)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _link(self, rel: str, path: str, **extra: object) -> dict:
+        return {"rel": rel, "href": f"{self.url}{path}", "type": "application/json", **extra}
+
+    def route(self, path: str) -> dict | None:
+        if path in ("", "/"):
+            return {
+                "type": "Catalog",
+                "id": "test-api",
+                "stac_version": "1.0.0",
+                "description": "earthstream test STAC API",
+                "conformsTo": CONFORMANCE,
+                "links": [
+                    self._link("self", "/"),
+                    self._link("root", "/"),
+                    self._link("conformance", "/conformance"),
+                    self._link("data", "/collections"),
+                    self._link("search", "/search", method="GET"),
+                    self._link("search", "/search", method="POST"),
+                ],
+            }
+        if path == "/conformance":
+            return {"conformsTo": CONFORMANCE}
+        if path == "/collections":
+            return {"collections": self.collections, "links": [self._link("self", path)]}
+        if path.startswith("/collections/"):
+            cid = path.split("/")[2]
+            for c in self.collections:
+                if c["id"] == cid:
+                    return c
+        return None
+
+    def search(self, q: dict, method: str) -> dict:
+        def as_list(v: object) -> list | None:
+            if v is None:
+                return None
+            return v.split(",") if isinstance(v, str) else list(v)  # type: ignore[arg-type]
+
+        bbox = as_list(q.get("bbox"))
+        bbox_f = [float(v) for v in bbox] if bbox else None
+        matched = [
+            i
+            for i in self.items
+            if _match(i, bbox_f, q.get("datetime"), as_list(q.get("collections")), as_list(q.get("ids")))
+        ]
+        limit = int(q.get("limit", 10))
+        token = int(q.get("token", 0))
+        page = matched[token : token + limit]
+        links = [self._link("root", "/")]
+        if token + limit < len(matched):
+            if method == "GET":
+                from urllib.parse import urlencode
+
+                nq = {k: v for k, v in q.items() if k != "token"}
+                nq["token"] = str(token + limit)
+                links.append(self._link("next", f"/search?{urlencode(nq)}", method="GET"))
+            else:
+                links.append(
+                    self._link("next", "/search", method="POST", body={"token": token + limit},
+                               merge=True)
+                )  # fmt: skip
+        return {
+            "type": "FeatureCollection",
+            "features": page,
+            "links": links,
+            "numberMatched": len(matched),
+            "numberReturned": len(page),
+        }
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
