@@ -254,7 +254,7 @@ def target_grid(
     else:
         if not scenes:
             raise ConfigError("bounds are missing and there are no sources to take them from.")
-        fp = np.array([s.footprint for s in scenes])
+        fp = np.array([reproject_bounds(s.footprint, s.rasters[0].grid.crs, target_crs) for s in scenes])
         box = (fp[:, 0].min(), fp[:, 1].min(), fp[:, 2].max(), fp[:, 3].max())
     return GridSpec.from_bounds(target_crs, box, res)
 
