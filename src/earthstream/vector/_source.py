@@ -118,7 +118,7 @@ class VectorSource:
     layer: str | None = None
     geometry_types: tuple[str, ...] = ("polygon", "line", "point", "collection")
     bounds: Bounds | None = None
-    options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+    options: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=False, hash=False)
 
     # -- reading ----------------------------------------------------------------------
     def read(self, bbox: Sequence[float] | None = None, bbox_crs: Any = None) -> Features:
