@@ -82,9 +82,7 @@ def write_scenes(root: Path) -> list[SceneFiles]:
             arr = scene_data(100 * k + j, (SIZE, SIZE))
             path = write_cog(root / f"{sid}_{band}.tif", arr, crs, transform, nodata=0)
             assets[band], data[band] = path, arr
-        scenes.append(
-            SceneFiles(sid, dt, crs, tuple(transform)[:6], (SIZE, SIZE), assets, data)
-        )
+        scenes.append(SceneFiles(sid, dt, crs, tuple(transform)[:6], (SIZE, SIZE), assets, data))
     return scenes
 
 
@@ -131,15 +129,20 @@ def stac_items(scenes: list[SceneFiles], *, epsg_style: bool = False) -> list[An
                             {"nodata": 0, "data_type": "uint16", "scale": SCALE, "offset": OFFSET}
                         ],
                         "eo:bands": [
-                            {"name": band, "common_name": band,
-                             "center_wavelength": WAVELENGTHS[band]}
-                        ],  # fmt: skip
+                            {
+                                "name": band,
+                                "common_name": band,
+                                "center_wavelength": WAVELENGTHS[band],
+                            }
+                        ],
                     },
                 ),
             )
         item.add_asset(
             "thumbnail",
-            pystac.Asset(href=str(path.with_suffix(".png")), media_type="image/png", roles=["thumbnail"]),
+            pystac.Asset(
+                href=str(path.with_suffix(".png")), media_type="image/png", roles=["thumbnail"]
+            ),
         )
         items.append(item)
     return items

@@ -335,7 +335,9 @@ class StacApiServer:
         matched = [
             i
             for i in self.items
-            if _match(i, bbox_f, q.get("datetime"), as_list(q.get("collections")), as_list(q.get("ids")))
+            if _match(
+                i, bbox_f, q.get("datetime"), as_list(q.get("collections")), as_list(q.get("ids"))
+            )
         ]
         limit = int(q.get("limit", 10))
         token = int(q.get("token", 0))

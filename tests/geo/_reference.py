@@ -36,12 +36,15 @@ def warped_vrt_read(path: Path | str, chip, resampling: str = "nearest"):
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
-    with rasterio.open(path) as src, WarpedVRT(
-        src,
-        crs=chip.crs,
-        transform=chip.affine,
-        width=chip.width,
-        height=chip.height,
-        resampling=Resampling[resampling],
-    ) as vrt:
+    with (
+        rasterio.open(path) as src,
+        WarpedVRT(
+            src,
+            crs=chip.crs,
+            transform=chip.affine,
+            width=chip.width,
+            height=chip.height,
+            resampling=Resampling[resampling],
+        ) as vrt,
+    ):
         return vrt.read()

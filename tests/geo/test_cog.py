@@ -68,7 +68,9 @@ def test_chip_equals_independent_reproject(cog, scenes, crs, res, method) -> Non
     bounds = reproject_bounds(cog.bounds, UTM, crs)
     grid = GridSpec.from_bounds(crs, bounds, res)
     chip = grid.window(PixelWindow(grid.height // 4, grid.width // 4, 48, 40))
-    values, valid, info = cog.read_chip_info(chip, resampling=method, overview=None, apply_scale=False)
+    values, valid, info = cog.read_chip_info(
+        chip, resampling=method, overview=None, apply_scale=False
+    )
     ref, ref_valid = reproject_read(scenes[0].assets["red"], chip, method)
     np.testing.assert_array_equal(values, ref)
     np.testing.assert_array_equal(valid, ref_valid)
@@ -92,6 +94,7 @@ def test_overview_is_picked_for_coarse_chips(cog, scenes, factor, level) -> None
     assert info.overview_level == level
     ref, ref_valid = reproject_read(scenes[0].assets["red"], chip, overview_level=level)
     np.testing.assert_array_equal(values, ref)
+    np.testing.assert_array_equal(valid, ref_valid)
     full, _, full_info = cog.read_chip_info(chip, apply_scale=False, overview=None)
     assert full_info.overview_level is None
     np.testing.assert_array_equal(full, reproject_read(scenes[0].assets["red"], chip)[0])

@@ -11,7 +11,7 @@ import pytest
 import earthstream as es
 from earthstream.errors import MissingProjectionError, StoreNotFoundError, UnsupportedFormatError
 from earthstream.stac import asset_raster, raster_assets
-from tests._geodata import OFFSET, SCALE, UTM, WGS84, item_dicts, write_item_collection
+from tests._geodata import OFFSET, SCALE, UTM, item_dicts, write_item_collection
 from tests._servers import StacApiServer
 
 
@@ -77,7 +77,7 @@ def test_missing_projection_says_what_to_pass(stac_items, scenes) -> None:
     item = item_dicts(stac_items)[0]
     for key in ("proj:code", "proj:epsg"):
         item["properties"].pop(key, None)
-    with pytest.raises(MissingProjectionError, match="projection=.*missing_projection='read'"):
+    with pytest.raises(MissingProjectionError, match=r"projection=.*missing_projection='read'"):
         asset_raster(item, "red")
     with pytest.raises(MissingProjectionError):
         es.stream_chips([item], chip_size=32)

@@ -119,7 +119,7 @@ def test_unsupported_geometries_and_missing_crs(labels, tmp_path) -> None:
         with pytest.raises(UnsupportedGeometryError, match="CONVERT_TO_LINEAR"):
             es.open_vector(curved).read()
     polygons_only = es.open_vector(labels["parquet"], geometry_types=("polygon",))
-    with pytest.raises(UnsupportedGeometryError, match="LineString.*'line'"):
+    with pytest.raises(UnsupportedGeometryError, match=r"LineString.*'line'"):
         polygons_only.read()
     with pytest.raises(VariableNotFoundError, match="Did you mean 'class'"):
         es.open_vector(labels["parquet"], "clas")

@@ -75,7 +75,9 @@ class ChipReport:
     def summary(self) -> str:
         levels = ", ".join(
             f"{'full' if k is None else f'overview {k}'}: {v}"
-            for k, v in sorted(self.overview_levels.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0))
+            for k, v in sorted(
+                self.overview_levels.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)
+            )
         )
         return (
             f"epoch {self.epoch} shard {self.shard}/{self.num_shards}: {self.batches} batches, "
@@ -175,7 +177,6 @@ class ChipStream:
     # -- reading one chip ---------------------------------------------------------------
     def read_chip(self, window_id: int) -> dict[str, np.ndarray]:
         """Image, validity and label of one chip (what a batch holds for it)."""
-        h, w = self.chip_shape
         out = self._allocate(1)
         self._fill(0, self.chip_grid(window_id), out, None)
         return {k: v[0] for k, v in out.items()}
@@ -249,9 +250,7 @@ class ChipStream:
                 report.overview_levels.update(levels)
 
     # -- batches ------------------------------------------------------------------------
-    def _batch(
-        self, index: int, ids: np.ndarray, out: dict[str, np.ndarray], epoch: int
-    ) -> Batch:
+    def _batch(self, index: int, ids: np.ndarray, out: dict[str, np.ndarray], epoch: int) -> Batch:
         plan = self.plan
         starts = self.order.grid.starts_of(ids)
         rows, cols = starts[:, 0], starts[:, 1]
@@ -260,7 +259,14 @@ class ChipStream:
         x0 = c + a * cols + b * rows
         y0 = f + d * cols + e * rows
         transforms = np.column_stack(
-            [np.full(len(ids), a), np.full(len(ids), b), x0, np.full(len(ids), d), np.full(len(ids), e), y0]
+            [
+                np.full(len(ids), a),
+                np.full(len(ids), b),
+                x0,
+                np.full(len(ids), d),
+                np.full(len(ids), e),
+                y0,
+            ]
         )
         xs = np.stack([x0, x0 + a * w, x0 + b * h, x0 + a * w + b * h])
         ys = np.stack([y0, y0 + d * w, y0 + e * h, y0 + d * w + e * h])
@@ -289,7 +295,7 @@ class ChipStream:
             coords["time"] = np.broadcast_to(times, (len(ids), len(times))).copy()
         image_dims = ("time", "band", "y", "x") if stack else ("band", "y", "x")
         data = {"image": out["image"]}
-        dims = {"image": image_dims}
+        dims: dict[str, tuple[str, ...]] = {"image": image_dims}
         if self.labels is not None:
             data[self.labels.name] = out["label"]
             dims[self.labels.name] = ("y", "x")
@@ -360,7 +366,13 @@ class ChipStream:
         report.elapsed_s = _time.perf_counter() - t0
 
     # -- delivery ---------------------------------------------------------------------
-    def to_torch(self, device: str | Any = "cpu", *, non_blocking: bool = True, pin_memory: bool | None = None) -> TorchStream:
+    def to_torch(
+        self,
+        device: str | Any = "cpu",
+        *,
+        non_blocking: bool = True,
+        pin_memory: bool | None = None,
+    ) -> TorchStream:
         """A ``torch.utils.data.IterableDataset`` of the batches (see ``Stream.to_torch``)."""
         from ..delivery._torch import TorchStream
 
@@ -484,7 +496,11 @@ def stream_chips(
         sh, sw = ch, cw
     else:
         sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    for name, value in (("batch_size", batch_size), ("prefetch", prefetch), ("shuffle_block", shuffle_block)):
+    for name, value in (
+        ("batch_size", batch_size),
+        ("prefetch", prefetch),
+        ("shuffle_block", shuffle_block),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}={value!r} must be a whole number >= 1.")
     plan = build_plan(

@@ -120,7 +120,9 @@ def transformer(src: str, dst: str) -> Any:
     return found
 
 
-def reproject_bounds(bounds: Sequence[float], src_crs: Any, dst_crs: Any, densify: int = 21) -> Bounds:
+def reproject_bounds(
+    bounds: Sequence[float], src_crs: Any, dst_crs: Any, densify: int = 21
+) -> Bounds:
     """Bounds in ``src_crs`` as bounds in ``dst_crs`` (edges densified, so curved edges count).
 
     >>> b = reproject_bounds((500000, 0, 600000, 100000), "EPSG:32633", "EPSG:4326")
@@ -201,7 +203,9 @@ class GridSpec:
         if len(t) == 9:  # a full 3x3 matrix, as proj:transform may give
             t = t[:6]
         if len(t) != 6:
-            raise WindowError(f"transform {self.transform!r} must have 6 numbers (a, b, c, d, e, f).")
+            raise WindowError(
+                f"transform {self.transform!r} must have 6 numbers (a, b, c, d, e, f)."
+            )
         if t[0] * t[4] - t[1] * t[3] == 0:
             raise WindowError(f"transform {t!r} is degenerate (zero pixel size).")
         object.__setattr__(self, "transform", t)

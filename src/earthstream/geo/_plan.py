@@ -172,7 +172,9 @@ def _channels(scenes: Sequence[Scene]) -> tuple[tuple[str, ...], tuple[RasterBan
 
 
 # -- the target grid -----------------------------------------------------------------------
-def _check_units(crs: str, resolution: tuple[float, float] | None, bounds: Any, given_crs: bool) -> None:
+def _check_units(
+    crs: str, resolution: tuple[float, float] | None, bounds: Any, given_crs: bool
+) -> None:
     units = crs_units(crs)
     if resolution is not None:
         res = max(resolution)
@@ -223,7 +225,9 @@ def target_grid(
         if first is None:
             raise ConfigError("grid='first' needs at least one source.")
         if crs is not None or resolution is not None or bounds is not None:
-            raise ConfigError("grid='first' takes the first source's grid; drop crs/resolution/bounds.")
+            raise ConfigError(
+                "grid='first' takes the first source's grid; drop crs/resolution/bounds."
+            )
         return first
     if grid is not None:
         raise ConfigError(f"grid={grid!r} must be a GridSpec, 'first', or None.")
@@ -254,7 +258,9 @@ def target_grid(
     else:
         if not scenes:
             raise ConfigError("bounds are missing and there are no sources to take them from.")
-        fp = np.array([reproject_bounds(s.footprint, s.rasters[0].grid.crs, target_crs) for s in scenes])
+        fp = np.array(
+            [reproject_bounds(s.footprint, s.rasters[0].grid.crs, target_crs) for s in scenes]
+        )
         box = (fp[:, 0].min(), fp[:, 1].min(), fp[:, 2].max(), fp[:, 3].max())
     return GridSpec.from_bounds(target_crs, box, res)
 
@@ -264,12 +270,19 @@ def _reproject_footprints(scenes: list[Scene], crs: str) -> list[Scene]:
     for s in scenes:
         boxes = [reproject_bounds(r.grid.bounds, r.grid.crs, crs) for r in s.rasters]
         fp = np.array(boxes)
-        box = (float(fp[:, 0].min()), float(fp[:, 1].min()), float(fp[:, 2].max()), float(fp[:, 3].max()))
+        box = (
+            float(fp[:, 0].min()),
+            float(fp[:, 1].min()),
+            float(fp[:, 2].max()),
+            float(fp[:, 3].max()),
+        )
         out.append(Scene(s.id, s.datetime, s.rasters, s.channels, box))
     return out
 
 
-def _slots(scenes: Sequence[Scene], time: str, group_by: str) -> tuple[tuple[tuple[int, ...], ...], tuple[np.datetime64 | None, ...]]:
+def _slots(
+    scenes: Sequence[Scene], time: str, group_by: str
+) -> tuple[tuple[tuple[int, ...], ...], tuple[np.datetime64 | None, ...]]:
     if time == "mosaic":
         return (tuple(range(len(scenes))),), (None,)
     keys: dict[Any, list[int]] = {}

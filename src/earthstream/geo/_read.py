@@ -63,7 +63,9 @@ _RADIUS = {"nearest": 0, "bilinear": 1, "cubic": 2, "cubic_spline": 2, "lanczos"
 
 def check_resampling(name: str) -> str:
     if name not in RESAMPLING:
-        raise ConfigError(f"resampling={name!r} is not a method; use one of {', '.join(RESAMPLING)}.")
+        raise ConfigError(
+            f"resampling={name!r} is not a method; use one of {', '.join(RESAMPLING)}."
+        )
     return name
 
 
@@ -173,7 +175,9 @@ def read_chip(
     n = len(ref.bands)
     methods = (resampling,) * n if isinstance(resampling, str) else tuple(resampling)
     if len(methods) != n:
-        raise ConfigError(f"resampling has {len(methods)} methods for {n} bands; give one per band.")
+        raise ConfigError(
+            f"resampling has {len(methods)} methods for {n} bands; give one per band."
+        )
     info = ChipRead()
     with gdal_env(gdal_options):
         ds = open_dataset(ref.path)
@@ -256,7 +260,7 @@ def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
     if nodata is None:
         return np.ones(values.shape, dtype=bool)
     if math.isnan(nodata):
-        return ~np.isnan(values)
+        return np.asarray(~np.isnan(values))
     return np.asarray(values != nodata)
 
 

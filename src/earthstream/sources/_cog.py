@@ -170,7 +170,9 @@ class COGSource:
         )
 
 
-def _select_bands(bands: Sequence[RasterBand], wanted: Sequence[str | int]) -> tuple[RasterBand, ...]:
+def _select_bands(
+    bands: Sequence[RasterBand], wanted: Sequence[str | int]
+) -> tuple[RasterBand, ...]:
     by_name = {b.name: b for b in bands}
     by_index = {b.index: b for b in bands}
     out = []

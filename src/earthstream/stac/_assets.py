@@ -87,7 +87,9 @@ def _grid_from_metadata(
     asset: Mapping[str, Any], props: Mapping[str, Any], override: Mapping[str, Any] | None
 ) -> GridSpec | None:
     o = dict(override or {})
-    code = o.get("crs") or _field(asset, props, "proj:code", "proj:epsg", "proj:wkt2", "proj:projjson")
+    code = o.get("crs") or _field(
+        asset, props, "proj:code", "proj:epsg", "proj:wkt2", "proj:projjson"
+    )
     transform = o.get("transform") or _field(asset, props, "proj:transform")
     shape = o.get("shape") or _field(asset, props, "proj:shape")
     if code is None or shape is None:

@@ -83,9 +83,9 @@ def _from_path(text: str, max_items: int | None) -> list[dict[str, Any]]:
         import pystac
 
         location = parse_location(text)
-        root = pystac.read_file(location.path if location.is_local else location.url)
+        root: Any = pystac.read_file(location.path if location.is_local else location.url)
         out = []
-        for item in root.get_items(recursive=True):  # type: ignore[union-attr]
+        for item in root.get_items(recursive=True):
             d = item.to_dict(include_self_link=True, transform_hrefs=False)
             for asset_key, asset in item.assets.items():
                 d["assets"][asset_key]["href"] = asset.get_absolute_href() or asset.href
@@ -139,6 +139,10 @@ def load_items(source: ItemsLike, *, max_items: int | None = None) -> list[dict[
     return out
 
 
+def _list(values: Sequence[str] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
 def search_items(
     url: str,
     *,
@@ -167,7 +171,7 @@ def search_items(
     search = client.search(
         bbox=list(bbox) if bbox is not None else None,
         datetime=datetime,
-        collections=[collections] if isinstance(collections, str) else collections,
+        collections=[collections] if isinstance(collections, str) else _list(collections),
         intersects=dict(intersects) if intersects is not None else None,
         query=dict(query) if query is not None else None,
         filter=filter,  # type: ignore[arg-type]

@@ -239,7 +239,7 @@ class VectorSource:
             found = _INDEXES.get(key)
             if found is None:
                 found = _INDEXES[key] = LabelIndex.build(self, key[1], key[2])
-            return found  # type: ignore[no-any-return]
+            return found
 
     def rasterize(
         self,
@@ -274,7 +274,9 @@ def _from_wkb(wkb: np.ndarray, url: str) -> np.ndarray:
         ) from None
 
 
-def _row_groups_in(pf: Any, cover: Mapping[str, Sequence[str]], bbox: tuple[float, ...]) -> list[int]:
+def _row_groups_in(
+    pf: Any, cover: Mapping[str, Sequence[str]], bbox: tuple[float, ...]
+) -> list[int]:
     paths = {k: ".".join(v) for k, v in cover.items()}
     keep = []
     md = pf.metadata
@@ -394,7 +396,9 @@ def open_vector(
             )
     options = tuple(sorted((storage_options or {}).items()))
     if url.lower().endswith(_PARQUET):
-        probe = VectorSource(url=url, format="geoparquet", crs="EPSG:4326", columns=(), options=options)
+        probe = VectorSource(
+            url=url, format="geoparquet", crs="EPSG:4326", columns=(), options=options
+        )
         pf = probe._open_parquet()
         meta = pf.schema_arrow.metadata or {}
         if b"geo" not in meta:
@@ -413,7 +417,7 @@ def open_vector(
                 f"{url!r} stores geometries as {col['encoding']!r}; write it with WKB encoding "
                 "(geopandas `to_parquet(..., geometry_encoding='WKB')`, the default)."
             )
-        file_crs: Any = col["crs"] if "crs" in col else "OGC:CRS84"
+        file_crs: Any = col.get("crs", "OGC:CRS84")  # null: no CRS
         columns = tuple(n for n in pf.schema_arrow.names if n != geo["primary_column"])
         bbox = col.get("bbox")
         fmt = "geoparquet"
