@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class EOData:
     cogs: tuple[Path, ...]
 
 
-def _labels(rng: np.random.Generator, bounds: tuple[float, ...], n: int) -> object:
+def _labels(rng: np.random.Generator, bounds: tuple[float, ...], n: int) -> Any:
     import geopandas as gpd
     from shapely.geometry import Polygon
 
