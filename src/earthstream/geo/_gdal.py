@@ -15,6 +15,7 @@ process, not once per thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections import OrderedDict
@@ -138,3 +139,16 @@ def close_handles() -> None:
             ds.close()
     h.open = OrderedDict()
     h.pid = os.getpid()
+
+
+@functools.cache
+def quiet_rasterio_warnings() -> None:
+    """rasterio warns while it builds the in-memory datasets of a warp or a rasterize (before
+    it sets their transform); the transforms are always given here, so the warning is noise."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    warnings.filterwarnings(
+        "ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning
+    )

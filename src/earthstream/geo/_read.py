@@ -19,7 +19,6 @@ offset and mosaicking are the caller's.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ._gdal import gdal_env, open_dataset
+from ._gdal import gdal_env, open_dataset, quiet_rasterio_warnings
 from ._grid import GridSpec, PixelWindow, reproject_bounds
 
 __all__ = [
@@ -264,19 +263,6 @@ def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
     return np.asarray(values != nodata)
 
 
-@functools.cache
-def _quiet_mem_datasets() -> None:
-    """rasterio warns while it builds the in-memory datasets of a warp from worker threads
-    (before it sets their transform); the transforms are always given here."""
-    import warnings
-
-    from rasterio.errors import NotGeoreferencedWarning
-
-    warnings.filterwarnings(
-        "ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning
-    )
-
-
 def _warp(
     data: np.ndarray,
     src: GridSpec,
@@ -290,7 +276,7 @@ def _warp(
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
-    _quiet_mem_datasets()
+    quiet_rasterio_warnings()
     resampling = Resampling[method]
     dst = np.zeros((len(idx), *chip.shape), dtype=data.dtype)
     fill = nodata if nodata is not None else 0

@@ -37,18 +37,35 @@ def _absolute(item: dict[str, Any], base: str | None) -> dict[str, Any]:
     return item
 
 
-def _read_text(url_or_path: str) -> str:
+def _read_bytes(url_or_path: str) -> bytes:
+    """A whole (small) document: a local file, an http(s) URL (plain or TLS, as pystac
+    reads them), or an object-store URL through :mod:`earthstream.storage`."""
     location = parse_location(url_or_path)
     if location.is_local:
         try:
-            return Path(location.path).read_text()
+            return Path(location.path).read_bytes()
         except FileNotFoundError:
             raise StoreNotFoundError(f"no STAC file at {location.path!r}.") from None
+    if location.scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(location.url) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise StoreNotFoundError(f"no STAC file at {location.url!r}.") from None
+            raise
     parent, _, name = location.url.rpartition("/")
     data = open_reader(parse_location(parent)).get(name)
     if data is None:
         raise StoreNotFoundError(f"no STAC file at {location.url!r}.")
-    return bytes(data).decode()
+    return bytes(data)
+
+
+def _read_text(url_or_path: str) -> str:
+    return _read_bytes(url_or_path).decode()
 
 
 def _read_parquet(url_or_path: str) -> list[dict[str, Any]]:
@@ -62,11 +79,7 @@ def _read_parquet(url_or_path: str) -> list[dict[str, Any]]:
             raise StoreNotFoundError(f"no stac-geoparquet file at {location.path!r}.")
         table = pq.read_table(location.path)
     else:
-        parent, _, name = location.url.rpartition("/")
-        data = open_reader(parse_location(parent)).get(name)
-        if data is None:
-            raise StoreNotFoundError(f"no stac-geoparquet file at {location.url!r}.")
-        table = pq.read_table(pa.BufferReader(bytes(data)))
+        table = pq.read_table(pa.BufferReader(_read_bytes(location.url)))
     return [dict(item) for item in stac_table_to_items(table)]
 
 

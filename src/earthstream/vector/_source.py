@@ -340,6 +340,9 @@ class LabelIndex:
         """Burn the features hitting ``grid`` (in file order: later features win)."""
         from rasterio.features import rasterize
 
+        from ..geo._gdal import quiet_rasterio_warnings
+
+        quiet_rasterio_warnings()
         if grid.crs != self.crs:
             raise CRSError(f"grid CRS {grid.crs} differs from the index's CRS {self.crs}.")
         hits = self.candidates(grid.bounds)
