@@ -135,11 +135,11 @@ class COGSource:
         Examples
         --------
         >>> import numpy as np, rasterio
-        >>> from rasterio.transform import from_origin
+        >>> from affine import Affine
         >>> path = str(tmp_path / "a.tif")
         >>> with rasterio.open(path, "w", driver="COG", width=64, height=64, count=1,
         ...                    dtype="uint8", crs="EPSG:4326", nodata=0,
-        ...                    transform=from_origin(10, 50, 0.01, 0.01)) as dst:
+        ...                    transform=Affine(0.01, 0, 10, 0, -0.01, 50)) as dst:
         ...     dst.write(np.arange(64 * 64, dtype=np.uint16).reshape(1, 64, 64) % 250 + 1)
         >>> cog = open_cog(path)
         >>> cog.grid.shape, cog.band_names
