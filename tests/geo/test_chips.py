@@ -213,3 +213,27 @@ def test_typed_errors_say_what_to_pass(catalog, labels) -> None:
         es.stream_chips(catalog, grid=None, crs="EPSG:999999", resolution=1)
     g = GridSpec.from_bounds(UTM, (500000, 4981000, 501000, 4982000), 10)
     assert es.stream_chips(catalog, grid=g, chip_size=50).n_windows == 4
+
+
+def test_stream_over_http_equals_local_and_counts_requests(nginx, catalog, labels) -> None:
+    """The catalog, its COGs and the labels served by nginx: same batches, few requests."""
+    http = {"client_options": {"allow_http": True}}
+    remote_labels = es.open_vector(nginx.url(labels["parquet"]), "class", storage_options=http)
+    kwargs = {"chip_size": 32, "crs": UTM, "resolution": 20, "batch_size": 8, "seed": 3}
+    local = es.stream_chips(catalog, labels=es.open_vector(labels["parquet"], "class"), **kwargs)
+    nginx.clear_log()
+    remote = es.stream_chips(nginx.url(catalog), labels=remote_labels, **kwargs)
+    assert remote.plan.scenes[0].rasters[0].href.startswith("http://127.0.0.1")
+    got = {
+        int(i): (b["image"][k], b["label"][k]) for b in remote for k, i in enumerate(b.window_ids)
+    }
+    requests = nginx.requests()
+    for b in local:
+        for k, i in enumerate(b.window_ids):
+            np.testing.assert_array_equal(got[int(i)][0], b["image"][k])
+            np.testing.assert_array_equal(got[int(i)][1], b["label"][k])
+    tiles = [r for r in requests if r.path.endswith(".tif") and r.method == "GET"]
+    assert all(r.status in (200, 206) for r in requests)
+    assert not [r for r in requests if r.path.endswith((".aux.xml", ".ovr", ".msk"))]
+    # 6 COGs: a header each, then at most one range per raster read
+    assert len(tiles) <= 6 + remote.report.raster_reads

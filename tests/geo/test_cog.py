@@ -128,15 +128,23 @@ def test_missing_crs_says_what_to_pass(tmp_path) -> None:
     assert cog.read(PixelWindow(0, 0, 2, 2), apply_scale=False).tolist() == [[[1, 1], [1, 1]]]
 
 
-def test_remote_chip_reads_count_requests(nginx, scenes) -> None:
-    """Over HTTP: the header costs HEAD + one GET; a chip costs one merged range per tile row."""
-    path = scenes[0].assets["red"]
+def test_remote_chip_reads_count_requests(nginx, scenes, geo_dir) -> None:
+    """Over HTTP: the header costs HEAD + one GET, once per process; a chip costs one merged
+    range per row of tiles."""
+    import shutil
+
+    path = geo_dir / "cogs" / "fresh-copy.tif"  # a file no other test read over HTTP
+    shutil.copy(scenes[0].assets["red"], path)
     url = nginx.url(path)
     nginx.clear_log()
     remote = es.open_cog(url)
     opened = nginx.requests()
     assert [r.method for r in opened] == ["HEAD", "GET"]  # no sidecar probes, no listing
     assert all(r.status in (200, 206) for r in opened)
+    nginx.clear_log()
+    close_handles()
+    es.open_cog(url)  # a new handle: the header comes from GDAL's per-process cache
+    assert nginx.requests() == []
     local = es.open_cog(path)
     nginx.clear_log()
     chip = remote.grid.window(PixelWindow(BLOCK - 16, BLOCK - 16, 32, 32))  # 2 x 2 tiles
@@ -151,3 +159,28 @@ def test_remote_chip_reads_count_requests(nginx, scenes) -> None:
     remote.read_chip(inner)
     assert len(nginx.requests()) <= 1
     close_handles()
+
+
+def test_multiband_cog_with_per_band_resampling(tmp_path) -> None:
+    from affine import Affine
+
+    from tests._geodata import scene_data, write_cog
+
+    data = np.concatenate([scene_data(s, (256, 256)) for s in (1, 2, 3)])
+    path = write_cog(tmp_path / "rgb.tif", data, UTM, Affine(10, 0, 500000, 0, -10, 4985000), 0)
+    cog = es.open_cog(path, band_names=["red", "green", "blue"])
+    assert cog.band_names == ("red", "green", "blue") and len(cog.bands) == 3
+    grid = GridSpec.from_bounds(WGS84, reproject_bounds(cog.bounds, UTM, WGS84), 0.00012)
+    chip = grid.window(PixelWindow(40, 30, 32, 32))
+    methods = ["nearest", "bilinear", "cubic"]
+    values, valid = cog.read_chip(chip, resampling=methods, apply_scale=False, overview=None)
+    for b, method in enumerate(methods):
+        ref, ref_valid = reproject_read(path, chip, method)
+        np.testing.assert_array_equal(values[b], ref[b])
+        np.testing.assert_array_equal(valid[b], ref_valid[b])
+    blue = cog.select(["blue"])
+    np.testing.assert_array_equal(
+        blue.read(PixelWindow(5, 6, 7, 8), apply_scale=False)[0], data[2, 5:12, 6:14]
+    )
+    with pytest.raises(ConfigError, match="one per band"):
+        cog.read_chip(chip, resampling=["nearest"])

@@ -124,6 +124,10 @@ def test_api_search_by_bbox_and_datetime(stac_api, stac_items, method, geo_dir) 
     west = es.search_items(stac_api.url, bbox=[14.9, 44.9, 15.015, 45.1], method=method)
     assert _ids(west) == ["utm-a"]
     assert ("POST" if method == "POST" else "GET", "/search") in stac_api.requests
+    by_property = es.search_items(
+        stac_api.url, query={"platform": {"eq": "testsat-2"}}, method=method
+    )
+    assert _ids(by_property) == ["utm-b"]
     # a search result frozen to stac-geoparquet streams without the API
     frozen = es.freeze_items(found, geo_dir / f"search-{method}.parquet")
     stream = es.stream_chips(frozen, chip_size=32, crs=UTM, resolution=20)
