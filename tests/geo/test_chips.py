@@ -171,7 +171,8 @@ def test_cog_paths_as_sources(scenes) -> None:
     )
 
 
-def test_dataloader_two_workers_cover_the_epoch(catalog, labels) -> None:
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_two_workers_cover_the_epoch(catalog, labels, context) -> None:
     import torch
 
     vec = es.open_vector(labels["fgb"], "class")
@@ -181,7 +182,7 @@ def test_dataloader_two_workers_cover_the_epoch(catalog, labels) -> None:
     reference = {
         int(i): (b["image"][k], b["label"][k]) for b in stream for k, i in enumerate(b.window_ids)
     }
-    loader = stream.to_torch().loader(num_workers=2)
+    loader = stream.to_torch().loader(num_workers=2, multiprocessing_context=context)
     seen = []
     for batch in loader:
         assert isinstance(batch["image"], torch.Tensor) and batch["image"].shape[1:] == (2, 32, 32)

@@ -76,11 +76,8 @@ def _band_entries(asset: Mapping[str, Any], props: Mapping[str, Any]) -> list[di
 
 
 def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # STAC allows "nan", "inf", "-inf" as nodata
-        return float(value)
-    return float(value)
+    """A float, or None; STAC allows the strings "nan", "inf", "-inf" as nodata."""
+    return None if value is None else float(value)
 
 
 def _grid_from_metadata(
