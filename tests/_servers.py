@@ -203,6 +203,7 @@ CONFORMANCE = [
     "https://api.stacspec.org/v1.0.0/ogcapi-features",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
+    "https://api.stacspec.org/v1.0.0/item-search#query",
 ]
 
 
@@ -210,6 +211,25 @@ def _parse_time(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _match_query(item: dict, query: dict | None) -> bool:
+    """The STAC query extension: ``{"prop": {"eq"|"neq"|"lt"|"lte"|"gt"|"gte"|"in": v}}``."""
+    ops = {
+        "eq": lambda a, b: a == b,
+        "neq": lambda a, b: a != b,
+        "lt": lambda a, b: a < b,
+        "lte": lambda a, b: a <= b,
+        "gt": lambda a, b: a > b,
+        "gte": lambda a, b: a >= b,
+        "in": lambda a, b: a in b,
+    }
+    for prop, conditions in (query or {}).items():
+        value = item["properties"].get(prop)
+        for op, operand in conditions.items():
+            if value is None or not ops[op](value, operand):
+                return False
+    return True
 
 
 def _match(item: dict, bbox: list[float] | None, interval: str | None, collections, ids) -> bool:
@@ -332,9 +352,13 @@ class StacApiServer:
 
         bbox = as_list(q.get("bbox"))
         bbox_f = [float(v) for v in bbox] if bbox else None
+        query = q.get("query")
+        if isinstance(query, str):
+            query = json.loads(query)
         matched = [
             i
             for i in self.items
+            if _match_query(i, query)
             if _match(
                 i, bbox_f, q.get("datetime"), as_list(q.get("collections")), as_list(q.get("ids"))
             )

@@ -109,3 +109,53 @@ def assert_batch_matches(batch: Batch, ds: Any, window: dict[str, int], pad: boo
                 np.testing.assert_array_equal(got, ref.values)
         for dim, values in batch.coords.items():
             np.testing.assert_array_equal(values, ds[dim].values[batch.starts[dim]])
+
+
+# -- geospatial fixtures (tests/geo, tests/stac, tests/vector) --------------------------
+@pytest.fixture(scope="session")
+def geo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("geo")
+
+
+@pytest.fixture(scope="session")
+def scenes(geo_dir: Path) -> list[Any]:
+    from tests._geodata import write_scenes
+
+    return write_scenes(geo_dir / "cogs")
+
+
+@pytest.fixture(scope="session")
+def stac_items(scenes: list[Any]) -> list[Any]:
+    from tests._geodata import stac_items as make
+
+    return make(scenes)
+
+
+@pytest.fixture(scope="session")
+def catalog(geo_dir: Path, stac_items: list[Any]) -> Path:
+    from tests._geodata import write_catalog
+
+    return write_catalog(geo_dir / "catalog", stac_items)
+
+
+@pytest.fixture(scope="session")
+def labels(geo_dir: Path) -> dict[str, Path]:
+    from tests._geodata import write_labels
+
+    return write_labels(geo_dir / "labels")
+
+
+@pytest.fixture(scope="session")
+def nginx(geo_dir: Path, scenes: list[Any], labels: dict[str, Path]) -> Any:
+    """nginx serving the geo test data (COGs, labels, catalogs) on loopback."""
+    import os
+
+    from tests._servers import find_nginx, nginx_server
+
+    if find_nginx() is None:
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed; `make test` installs nginx-light.")
+        pytest.skip("nginx is not installed (make test installs nginx-light)")
+    server = nginx_server(geo_dir)
+    yield server
+    server.stop()

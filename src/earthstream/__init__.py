@@ -10,24 +10,77 @@ The public API in one place::
         ...
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import datasets, errors
 from ._batch import Batch
 from ._stream import Stream
 from .engine import EpochReport
 from .sources import ArraySource, ChunkedSource, VariableInfo, ZarrSource, open_zarr
 
+if TYPE_CHECKING:
+    from .geo import GridSpec, PixelWindow
+    from .geo._chips import ChipStream, stream_chips
+    from .sources._cog import COGSource, open_cog
+    from .stac import freeze_items, load_items, search_items
+    from .vector import VectorSource, open_vector
+
 __version__ = "0.1.0"
+
+#: Geospatial names, imported on first use (they need the ``geo`` extra).
+_LAZY = {
+    "COGSource": ("earthstream.sources._cog", "COGSource"),
+    "ChipStream": ("earthstream.geo._chips", "ChipStream"),
+    "GridSpec": ("earthstream.geo._grid", "GridSpec"),
+    "PixelWindow": ("earthstream.geo._grid", "PixelWindow"),
+    "VectorSource": ("earthstream.vector._source", "VectorSource"),
+    "freeze_items": ("earthstream.stac._items", "freeze_items"),
+    "load_items": ("earthstream.stac._items", "load_items"),
+    "open_cog": ("earthstream.sources._cog", "open_cog"),
+    "open_vector": ("earthstream.vector._source", "open_vector"),
+    "search_items": ("earthstream.stac._items", "search_items"),
+    "stream_chips": ("earthstream.geo._chips", "stream_chips"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        try:
+            value = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:  # pragma: no cover - without the geo extra
+            raise ImportError(
+                f"earthstream.{name} needs the geospatial dependencies: "
+                f"pip install 'earthstream[geo]' ({exc})"
+            ) from exc
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'earthstream' has no attribute {name!r}")
+
 
 __all__ = [
     "ArraySource",
     "Batch",
+    "COGSource",
+    "ChipStream",
     "ChunkedSource",
     "EpochReport",
+    "GridSpec",
+    "PixelWindow",
     "Stream",
     "VariableInfo",
+    "VectorSource",
     "ZarrSource",
     "__version__",
     "datasets",
     "errors",
+    "freeze_items",
+    "load_items",
+    "open_cog",
+    "open_vector",
     "open_zarr",
+    "search_items",
+    "stream_chips",
 ]

@@ -11,6 +11,7 @@ change.
 from __future__ import annotations
 
 __all__ = [
+    "CRSError",
     "ChunkDecodeError",
     "ConfigError",
     "CorruptChunksError",
@@ -19,11 +20,13 @@ __all__ = [
     "ForkError",
     "MemoryBudgetError",
     "MissingChunkError",
+    "MissingProjectionError",
     "ResumeError",
     "StoreAccessError",
     "StoreNotFoundError",
     "StoreRequestError",
     "UnsupportedFormatError",
+    "UnsupportedGeometryError",
     "VariableNotFoundError",
     "WindowError",
 ]
@@ -90,3 +93,15 @@ class StoreRequestError(EarthstreamError, OSError):
 
 class ForkError(EarthstreamError, RuntimeError):
     """An object-store client used in a process forked after its parent used one."""
+
+
+class CRSError(EarthstreamError, ValueError):
+    """A coordinate reference system that is missing, unknown, or in the wrong units."""
+
+
+class MissingProjectionError(EarthstreamError, ValueError):
+    """A STAC asset without the projection metadata (CRS, transform, shape) needed to plan."""
+
+
+class UnsupportedGeometryError(UnsupportedFormatError):
+    """Vector features of a geometry type that cannot be rasterized (e.g. curves)."""

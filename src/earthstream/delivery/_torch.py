@@ -28,6 +28,7 @@ from ..errors import ConfigError, ResumeError
 
 if TYPE_CHECKING:
     from .._stream import Stream
+    from ..geo._chips import ChipStream
 
 __all__ = ["DeviceLoader", "TorchBatch", "TorchStream", "to_tensor"]
 
@@ -163,9 +164,9 @@ class TorchBatch:
         return f"{head} {body} on {device}>"
 
 
-def _views(stream: Stream) -> dict[str, _View]:
+def _views(stream: Stream | ChipStream) -> dict[str, _View]:
     layout = stream.layout
-    if not layout.stack:
+    if layout is None or not layout.stack:  # a ChipStream has no chunk layout
         return {}
     views = {}
     for v in layout.variables:
@@ -243,7 +244,7 @@ class TorchStream(IterableDataset[TorchBatch]):
 
     def __init__(
         self,
-        stream: Stream,
+        stream: Stream | ChipStream,
         device: str | torch.device = "cpu",
         *,
         non_blocking: bool = True,

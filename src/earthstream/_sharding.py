@@ -1,0 +1,336 @@
+"""Ranks, DataLoader workers, padding and mid-epoch resume, shared by every stream.
+
+A stream whose epoch is one sequence of global batches (an
+:class:`~earthstream.sampling.OrderSpec`) inherits :class:`ShardedStream`: it
+then serves its rank's share of each epoch, split over DataLoader workers,
+with equal batch counts on every rank, and can save and restore its place in
+the epoch.  The planning itself is pure (``sampling/_plan.py`` and
+``sampling/_resume.py``); this class keeps the per-process state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._batch import Batch
+from .errors import ConfigError, ResumeError
+from .sampling import (
+    REMAINDERS,
+    Cursor,
+    EpochPlan,
+    OrderSpec,
+    cursor_from_state,
+    round_robin_index,
+    shard_range,
+)
+
+__all__ = ["ShardedStream", "detect_placement"]
+
+
+def detect_placement() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialized ``torch.distributed`` group, else ``(0, 1)``.
+
+    Looks only if torch.distributed is already imported: earthstream never imports torch.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank()), int(dist.get_world_size())
+    return 0, 1
+
+
+class ShardedStream:
+    """Distribution and resume for streams (mixin).
+
+    Subclasses set ``order`` and ``num_threads``, call :meth:`_init_sharding`
+    in their constructor, and implement :meth:`_run` (assemble the given global
+    batches, in order) and :meth:`_identity` (what the fingerprint covers).
+    """
+
+    order: OrderSpec
+    num_threads: int
+
+    def _init_sharding(self, rank: int | None, world_size: int | None, remainder: str) -> None:
+        if remainder not in REMAINDERS:
+            raise ConfigError(
+                f"remainder={remainder!r} is not a policy; use 'pad' (repeat a batch on ranks "
+                "with one batch less, flagged in batch.padded) or 'drop' (leave the extra "
+                "batches out of the epoch)."
+            )
+        if (rank is None) != (world_size is None):
+            raise ConfigError(
+                f"rank={rank!r} and world_size={world_size!r}: give both, or neither to take "
+                "them from torch.distributed."
+            )
+        if world_size is not None and rank is not None:
+            if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+                raise ConfigError(f"world_size={world_size!r} must be a whole number >= 1.")
+            if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+                raise ConfigError(f"rank={rank!r} must be a whole number in 0..{world_size - 1}.")
+        self.remainder = remainder
+        self._placement: tuple[int, int] | None = (
+            None if rank is None or world_size is None else (rank, world_size)
+        )
+        self._epoch = 0
+        self._pending: Cursor | None = None  # a loaded state, not yet started
+        self._live: Cursor | None = None  # the current (or last) iteration's progress
+        self._fingerprint: str | None = None
+
+    def _identity(self) -> tuple[dict[str, Any], Mapping[str, np.ndarray]]:
+        """A JSON-able description and named arrays the order depends on."""
+        raise NotImplementedError
+
+    def _run(
+        self, batches: Sequence[int], shard: int, num_shards: int, num_threads: int | None
+    ) -> Iterator[Batch]:
+        """Assemble the global batches ``batches`` (non-decreasing) of the current epoch."""
+        raise NotImplementedError
+
+    def _sharding_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Pickled state: workers started with "spawn" have no torch.distributed group,
+        so the placement is pinned."""
+        state["_placement"] = self.placement()
+        return state
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order the next iteration follows (as ``DistributedSampler``).
+
+        A state loaded with :meth:`load_state_dict` resumes its epoch; setting
+        that same epoch keeps it, another epoch starts from its beginning.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
+            raise ConfigError(f"epoch={epoch!r} must be a non-negative whole number.")
+        if int(epoch) != self._epoch:
+            self._pending = self._live = None
+        self._epoch = int(epoch)
+
+    # -- distribution --------------------------------------------------------------
+    @property
+    def rank(self) -> int:
+        """This process's rank (see ``rank`` / ``world_size`` in the constructor)."""
+        return self.placement()[0]
+
+    @property
+    def world_size(self) -> int:
+        return self.placement()[1]
+
+    def placement(self) -> tuple[int, int]:
+        """``(rank, world_size)``: as given, else from ``torch.distributed``, else ``(0, 1)``.
+
+        Found in an initialized process group, it is kept: DataLoader workers
+        copy it and never call into ``torch.distributed`` themselves.
+        """
+        if self._placement is not None:
+            return self._placement
+        found = detect_placement()
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            self._placement = found
+        return found
+
+    @property
+    def n_batches(self) -> int:
+        """Global batches per epoch, over all ranks (``len(stream)`` is one rank's share)."""
+        return self.order.n_batches
+
+    def _plan(self) -> EpochPlan:
+        return EpochPlan.full(self.order.n_batches, self.world_size, self.remainder)
+
+    # -- resume -----------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """A hash of what the epoch order depends on besides the settings.
+
+        What :meth:`_identity` describes (for a :class:`~earthstream.Stream`: the
+        variables' names, dims, shapes, dtypes and chunks in any order, the
+        window grid and the coordinate values; not the store's location or
+        codecs, so a moved or re-encoded copy of the data resumes too).
+        """
+        if self._fingerprint is None:
+            described, arrays = self._identity()
+            h = hashlib.sha256()
+            h.update(json.dumps(described, sort_keys=True, default=str).encode())
+            for name in sorted(arrays):
+                values = np.asarray(arrays[name])
+                h.update(f"{name}:{values.dtype.str}:{values.shape}".encode())
+                if values.dtype.kind == "O":
+                    h.update(repr(values.tolist()).encode())
+                else:
+                    h.update(np.ascontiguousarray(values).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def _settings(self) -> dict[str, Any]:
+        o = self.order
+        return {
+            "n_windows": o.n_windows,
+            "batch_size": o.batch_size,
+            "drop_last": o.drop_last,
+            "shuffle": o.shuffle,
+            "shuffle_buffer": o.shuffle_buffer,
+        }
+
+    def _cursor(self) -> Cursor:
+        if self._pending is not None:
+            return self._pending
+        if self._live is not None and self._live.epoch == self._epoch:
+            return self._live
+        return Cursor(self._epoch, self._plan())
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this stream stands in its epoch, as a small JSON-able dict.
+
+        ``seed``, ``epoch``, ``position`` (batches this rank has consumed),
+        the epoch's remaining batches and how they are split, plus a fingerprint
+        of the dataset and the order settings so that :meth:`load_state_dict`
+        can refuse a state that belongs elsewhere.  All ranks of a DDP job hold
+        the same state (every step takes one batch on each rank), so saving it
+        on rank 0 is enough.
+
+        Examples
+        --------
+        >>> import earthstream as es, numpy as np
+        >>> src = es.ArraySource({"x": (("t", "y"), np.zeros((10, 8)))}, chunks={"t": 2})
+        >>> stream = es.Stream(src, {"y": 8}, batch_size=2, seed=1)
+        >>> it = iter(stream)
+        >>> seen = [next(it).index for _ in range(2)]
+        >>> state = stream.state_dict()
+        >>> state["epoch"], state["position"], state["seed"]
+        (0, 2, 1)
+        >>> fresh = es.Stream(src, {"y": 8}, batch_size=2, seed=1)
+        >>> fresh.load_state_dict(state)
+        >>> [b.index for b in fresh] == [b.index for b in it]
+        True
+        """
+        return self._cursor().to_state(self.fingerprint, self._settings(), self.order.seed)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume the epoch a :meth:`state_dict` describes on the next iteration.
+
+        With the same world size and workers, the batches that follow are
+        exactly those an uninterrupted run would have yielded next; with
+        another world size or number of workers, the batches no rank has
+        served yet are split over the new ranks (nothing repeated, nothing
+        lost).
+
+        Raises
+        ------
+        ResumeError
+            The state belongs to another dataset, order settings or seed, or is damaged.
+        """
+        cursor = cursor_from_state(
+            state, self.fingerprint, self._settings(), self.order.seed, self.order.n_batches
+        )
+        self._epoch = cursor.epoch
+        self._pending = cursor
+        self._live = None
+
+    def _start(self, num_workers: int, worker: int | None) -> Cursor:
+        """Begin an iteration by ``num_workers`` workers per rank: where it starts.
+
+        ``worker`` is the DataLoader worker iterating in this process, or None
+        in a main process whose workers iterate.
+        """
+        pending = self._pending
+        if pending is not None and pending.worker not in (None, worker):
+            raise ResumeError(
+                f"this state was taken inside DataLoader worker {pending.worker} (by torchdata's "
+                "StatefulDataLoader) and resumes only that worker. Load the loader's whole "
+                "state into the StatefulDataLoader, or into the dataset "
+                "(dataset.load_state_dict(loader.state_dict())) to resume on another layout."
+            )
+        cursor = pending if pending is not None else Cursor(self._epoch, self._plan())
+        cursor = cursor.resume(self.world_size, num_workers, self.remainder)
+        self._pending = None
+        self._live = cursor
+        return cursor
+
+    def _hand_over(self, num_workers: int) -> Cursor:
+        """Begin an iteration that worker processes serve: where it starts.
+
+        The loaded state stays until :meth:`_handed_over`: the workers, which
+        copy the stream in between, start from it too.
+        """
+        pending = self._pending
+        cursor = self._start(num_workers, None)
+        self._pending = pending
+        return cursor
+
+    def _handed_over(self) -> None:
+        """The workers have their copies of the stream: the loaded state is used up."""
+        self._pending = None
+
+    def _consumed(self, cursor: Cursor, position: int) -> None:
+        """A main process took batch ``position`` of an iteration its workers serve."""
+        self._live = dataclasses.replace(cursor, position=position)
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (all ranks yield the same number)."""
+        return self._plan().steps
+
+    # -- iteration ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Batch]:
+        """This rank's batches of the current epoch (resuming a loaded state)."""
+        return self.iter_worker(0, 1)
+
+    def iter_worker(
+        self, worker: int, num_workers: int, *, num_threads: int | None = None
+    ) -> Iterator[Batch]:
+        """The batches DataLoader worker ``worker`` of ``num_workers`` streams on this rank.
+
+        The rank's batches are split into ``num_workers`` contiguous runs; a
+        ``DataLoader`` takes one batch from each worker in turn.  Over all
+        workers and ranks an epoch serves every window once (plus the declared
+        padding).  Progress is recorded for :meth:`state_dict`.
+        """
+        if not 0 <= worker < max(1, num_workers):
+            raise ConfigError(f"worker {worker} is outside 0..{max(1, num_workers) - 1}.")
+        return self._iter_worker(worker, num_workers, num_threads)
+
+    def _iter_worker(
+        self, worker: int, num_workers: int, num_threads: int | None
+    ) -> Iterator[Batch]:
+        rank = self.rank
+        cursor = self._start(num_workers, worker)
+        logical, start = cursor.worker_start(worker)
+        lengths = cursor.lengths
+        batches, n_padded = cursor.plan.worker_batches(rank, logical, cursor.num_workers, start)
+        in_worker = cursor.num_workers > 1
+        padded_from = len(batches) - n_padded
+        for n, batch in enumerate(
+            self._run(
+                batches,
+                rank * cursor.num_workers + logical,
+                self.world_size * cursor.num_workers,
+                num_threads,
+            )
+        ):
+            if n >= padded_from:
+                batch = dataclasses.replace(batch, padded=np.ones(batch.size, dtype=bool))
+            position = round_robin_index(lengths, logical, start + n) + 1
+            self._live = dataclasses.replace(
+                cursor, position=position, worker=worker if in_worker else None
+            )
+            yield batch
+
+    def iter_shard(
+        self, shard: int, num_shards: int, *, num_threads: int | None = None
+    ) -> Iterator[Batch]:
+        """Low level: the contiguous run ``shard`` of ``num_shards`` of the epoch's global batches.
+
+        Ignores ranks, padding and resume state (``iter(stream)`` and
+        :meth:`iter_worker` honour them).  The union over shards is the epoch,
+        each window exactly once.
+        """
+        batches = shard_range(self.order.n_batches, shard, num_shards)
+        return self._run(batches, shard, num_shards, num_threads)
