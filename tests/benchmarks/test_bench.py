@@ -47,4 +47,8 @@ def test_smoke_json_has_every_field(tmp_path: Path) -> None:
             assert row["samples"] > 0 and row["samples_per_s"] > 0
             assert row["ratio_to_limit"] > 0 and row["peak_rss_mb"] > 0
     assert out["scale"]["sizes"] == ["smoke", "smoke-x4"]
+    remote = {r["variant"] for r in rows if "http" in r["variant"] or "s3" in r["variant"]}
+    assert {"shuffle=chunks, http, proxy +0 ms", "shuffle=chunks, http, proxy +20 ms"} <= remote
+    assert any("s3, moto" in v for v in remote)
+    assert out["remote"]["ratio_latency_over_none"] > 0
     assert {t["target"].split(" ")[0] for t in out["targets"]} >= {"shuffle=chunks", "time"}

@@ -139,7 +139,8 @@ def earthstream(spec: Spec) -> list[Result]:
         "memory_limit": spec["memory_limit"],
     }
     workers = spec.get("workers", 0)
-    source = open_zarr(spec["store"], variables=spec["variables"])
+    options = spec.get("storage_options")
+    source = open_zarr(spec["store"], variables=spec["variables"], storage_options=options)
     stream = Stream(source, **kwargs)
 
     def batches_of(epoch: int) -> Iterator[Any]:
@@ -169,14 +170,20 @@ def earthstream(spec: Spec) -> list[Result]:
             "bytes_decoded": report.bytes_decoded if report and not workers else None,
             "chunks_decoded": report.chunks_decoded if report and not workers else None,
             "stall_s": report.stall_s if report and not workers else None,
+            "requests": report.requests if report and not workers else None,
+            "retries": report.retries if report and not workers else None,
             "n_windows": stream.n_windows,
         }
 
-    one_pass(99, limit_batches=20)  # warm-up: imports, page cache, threads, slots
+    # Warm-up: one whole epoch, so that imports, threads, the page cache and every
+    # chunk slot's memory are ready, as in the second and later epochs of training.
+    one_pass(99)
 
     # Cold start: open the store, build a stream, get the first batch.
     t0 = time.perf_counter()
-    fresh = Stream(open_zarr(spec["store"], variables=spec["variables"]), **kwargs)
+    fresh = Stream(
+        open_zarr(spec["store"], variables=spec["variables"], storage_options=options), **kwargs
+    )
     it = iter(fresh.to_torch().loader(num_workers=workers)) if workers else iter(fresh)
     next(it)
     first = time.perf_counter() - t0

@@ -52,6 +52,8 @@ class BenchConfig:
     memory_limit: int = 10**9
     peers: bool = True
     scale: bool = True
+    remote: bool = True
+    latency_s: float = 0.02
     workers: int = 2
     timeout: float = 1800.0
     progress: bool = True
@@ -258,6 +260,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             "throughput_ratio": (big_row["samples_per_s"] or 0) / (small_row["samples_per_s"] or 1),
             "rss_mb": [small_row["peak_rss_mb"], big_row["peak_rss_mb"]],
         }
+    remote: dict[str, Any] | None = None
+    if config.remote:
+        remote_rows, remote = _measure_remote(config, config.layouts[0], config.size)
+        rows.extend(remote_rows)
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "config": {
@@ -272,9 +278,108 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         },
         "rows": rows,
         "scale": scale,
-        "targets": targets(rows, scale, config),
+        "remote": remote,
+        "targets": targets(rows, scale, config) + _remote_targets(remote, config),
         "wall_s": time.time() - started,
     }
+
+
+def _measure_remote(
+    config: BenchConfig, layout: str, size: str
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Chunk-shuffled epochs of the same store over HTTP (nginx, directly and through a
+    proxy adding no and ``latency_s`` delay per request) and over S3 (moto)."""
+    from ..testing import FaultProxy, find_nginx, moto_s3, nginx_server
+
+    if find_nginx() is None:
+        _log(config, "remote: nginx is not installed (apt-get install nginx-light); skipped")
+        return [], {"skipped": "nginx is not installed"}
+    path = make_store(config.folder, layout, size, progress=config.progress)
+    _warm(path)
+    http = {"client_options": {"allow_http": True}}
+    base = {
+        "variables": list(VARIABLES),
+        "window": config.window,
+        "batch_size": config.batch_size,
+        "repeats": 1,
+        "time_budget": config.time_budget,
+        "method": "earthstream",
+        "shuffle": "chunks",
+        "memory_limit": config.memory_limit,
+    }
+    ms = f"{config.latency_s * 1000:.0f} ms"
+    nginx = nginx_server(path.parent)
+    proxy = FaultProxy(nginx.base_url)
+    s3 = None
+    try:
+        variants: list[tuple[str, dict[str, Any], float]] = [
+            ("http, nginx", {"store": f"{nginx.base_url}/{path.name}", "storage_options": http}, 0),
+            (
+                "http, proxy +0 ms",
+                {"store": f"{proxy.base_url}/{path.name}", "storage_options": http},
+                0,
+            ),
+            (
+                f"http, proxy +{ms}",
+                {"store": f"{proxy.base_url}/{path.name}", "storage_options": http},
+                config.latency_s,
+            ),
+        ]
+        try:
+            import logging
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            s3 = moto_s3()
+            s3.create_bucket("earthstream-bench")
+            s3.upload("earthstream-bench", path.name, path)
+            variants.append(
+                (
+                    "s3, moto",
+                    {
+                        "store": f"s3://earthstream-bench/{path.name}",
+                        "storage_options": s3.options(),
+                    },
+                    0,
+                )
+            )
+        except ImportError:  # moto is in the dev extra
+            _log(config, "remote: moto is not installed; S3 skipped")
+        results: list[dict[str, Any]] = [{"runs": [], "peak_rss_mb": 0.0} for _ in variants]
+        for round_ in range(config.repeats):
+            for (label, spec, delay), merged in zip(variants, results, strict=True):
+                _log(config, f"  remote round {round_ + 1}: {label}")
+                proxy.set_delay(delay)
+                result = _run({**base, **spec}, config.timeout)
+                merged["runs"].extend(result["runs"])
+                merged["peak_rss_mb"] = max(merged["peak_rss_mb"], result["peak_rss_mb"])
+        rows = [
+            _row(layout, size, "earthstream", f"shuffle=chunks, {label}", merged)
+            for (label, _, _), merged in zip(variants, results, strict=True)
+        ]
+        for row in rows:
+            row["requests"] = _median(row["runs"], "requests")
+        fast = rows[1]["samples_per_s"] or 0
+        slow = rows[2]["samples_per_s"] or 0
+        summary = {
+            "latency_s": config.latency_s,
+            "ratio_latency_over_none": slow / fast if fast else None,
+            "samples_per_s": {row["variant"]: row["samples_per_s"] for row in rows},
+        }
+        return rows, summary
+    finally:
+        proxy.stop()
+        nginx.stop()
+        if s3 is not None:
+            s3.stop()
+
+
+def _remote_targets(remote: dict[str, Any] | None, config: BenchConfig) -> list[dict[str, Any]]:
+    if not remote or remote.get("ratio_latency_over_none") is None:
+        return []
+    ms = f"{config.latency_s * 1000:.0f} ms"
+    return [
+        _target(f"HTTP +{ms} per request >= 0.7x of +0 ms", remote["ratio_latency_over_none"], 0.7)
+    ]
 
 
 def targets(

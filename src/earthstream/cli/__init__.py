@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-peers", action="store_true", help="skip xbatcher and naive zarr")
     bench.add_argument("--no-scale", action="store_true", help="skip the 4x-store check")
     bench.add_argument(
+        "--no-remote", action="store_true", help="skip HTTP (nginx, latency proxy) and S3 (moto)"
+    )
+    bench.add_argument(
         "--json", default=None, help="also write the results as JSON here ('-': stdout)"
     )
     bench.add_argument("--smoke", action="store_true", help="tiny store, one repetition, quick")
@@ -105,6 +108,7 @@ def _bench(args: argparse.Namespace) -> int:
         memory_limit=parse_bytes(args.memory_limit),
         peers=not args.no_peers,
         scale=not args.no_scale,
+        remote=not args.no_remote,
     )
     result = run_bench(config)
     if args.json == "-":
