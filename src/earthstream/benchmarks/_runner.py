@@ -263,6 +263,14 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     remote: dict[str, Any] | None = None
     if config.remote:
         remote_rows, remote = _measure_remote(config, config.layouts[0], config.size)
+        local = [r for r in rows if r["layout"] == config.layouts[0] and r["size"] == config.size]
+        limit_rate = local[0]["samples_per_s"] if local else None
+        ours = local[1]["samples_per_s"] if len(local) > 1 else None
+        for row in remote_rows:  # against the local limit and the local chunk-shuffled epoch
+            if limit_rate and row["samples_per_s"]:
+                row["ratio_to_limit"] = row["samples_per_s"] / limit_rate
+            if ours and row["samples_per_s"]:
+                row["earthstream_over_this"] = ours / row["samples_per_s"]
         rows.extend(remote_rows)
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
