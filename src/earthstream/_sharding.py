@@ -15,7 +15,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from .sampling import (
     round_robin_index,
     shard_range,
 )
+
+if TYPE_CHECKING:
+    from .delivery._torch import TorchStream
 
 __all__ = ["ShardedStream", "detect_placement"]
 
@@ -91,6 +94,21 @@ class ShardedStream:
     ) -> Iterator[Batch]:
         """Assemble the global batches ``batches`` (non-decreasing) of the current epoch."""
         raise NotImplementedError
+
+    def to_torch(
+        self,
+        device: str | Any = "cpu",
+        *,
+        non_blocking: bool = True,
+        pin_memory: bool | None = None,
+    ) -> TorchStream:
+        """A ``torch.utils.data.IterableDataset`` yielding batches as tensors.
+
+        See :class:`earthstream.delivery.TorchStream`.
+        """
+        from .delivery._torch import TorchStream
+
+        return TorchStream(self, device=device, non_blocking=non_blocking, pin_memory=pin_memory)
 
     def _sharding_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Pickled state: workers started with "spawn" have no torch.distributed group,

@@ -6,7 +6,7 @@ import dataclasses
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +26,6 @@ from .engine import (
 from .errors import ConfigError
 from .sampling import OrderSpec, build_window_grid, normalize_shuffle
 from .sources import ChunkedSource, open_zarr
-
-if TYPE_CHECKING:
-    from .delivery._torch import TorchStream
 
 __all__ = ["Stream"]
 
@@ -304,22 +301,6 @@ class Stream(ShardedStream):
         return int(
             min(cap, max(16, 2 * self.budget.cache_capacity // max(1, self.budget.batch_nbytes)))
         )
-
-    # -- delivery ---------------------------------------------------------------------
-    def to_torch(
-        self,
-        device: str | Any = "cpu",
-        *,
-        non_blocking: bool = True,
-        pin_memory: bool | None = None,
-    ) -> TorchStream:
-        """A ``torch.utils.data.IterableDataset`` yielding batches as tensors.
-
-        See :class:`earthstream.delivery.TorchStream`.
-        """
-        from .delivery._torch import TorchStream
-
-        return TorchStream(self, device=device, non_blocking=non_blocking, pin_memory=pin_memory)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -27,8 +27,7 @@ from .._batch import Batch
 from ..errors import ConfigError, ResumeError
 
 if TYPE_CHECKING:
-    from .._stream import Stream
-    from ..geo._chips import ChipStream
+    from .._sharding import ShardedStream
 
 __all__ = ["DeviceLoader", "TorchBatch", "TorchStream", "to_tensor"]
 
@@ -164,8 +163,8 @@ class TorchBatch:
         return f"{head} {body} on {device}>"
 
 
-def _views(stream: Stream | ChipStream) -> dict[str, _View]:
-    layout = stream.layout
+def _views(stream: ShardedStream) -> dict[str, _View]:
+    layout = getattr(stream, "layout", None)
     if layout is None or not layout.stack:  # a ChipStream has no chunk layout
         return {}
     views = {}
@@ -244,7 +243,7 @@ class TorchStream(IterableDataset[TorchBatch]):
 
     def __init__(
         self,
-        stream: Stream | ChipStream,
+        stream: ShardedStream,
         device: str | torch.device = "cpu",
         *,
         non_blocking: bool = True,

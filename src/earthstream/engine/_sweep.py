@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ._assemble import _copy_piece, _stacked_view
+from ._assemble import _copy_piece, allocate
 from ._layout import StreamLayout
 from ._plan import BatchPlan
 from ._slots import SlotPool
@@ -39,20 +39,8 @@ def sweep_outputs(layout: StreamLayout, plans: Sequence[BatchPlan]) -> SweepOutp
     offsets = [0]
     for plan in plans:
         offsets.append(offsets[-1] + len(plan.ids))
-    n = offsets[-1]
-    prefill = any(plan.padded for plan in plans)
-    if layout.stack and layout.stacked_dtype is not None:
-        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
-        data = {v.name: _stacked_view(stacked, v, layout) for v in layout.variables}
-        if prefill:
-            for v in layout.variables:
-                data[v.name][...] = v.fill
-        return SweepOutputs(data, stacked, offsets, stacked.nbytes)
-    data = {}
-    for v in layout.variables:
-        shape = (n, *v.sample_shape)
-        data[v.name] = np.full(shape, v.fill, v.dtype) if prefill else np.empty(shape, v.dtype)
-    return SweepOutputs(data, None, offsets, sum(a.nbytes for a in data.values()))
+    arrays = allocate(layout, offsets[-1], prefill=any(plan.padded for plan in plans))
+    return SweepOutputs(arrays.data, arrays.stacked, offsets, arrays.nbytes)
 
 
 @dataclass

@@ -37,7 +37,6 @@ from ._plan import ChipPlan, build_plan
 from ._read import decode, read_chip
 
 if TYPE_CHECKING:
-    from ..delivery._torch import TorchStream
     from ..vector._source import VectorSource
 
 __all__ = ["ChipReport", "ChipStream", "LabelSpec", "stream_chips"]
@@ -362,19 +361,6 @@ class ChipStream(ShardedStream):
                     for fut in futures:
                         fut.cancel()
         report.elapsed_s = _time.perf_counter() - t0
-
-    # -- delivery ---------------------------------------------------------------------
-    def to_torch(
-        self,
-        device: str | Any = "cpu",
-        *,
-        non_blocking: bool = True,
-        pin_memory: bool | None = None,
-    ) -> TorchStream:
-        """A ``torch.utils.data.IterableDataset`` of the batches (see ``Stream.to_torch``)."""
-        from ..delivery._torch import TorchStream
-
-        return TorchStream(self, device=device, non_blocking=non_blocking, pin_memory=pin_memory)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
