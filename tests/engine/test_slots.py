@@ -61,3 +61,20 @@ def test_slab_windows_view(n_slots: int) -> None:
     pool = cache.pools[0]
     assert pool.slab.shape == (n_slots, 1, 4)
     assert pool.windows is not None and pool.windows.shape[0] == n_slots
+
+
+def test_dead_chunks_give_their_slot_first() -> None:
+    cache = cache_with(4)
+    cache.add_use(0, 1)
+    assert load(cache, 0, 0) == []
+    cache.consume(0)  # chunk 0 is done: its slot is reused before a fresh one
+    found = cache.reserve(1, 2)
+    assert found is not None and found[1] == [0]
+    assert cache.pools[0].n_free == 3  # no never-used slot was touched
+    cache.fulfil(1)
+    cache.reuse_dead = False
+    cache.add_use(2, 3)
+    load(cache, 2, 3)
+    cache.consume(2)
+    found = cache.reserve(3, 4)
+    assert found is not None and found[1] == []  # without reuse, a free slot is taken

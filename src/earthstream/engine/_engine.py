@@ -484,6 +484,9 @@ class _Pass:
 
     # -- the loop -----------------------------------------------------------------------
     def run(self, order: EpochOrder, batches: Sequence[int], out: queue.Queue[Any]) -> None:
+        # Block shuffle and grid order visit each chunk's uses within the look-ahead,
+        # so a chunk without planned uses is done for the epoch: reuse its slot first.
+        self.cache.reuse_dead = getattr(getattr(order, "spec", None), "shuffle", "") != "full"
         if self.engine.sweep_batches:
             self._run_sweeps(order, batches, out)
             return

@@ -63,9 +63,15 @@ class SlotCache:
     Keys are ints: ``flat chunk index * n_vars + variable``.
     """
 
-    def __init__(self, pools: list[SlotPool]) -> None:
+    def __init__(self, pools: list[SlotPool], *, reuse_dead: bool = True) -> None:
         self.pools = pools
         self.n_vars = len(pools)
+        # With reuse_dead, a chunk no planned batch needs gives its slot before a
+        # never-used slot is taken: memory touched stays near the working set.
+        # Right when "no planned use" means "no use this epoch" (block shuffle, grid
+        # order); a full shuffle keeps such chunks while free slots remain.
+        self.reuse_dead = reuse_dead
+        self._dead: list[dict[int, None]] = [{} for _ in pools]
         self.resident: dict[int, int] = {}  # key -> slot
         self.reserved: dict[int, int] = {}  # key -> slot, load in flight
         self._by_var: list[dict[int, int]] = [{} for _ in pools]  # resident keys per variable
@@ -83,6 +89,7 @@ class SlotCache:
         uses = self._uses.get(key)
         if uses is None:
             self._uses[key] = deque((batch,))
+            self._dead[key % self.n_vars].pop(key, None)
             return True
         uses.append(batch)
         return False
@@ -97,14 +104,21 @@ class SlotCache:
             uses.popleft()
             if not uses:
                 del self._uses[key]
+                self._maybe_dead(key)
+
+    def _maybe_dead(self, key: int) -> None:
+        if key in self.resident and key not in self._uses and key not in self._pins:
+            self._dead[key % self.n_vars][key] = None
 
     # -- pins ----------------------------------------------------------------------------
     def checkout(self, keys: list[int]) -> np.ndarray:
         """Pin resident ``keys`` for a cut, consume their current use; their slots."""
-        pins, uses, resident = self._pins, self._uses, self.resident
+        pins, uses, resident, dead = self._pins, self._uses, self.resident, self._dead
+        n_vars = self.n_vars
         slots = np.empty(len(keys), dtype=np.intp)
         for i, key in enumerate(keys):
             pins[key] = pins.get(key, 0) + 1
+            dead[key % n_vars].pop(key, None)
             queue = uses.get(key)
             if queue:
                 queue.popleft()
@@ -122,9 +136,11 @@ class SlotCache:
                 pins[key] = n
             else:
                 del pins[key]
+                self._maybe_dead(key)
 
     def pin(self, key: int) -> None:
         self._pins[key] = self._pins.get(key, 0) + 1
+        self._dead[key % self.n_vars].pop(key, None)
 
     def unpin(self, key: int) -> None:
         n = self._pins[key] - 1
@@ -132,6 +148,7 @@ class SlotCache:
             self._pins[key] = n
         else:
             del self._pins[key]
+            self._maybe_dead(key)
 
     # -- slots ---------------------------------------------------------------------------
     def pool_of(self, key: int) -> SlotPool:
@@ -150,8 +167,15 @@ class SlotCache:
         """
         var = key % self.n_vars
         pool = self.pools[var]
-        slot = pool.take()
         victims: list[int] = []
+        dead = self._dead[var]
+        slot = None
+        if self.reuse_dead and dead:
+            victim = next(reversed(dead))  # the most recently freed: its pages are warm
+            slot = self._evict(victim)
+            victims.append(victim)
+        if slot is None:
+            slot = pool.take()
         if slot is None:
             best, best_use = -1, until
             for other in self._by_var[var]:
@@ -173,6 +197,7 @@ class SlotCache:
     def _evict(self, key: int) -> int:
         slot = self.resident.pop(key)
         del self._by_var[key % self.n_vars][key]
+        self._dead[key % self.n_vars].pop(key, None)
         self._track(-self.pool_of(key).chunk_nbytes)
         self.evictions += 1
         return slot
@@ -182,6 +207,7 @@ class SlotCache:
         slot = self.reserved.pop(key)
         self.resident[key] = slot
         self._by_var[key % self.n_vars][key] = slot
+        self._maybe_dead(key)
 
     def cancel(self, key: int) -> None:
         """Give back the slot of a load that failed or was abandoned."""
