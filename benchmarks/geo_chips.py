@@ -4,7 +4,7 @@
 
 Writes ``datasets.eo_like`` (a STAC catalog of COGs with 256 px internal tiles, and
 GeoParquet labels) to a temp dir, serves it with a real nginx on loopback
-(``tests/_servers.py``) and counts the HTTP requests in nginx's access log:
+(``earthstream.testing.nginx_server``) and counts the HTTP requests in nginx's access log:
 
 1. single chip reads from one COG over HTTP (``open_cog(url).read_chip``): aligned
    chips at full resolution, chips reprojected to EPSG:4326 (bilinear), and chips at
@@ -16,21 +16,16 @@ GeoParquet labels) to a temp dir, serves it with a real nginx on loopback
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests._servers import nginx_server  # noqa: E402
-
-import earthstream as es  # noqa: E402
-from earthstream.geo import GridSpec, PixelWindow, reproject_bounds  # noqa: E402
-from earthstream.geo._gdal import close_handles  # noqa: E402
+import earthstream as es
+from earthstream.geo import GridSpec, PixelWindow, reproject_bounds
+from earthstream.geo._gdal import close_handles
+from earthstream.testing import nginx_server
 
 
 def single_reads(server, cog_path: Path, chip: int, n: int, rng: np.random.Generator) -> None:
