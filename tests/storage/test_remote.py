@@ -305,6 +305,6 @@ def test_forked_workers_fail_clearly_instead_of_hanging(nginx: NginxServer) -> N
     source = es.open_zarr(f"{nginx.base_url}/plain.zarr", storage_options=HTTP)
     source.read_chunk("t2m", (0, 0, 0))
     stream = es.Stream(source, WINDOW, batch_size=4)
-    loader = stream.to_torch().loader(num_workers=1, multiprocessing_context="fork", timeout=120)
+    loader = stream.to_torch().loader(num_workers=1, multiprocessing_context="fork", timeout=60)
     with pytest.raises(es.errors.ForkError, match=r"multiprocessing_context='spawn'"):
         list(loader)

@@ -14,7 +14,13 @@ from .._names import suggest
 from .._units import format_bytes
 from ..errors import StoreNotFoundError, UnsupportedFormatError, VariableNotFoundError
 from ..storage import StoreLocation, parse_location
-from ..storage._readers import ByteReader, make_object_store, open_reader, split_options
+from ..storage._readers import (
+    ByteReader,
+    keep_inherited,
+    make_object_store,
+    open_reader,
+    split_options,
+)
 from ._base import VariableInfo
 from ._cftime import decode_cf_time, is_cf_time
 from ._zarr_codecs import ChunkDecoder, ZarrArraySpec, spec_from_metadata
@@ -105,6 +111,7 @@ class ZarrSource:
 
     def _check_process(self) -> None:
         if self._pid != os.getpid():  # forked: never share clients across processes
+            keep_inherited(self._reader, self._decoders, self._fallback)
             coords = self._coords
             self._init_lazy()
             self._coords = coords

@@ -273,6 +273,20 @@ def split_options(options: dict[str, Any]) -> tuple[RetryPolicy, int, dict[str, 
 #: Processes that have started obstore's runtime (inherited by forked children).
 _OBSTORE_PIDS: set[int] = set()
 
+#: Clients a forked child inherited: kept, never dropped (see :func:`keep_inherited`).
+_INHERITED: list[Any] = []
+
+
+def keep_inherited(*objects: Any) -> None:
+    """Keep objects a forked child inherited from its parent alive for good.
+
+    Dropping an obstore client in a child forked after its parent used it runs
+    the client's destructor against a tokio runtime whose threads stayed in the
+    parent, and that can block forever.  A child replaces such objects with its
+    own and parks the inherited ones here instead of letting them be collected.
+    """
+    _INHERITED.extend(o for o in objects if o)
+
 
 def check_fork(url: str) -> None:
     """Refuse to use obstore in a process forked after its parent used it.
