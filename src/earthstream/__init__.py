@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import datasets, errors
 from ._batch import Batch
 from ._stream import Stream
+from .sampling._forecast import Forecast
 from .engine import EpochReport
 from .sources import ArraySource, ChunkedSource, VariableInfo, ZarrSource, open_zarr
 
@@ -67,6 +68,7 @@ __all__ = [
     "ChipStream",
     "ChunkedSource",
     "EpochReport",
+    "Forecast",
     "GridSpec",
     "PixelWindow",
     "Stream",

@@ -25,6 +25,14 @@ from .engine import (
 )
 from .errors import ConfigError
 from .sampling import OrderSpec, build_window_grid, normalize_shuffle
+from .sampling._forecast import (
+    Forecast,
+    ForecastPlan,
+    plan_forecast,
+    position_encoding,
+    split_forecast,
+    time_encoding,
+)
 from .sources import ChunkedSource, open_zarr
 
 __all__ = ["Stream"]
@@ -103,6 +111,20 @@ class Stream(ShardedStream):
         split evenly, ``"pad"`` (default) repeats the last batch on the ranks
         with one less, marking its samples in ``batch.padded``; ``"drop"``
         leaves the extra batches out of the epoch.
+    forecast
+        A :class:`~earthstream.Forecast` (or a mapping of its fields, e.g.
+        ``{"inputs": 2, "lead": "24h"}``): each sample holds ``inputs`` steps up
+        to a reference time ``t`` under each variable's name and the steps at
+        ``t + lead`` under ``"target/<name>"``.  Reference times whose steps are
+        not all present without a gap in the time coordinate are left out
+        (counted in ``stream.forecast.dropped``).  ``batch.coords`` gains
+        ``reference_time``, ``input_times`` and ``target_times``.
+    encodings
+        Extra per-sample features: ``"time"`` adds ``batch["time_encoding"]``
+        ``(B, 4)``: sin/cos of day of year and hour of the reference time (the
+        forecast's ``t``, else the window's first time step); ``"position"``
+        adds ``batch["position_encoding"]`` ``(B, 4)``: sin/cos of the latitude
+        and longitude of the window centre.
 
     Examples
     --------
@@ -140,6 +162,8 @@ class Stream(ShardedStream):
         rank: int | None = None,
         world_size: int | None = None,
         remainder: str = "pad",
+        forecast: Forecast | Mapping[str, Any] | None = None,
+        encodings: Sequence[str] = (),
     ) -> None:
         if isinstance(source, str | os.PathLike):
             source = open_zarr(source)
@@ -163,9 +187,18 @@ class Stream(ShardedStream):
         for info in infos:
             for dim, chunk in zip(info.dims, info.chunks, strict=True):
                 chunks.setdefault(dim, chunk)
-        grid = build_window_grid(sizes, window, stride, edges, chunks)
         self._source = source
         self._coords = {d: np.asarray(v) for d, v in source.coords.items()}
+        self.forecast: ForecastPlan | None = None
+        if forecast is not None:
+            forecast = Forecast.coerce(forecast)
+            window = self._forecast_window(forecast, window, stride, edges, stack)
+            self.forecast = plan_forecast(forecast, self._coords, {v.name: v.dims for v in infos})
+            window = {**window, forecast.dim: self.forecast.length}
+        grid = build_window_grid(sizes, window, stride, edges, chunks)
+        if self.forecast is not None:
+            grid = grid.with_starts(self.forecast.dim, self.forecast.starts)
+        self.encodings = self._check_encodings(encodings, sizes)
         self.layout: StreamLayout = build_layout(infos, grid, stack=stack, coords=self._coords)
         limit = parse_bytes(memory_limit)
         self.budget = plan_budget(self.layout, batch_size, limit, prefetch)
@@ -260,9 +293,109 @@ class Stream(ShardedStream):
         engine = self._engine_for(num_threads or self.num_threads)
         runner = engine.run(order, batches, shard=shard, num_shards=num_shards)
         self._report = engine.report
+        finish = self.forecast is not None or bool(self.encodings)
         for batch in runner:
             self._report = engine.report
-            yield batch
+            yield self._finish(batch) if finish else batch
+
+    # -- forecasts and encodings ------------------------------------------------------
+    @staticmethod
+    def _forecast_window(
+        forecast: Forecast,
+        window: Mapping[str, int | None],
+        stride: Mapping[str, int] | None,
+        edges: str,
+        stack: bool,
+    ) -> Mapping[str, int | None]:
+        dim = forecast.dim
+        if dim in (window or {}) or dim in (stride or {}):
+            raise ConfigError(
+                f"forecast sets the window along {dim!r} (inputs up to the lead); leave {dim!r} "
+                "out of window= and stride= (use Forecast(every=n) to thin reference times)."
+            )
+        if stack:
+            raise ConfigError(
+                "stack=True with forecast= is not supported: inputs and targets have different "
+                "step counts. Stack them in the model, or stream without stack."
+            )
+        if edges != "drop":
+            raise ConfigError(
+                "edges='pad' with forecast= is not supported; forecast samples are whole "
+                "windows. Use edges='drop' (the default)."
+            )
+        return dict(window or {})
+
+    def _check_encodings(
+        self, encodings: Sequence[str], sizes: Mapping[str, int]
+    ) -> tuple[str, ...]:
+        chosen = (encodings,) if isinstance(encodings, str) else tuple(encodings)
+        for name in chosen:
+            if name not in ("time", "position"):
+                raise ConfigError(
+                    f"encodings has {name!r}; the encodings are 'time' and 'position'."
+                )
+        if "time" in chosen and self._time_dim() is None:
+            raise ConfigError(
+                "encodings=('time',) needs a dim with a datetime coordinate; the stream has "
+                f"coordinates {sorted(self._coords)}."
+            )
+        if "position" in chosen and None in self._latlon_dims():
+            raise ConfigError(
+                "encodings=('position',) needs latitude and longitude coordinates (dims named "
+                f"lat/latitude and lon/longitude); the stream has {sorted(self._coords)}."
+            )
+        return chosen
+
+    def _time_dim(self) -> str | None:
+        if self.forecast is not None:
+            return self.forecast.dim
+        for dim, values in self._coords.items():
+            if values.dtype.kind == "M":
+                return dim
+        return None
+
+    def _latlon_dims(self) -> tuple[str | None, str | None]:
+        lat = next((d for d in ("lat", "latitude") if d in self._coords), None)
+        lon = next((d for d in ("lon", "longitude") if d in self._coords), None)
+        return lat, lon
+
+    def _centre(self, dim: str, starts: np.ndarray) -> np.ndarray:
+        axis = self.layout.grid.axis(dim)
+        values = self._coords[dim]
+        lo = np.minimum(starts, len(values) - 1)
+        hi = np.minimum(starts + axis.length - 1, len(values) - 1)
+        return np.asarray((values[lo] + values[hi]) / 2.0)
+
+    def _finish(self, batch: Batch) -> Batch:
+        """Forecast split and encodings: the last step in the worker, on whole batches."""
+        data: dict[str, np.ndarray] = dict(batch.data)
+        dims: dict[str, tuple[str, ...]] = dict(batch.dims)
+        coords = dict(batch.coords)
+        reference = None
+        plan = self.forecast
+        if plan is not None:
+            data, dims = split_forecast(data, dims, plan)
+            time = self._coords[plan.dim]
+            s = batch.starts[plan.dim]
+            reference = time[s + plan.reference_offset]
+            coords["reference_time"] = reference
+            coords["input_times"] = time[s[:, None] + np.asarray(plan.input_offsets)]
+            coords["target_times"] = time[s[:, None] + np.asarray(plan.target_offsets)]
+        if "time" in self.encodings:
+            if reference is None:
+                dim = self._time_dim()
+                assert dim is not None  # checked at construction
+                reference = self._coords[dim][batch.starts[dim]]
+            data["time_encoding"] = time_encoding(reference)
+            dims["time_encoding"] = ("encoding",)
+        if "position" in self.encodings:
+            lat, lon = self._latlon_dims()
+            assert lat is not None and lon is not None  # checked at construction
+            data["position_encoding"] = position_encoding(
+                self._centre(lat, batch.starts[lat]), self._centre(lon, batch.starts[lon])
+            )
+            dims["position_encoding"] = ("encoding",)
+        return dataclasses.replace(batch, data=data, dims=dims, coords=coords)
 
     def _engine_for(self, num_threads: int) -> Engine:
         """This process's engine; it keeps its chunk slots from one epoch to the next."""

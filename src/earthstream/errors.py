@@ -17,14 +17,18 @@ __all__ = [
     "CorruptChunksError",
     "DimensionError",
     "EarthstreamError",
+    "ForecastError",
     "ForkError",
+    "GridMismatchError",
     "MemoryBudgetError",
     "MissingChunkError",
+    "MissingModalityError",
     "MissingProjectionError",
     "ResumeError",
     "StoreAccessError",
     "StoreNotFoundError",
     "StoreRequestError",
+    "TimeAxisError",
     "UnsupportedFormatError",
     "UnsupportedGeometryError",
     "VariableNotFoundError",
@@ -105,3 +109,19 @@ class MissingProjectionError(EarthstreamError, ValueError):
 
 class UnsupportedGeometryError(UnsupportedFormatError):
     """Vector features of a geometry type that cannot be rasterized (e.g. curves)."""
+
+
+class TimeAxisError(EarthstreamError, ValueError):
+    """A time axis that is missing, not datetimes, not increasing, or differs between sources."""
+
+
+class ForecastError(WindowError):
+    """Forecast inputs/targets that do not fit the time series (steps, leads, gaps)."""
+
+
+class GridMismatchError(EarthstreamError, ValueError):
+    """Modalities whose grids cannot be matched over the same footprint."""
+
+
+class MissingModalityError(EarthstreamError, LookupError):
+    """A modality has no data for a sample and its policy is ``"error"``."""

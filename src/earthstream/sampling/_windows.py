@@ -9,8 +9,10 @@ window.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -50,12 +52,19 @@ class AxisWindows:
     squeeze: bool
     chunk: int
     edges: str = "drop"
+    #: Explicit, ascending window starts (e.g. forecast windows that skip gaps in
+    #: the time axis) instead of the regular ``k * stride``.
+    explicit: tuple[int, ...] | None = None
 
     @property
     def count(self) -> int:
+        if self.explicit is not None:
+            return len(self.explicit)
         return _count(self.size, self.length, self.stride, self.edges)
 
     def starts(self) -> np.ndarray:
+        if self.explicit is not None:
+            return np.asarray(self.explicit, dtype=np.int64)
         return np.arange(self.count, dtype=np.int64) * self.stride
 
     @property
@@ -68,7 +77,10 @@ class AxisWindows:
         ``k`` in ``[lo, hi)`` whose start lies in it.  Empty chunks are left out."""
         n_chunks = -(-self.size // self.chunk)
         edges = np.arange(n_chunks + 1, dtype=np.int64) * self.chunk
-        bounds = np.minimum(-(-edges // self.stride), self.count)
+        if self.explicit is not None:
+            bounds = np.searchsorted(self.starts(), edges, side="left")
+        else:
+            bounds = np.minimum(-(-edges // self.stride), self.count)
         lo, hi = bounds[:-1], bounds[1:]
         keep = hi > lo
         return lo[keep], hi[keep]
@@ -102,11 +114,40 @@ class WindowGrid:
         return np.array([a.stride for a in self.axes], dtype=np.int64)
 
     @property
+    def regular(self) -> bool:
+        """Every axis has regular starts (``k * stride``)."""
+        return all(a.explicit is None for a in self.axes)
+
+    @property
     def lengths(self) -> np.ndarray:
         return np.array([a.length for a in self.axes], dtype=np.int64)
 
     def axis(self, dim: str) -> AxisWindows:
         return self.axes[self.dims.index(dim)]
+
+    def with_starts(self, dim: str, starts: Sequence[int]) -> WindowGrid:
+        """This grid with explicit, ascending window starts along ``dim``.
+
+        >>> g = build_window_grid({"t": 10, "y": 4}, {"t": 3}, None, "drop", {"t": 2, "y": 4})
+        >>> g2 = g.with_starts("t", [0, 1, 5])
+        >>> g2.counts, g2.starts_of([0, 1, 2]).tolist()
+        ((3, 4), [[0, 0], [0, 1], [0, 2]])
+        >>> g2.starts_of([4, 8]).tolist(), g2.block_sizes().tolist()
+        ([[1, 0], [5, 0]], [8, 4])
+        """
+        axis = self.axis(dim)
+        explicit = tuple(int(s) for s in starts)
+        if any(b <= a for a, b in pairwise(explicit)):
+            raise WindowError(f"window starts along {dim!r} must be strictly ascending.")
+        if explicit and (explicit[0] < 0 or explicit[-1] + axis.length > axis.size):
+            raise WindowError(
+                f"window starts along {dim!r} must keep windows of {axis.length} inside "
+                f"0..{axis.size}."
+            )
+        new = dataclasses.replace(axis, stride=1, explicit=explicit)
+        return WindowGrid(
+            axes=tuple(new if a.dim == dim else a for a in self.axes), edges=self.edges
+        )
 
     def starts_of(self, ids: np.ndarray) -> np.ndarray:
         """Start index along every dim for each window id: shape ``(n, ndim)``."""
@@ -114,7 +155,9 @@ class WindowGrid:
         if not self.axes:
             return np.zeros((len(ids), 0), dtype=np.int64)
         k = np.stack(np.unravel_index(ids, self.counts), axis=-1)
-        return np.asarray(k * self.strides, dtype=np.int64)
+        if self.regular:
+            return np.asarray(k * self.strides, dtype=np.int64)
+        return np.stack([a.starts()[k[:, i]] for i, a in enumerate(self.axes)], axis=-1)
 
     # -- chunk groups ---------------------------------------------------------------
     def _block_ranges(self) -> list[tuple[np.ndarray, np.ndarray]]:
