@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from . import datasets, errors
 from ._batch import Batch
 from ._stream import Stream
-from .sampling._forecast import Forecast
 from .engine import EpochReport
+from .sampling import Forecast
 from .sources import ArraySource, ChunkedSource, VariableInfo, ZarrSource, open_zarr
 
 if TYPE_CHECKING:

@@ -1,5 +1,6 @@
 """Sampling: which windows exist, in which order each epoch visits them, who serves which."""
 
+from ._forecast import Forecast, ForecastPlan
 from ._order import SHUFFLES, EpochOrder, OrderSpec, normalize_shuffle, shard_range
 from ._permute import permutation_slice
 from ._plan import (
@@ -23,6 +24,8 @@ __all__ = [
     "Cursor",
     "EpochOrder",
     "EpochPlan",
+    "Forecast",
+    "ForecastPlan",
     "OrderSpec",
     "WindowGrid",
     "build_window_grid",
