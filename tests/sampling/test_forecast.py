@@ -82,7 +82,7 @@ def test_pairs_match_the_time_axis(gappy: Path, shuffle, inputs, lead) -> None:
             seen.add((t, lat, lon))
     # every reference time with a gap-free span is delivered once per window position
     expected = 0
-    for i, t in enumerate(time):
+    for t in time:
         span = np.arange(t - (inputs - 1) * H6, t + max(leads) + H6, H6)
         expected += all(s in present for s in span.tolist())
     assert len(seen) == stream.n_windows == expected * 2 * 2
