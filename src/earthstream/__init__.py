@@ -16,6 +16,7 @@ from . import datasets, errors
 from ._batch import Batch
 from ._stream import Stream
 from .engine import EpochReport
+from .multimodal import Modality, MultiStream
 from .sampling import Forecast
 from .sources import ArraySource, ChunkedSource, VariableInfo, ZarrSource, open_zarr
 
@@ -69,6 +70,8 @@ __all__ = [
     "ChunkedSource",
     "EpochReport",
     "Forecast",
+    "Modality",
+    "MultiStream",
     "GridSpec",
     "PixelWindow",
     "Stream",

@@ -83,6 +83,13 @@ class Batch(Mapping[str, np.ndarray]):
         kept = [d for d in self.mask_dims if d in dims]
         return np.transpose(mask, (0, *[1 + kept.index(d) for d in dims]))
 
+    def record(self, name: str) -> Any:
+        """Modality ``name`` of a :class:`~earthstream.MultiStream` batch, as a
+        :class:`~earthstream.multimodal.Record` (data, layout, channels, metadata)."""
+        from .multimodal._spec import record_of
+
+        return record_of(self, name)
+
     @property
     def size(self) -> int:
         """Number of samples in the batch."""

@@ -293,12 +293,16 @@ class Stream(ShardedStream):
         engine = self._engine_for(num_threads or self.num_threads)
         runner = engine.run(order, batches, shard=shard, num_shards=num_shards)
         self._report = engine.report
-        finish = self.forecast is not None or bool(self.encodings)
+        finish = self._finishes()
         for batch in runner:
             self._report = engine.report
             yield self._finish(batch) if finish else batch
 
     # -- forecasts and encodings ------------------------------------------------------
+    def _finishes(self) -> bool:
+        """Whether batches get a last step (:meth:`_finish`) after the engine."""
+        return self.forecast is not None or bool(self.encodings)
+
     @staticmethod
     def _forecast_window(
         forecast: Forecast,

@@ -85,6 +85,7 @@ class TorchBatch:
     channels: tuple[str, ...] = ()
     views: Mapping[str, _View] = field(default_factory=dict)
     coords_dtype: Mapping[str, np.dtype[Any]] = field(default_factory=dict)
+    attrs: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_batch(cls, batch: Batch, views: Mapping[str, _View] | None = None) -> TorchBatch:
@@ -105,6 +106,7 @@ class TorchBatch:
             channels=batch.channels,
             views=dict(views or {}),
             coords_dtype={k: v.dtype for k, v in batch.coords.items()},
+            attrs=dict(batch.attrs),
         )
 
     # -- mapping-like access ----------------------------------------------------------
@@ -115,6 +117,12 @@ class TorchBatch:
 
     def keys(self) -> list[str]:
         return list(self.dims)
+
+    def record(self, name: str) -> Any:
+        """Modality ``name`` of a multi-modal batch (see :meth:`earthstream.Batch.record`)."""
+        from ..multimodal._spec import record_of
+
+        return record_of(self, name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.dims)
