@@ -38,3 +38,21 @@ def test_demo_small(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "demo-prediction.png").stat().st_size > 10_000
     assert "samples/s" in result.stdout and "figure:" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_multimodal_small(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "earthstream", "demo", "--multimodal", "--small"),
+            *("--seconds", "6", "--cache-dir", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "demo-multimodal-prediction.png").stat().st_size > 10_000
+    out = result.stdout
+    assert "static: CHW [2, 24, 24] channels=['lsm', 'orography']" in out
+    assert "upper: VTLHW [1, 2, 3, 24, 24]" in out and "persistence" in out

@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=int, default=32)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--small", action="store_true", help="a tiny store, for a quick check")
+    demo.add_argument(
+        "--multimodal",
+        action="store_true",
+        help="weather variables + pressure levels + static fields -> t2m 24 h ahead",
+    )
 
     bench = sub.add_parser(
         "bench",
@@ -70,6 +75,16 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo" and args.multimodal:
+        from ._demo_multimodal import run_multimodal_demo
+
+        return run_multimodal_demo(
+            seconds=args.seconds,
+            cache_dir=args.cache_dir,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            small=args.small,
+        )
     if args.command == "demo":
         from ._demo import run_demo
 

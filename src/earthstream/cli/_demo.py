@@ -57,7 +57,9 @@ def _model(channels: int) -> Any:
     return NextStep()
 
 
-def _plot(path: Path, x: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str) -> None:
+def _plot(
+    path: Path, x: np.ndarray, truth: np.ndarray, pred: np.ndarray, title: str, lead: str = "6 h"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,8 +69,8 @@ def _plot(path: Path, x: np.ndarray, truth: np.ndarray, pred: np.ndarray, title:
     lo, hi = float(min(x.min(), truth.min())), float(max(x.max(), truth.max()))
     panels = [
         (x, "input: t2m at t (K)", "coolwarm", (lo, hi)),
-        (truth, "truth: t2m at t + 6 h (K)", "coolwarm", (lo, hi)),
-        (pred, "prediction: t2m at t + 6 h (K)", "coolwarm", (lo, hi)),
+        (truth, f"truth: t2m at t + {lead} (K)", "coolwarm", (lo, hi)),
+        (pred, f"prediction: t2m at t + {lead} (K)", "coolwarm", (lo, hi)),
     ]
     err = float(np.abs(truth - pred).max())
     panels.append((pred - truth, "prediction - truth (K)", "RdBu_r", (-err, err)))
