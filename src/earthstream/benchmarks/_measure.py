@@ -26,6 +26,20 @@ Result = dict[str, Any]
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak resident memory (MB).
+
+    ``/proc/self/status`` ``VmHWM`` is the high-water mark of this process's
+    address space.  ``getrusage``'s ``ru_maxrss`` is not: Linux carries it over
+    ``fork`` and ``exec`` from the parent, so a method process started by a
+    runner that had written a 400 MB store would report the runner's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:  # pragma: no cover - not Linux
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
