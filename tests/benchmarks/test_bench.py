@@ -47,6 +47,10 @@ def test_smoke_json_has_every_field(tmp_path: Path) -> None:
             assert row["samples"] > 0 and row["samples_per_s"] > 0
             assert row["ratio_to_limit"] > 0 and row["peak_rss_mb"] > 0
     assert out["scale"]["sizes"] == ["smoke", "smoke-x4"]
+    assert out["scale"]["limit_normalized_ratio"] > 0
+    assert all(v > 0 for v in out["scale"]["budget_rss_mb"])
+    # every process reports its own peak (VmHWM), not the runner's carried over fork/exec
+    assert len({round(r["peak_rss_mb"]) for r in rows}) > 1
     remote = {r["variant"] for r in rows if "http" in r["variant"] or "s3" in r["variant"]}
     assert {"shuffle=chunks, http, proxy +0 ms", "shuffle=chunks, http, proxy +20 ms"} <= remote
     assert any("s3, moto" in v for v in remote)
