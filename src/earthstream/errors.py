@@ -22,6 +22,8 @@ __all__ = [
     "MissingChunkError",
     "MissingProjectionError",
     "ResumeError",
+    "StatsFileError",
+    "StatsMismatchError",
     "StoreAccessError",
     "StoreNotFoundError",
     "StoreRequestError",
@@ -105,3 +107,11 @@ class MissingProjectionError(EarthstreamError, ValueError):
 
 class UnsupportedGeometryError(UnsupportedFormatError):
     """Vector features of a geometry type that cannot be rasterized (e.g. curves)."""
+
+
+class StatsFileError(EarthstreamError, ValueError):
+    """A statistics file that is missing, damaged or not written by ``earthstream stats``."""
+
+
+class StatsMismatchError(EarthstreamError, ValueError):
+    """Statistics that do not fit the data they should normalize (variables, levels)."""
