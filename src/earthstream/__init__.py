@@ -17,6 +17,7 @@ from ._batch import Batch
 from ._stream import Stream
 from .engine import EpochReport
 from .sources import ArraySource, ChunkedSource, VariableInfo, ZarrSource, open_zarr
+from .stats import Normalizer, Stats, compute_stats
 
 if TYPE_CHECKING:
     from .geo import GridSpec, PixelWindow
@@ -68,12 +69,15 @@ __all__ = [
     "ChunkedSource",
     "EpochReport",
     "GridSpec",
+    "Normalizer",
     "PixelWindow",
+    "Stats",
     "Stream",
     "VariableInfo",
     "VectorSource",
     "ZarrSource",
     "__version__",
+    "compute_stats",
     "datasets",
     "errors",
     "freeze_items",
