@@ -440,25 +440,28 @@ def compute_stats(
 
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="stats", dynamic_ncols=True)
 
-    start = time.perf_counter()
+    start = ready = time.perf_counter()
     workers = 1
     threads = 1
     try:
         if scheduler == "sync":
             results = _run_sync(source, tasks, bar)
+            finished = time.perf_counter()
         else:
             client, owned = _client(scheduler, n_workers, threads_per_worker)
             try:
                 nthreads = client.nthreads()
                 workers, threads = len(nthreads), sum(nthreads.values())
+                ready = time.perf_counter()
                 results = _run_dask(client, source, tasks, bar)
+                finished = time.perf_counter()
             finally:
                 for thing in owned:
                     thing.close()
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - start
+    seconds = finished - start  # the cluster's shutdown is not counted
 
     coords = source.coords
     out: dict[str, VariableStats] = {}
@@ -516,6 +519,8 @@ def compute_stats(
         },
         run={
             "seconds": seconds,
+            "startup_seconds": ready - start,
+            "compute_seconds": seconds - (ready - start),
             "bytes": total,
             "chunks": chunks,
             "tasks": len(tasks),
