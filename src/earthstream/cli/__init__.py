@@ -84,7 +84,10 @@ def _parser() -> argparse.ArgumentParser:
         "present; '' for none)",
     )
     stats.add_argument(
-        "--time", default=None, help="START:END labels (inclusive), e.g. 2020-01-01:2020-06-30"
+        "--time",
+        default=None,
+        help="START:END labels (inclusive), e.g. 2020-01-01:2020-06-30, or positions (end "
+        "exclusive), e.g. 0:100",
     )
     stats.add_argument("--workers", type=int, default=2, help="LocalCluster processes")
     stats.add_argument("--threads-per-worker", type=int, default=1)
@@ -171,7 +174,12 @@ def _stats(args: argparse.Namespace) -> int:
             from ..errors import ConfigError
 
             raise ConfigError(f"--time {args.time!r}: give START:END (either may be empty).")
-        selection = {"time": slice(start or None, end or None)}
+
+        def bound(text: str) -> int | str | None:  # positions if whole numbers, else labels
+            text = text.strip()
+            return int(text) if text.lstrip("-").isdigit() else (text or None)
+
+        selection = {"time": slice(bound(start), bound(end))}
     stats = compute_stats(
         args.url,
         names(args.variables),

@@ -313,7 +313,7 @@ def _client(scheduler: Any, n_workers: int, threads_per_worker: int) -> tuple[An
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never clashes
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)

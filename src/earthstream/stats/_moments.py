@@ -58,11 +58,14 @@ class Digest:
         n = len(values)
         if n == 0:
             return cls.empty(compression)
-        # Element i covers ranks [i, i + 1): it joins the bucket of its left edge's k,
-        # so a bucket spans at most one unit of k (plus one element).
-        k = _k(np.arange(n) / n, compression)
-        bucket = np.floor(k - k[0]).astype(np.int64)
-        starts = np.flatnonzero(np.diff(bucket, prepend=-1))
+        # Element i (ranks [i, i + 1)) joins bucket j = floor(k(i / n) - k(0)): a bucket
+        # spans at most one unit of k plus one element.  Bucket j starts at the first i
+        # with i / n >= q_j, where k(q_j) = k(0) + j: O(compression) work, not O(n).
+        j = np.arange(int(np.ceil(compression / 2)) + 1)
+        q = (np.sin(2 * np.pi * (j - compression / 4) / compression) + 1) / 2
+        edges = np.ceil(np.clip(q, 0.0, 1.0) * n - 1e-9).astype(np.int64)
+        starts = np.unique(np.clip(edges, 0, n - 1))
+        starts[0] = 0
         weights = np.diff(np.append(starts, n)).astype(np.float64)
         sums = np.add.reduceat(values.astype(np.float64, copy=False), starts)
         return cls(sums / weights, weights, compression)
