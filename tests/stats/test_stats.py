@@ -281,7 +281,9 @@ def test_loader_and_numpy_path(stats2: Stats, store: tuple[Path, Any], tmp_path:
     np.testing.assert_allclose(batch.stacked.numpy(), out.stacked, rtol=1e-6)
     c = out.channels.index("b[level=500]")
     np.testing.assert_allclose(out["b"], out.stacked[:, c : c + 3], rtol=0)
-    np.testing.assert_allclose(out["b"], _hand(first["b"], stats2["b"], np.arange(3)[:, None, None]))
+    np.testing.assert_allclose(
+        out["b"], _hand(first["b"], stats2["b"], np.arange(3)[:, None, None])
+    )
 
 
 def test_mismatched_stats_raise_typed_errors(store: tuple[Path, Any], tmp_path: Path) -> None:

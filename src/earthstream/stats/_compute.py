@@ -90,8 +90,7 @@ def _read_task(source: ChunkedSource, task: _Task) -> dict[str, Moments]:
             g = int(np.ravel_multi_index(glob, group_shape)) if glob else 0
             found[g].append(np.array(values, copy=True) if valid is None else values)
     groups = [
-        np.concatenate(v) if len(v) > 1 else (v[0] if v else np.zeros(0, info.dtype))
-        for v in found
+        np.concatenate(v) if len(v) > 1 else (v[0] if v else np.zeros(0, info.dtype)) for v in found
     ]
     return {task.name: Moments.from_groups(groups, task.compression)}
 
@@ -176,9 +175,9 @@ def _nodata_of(info: VariableInfo, nodata: Any) -> float | None:
             )
         candidates = [info.fill_value, *(info.attrs.get(k) for k in _NODATA_ATTRS)]
         for value in candidates:
-            if isinstance(value, int | float | np.number) and not isinstance(value, bool):
-                if not np.isnan(value):
-                    return float(value)
+            number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+            if number and not np.isnan(value):
+                return float(value)
         return None
     return float(nodata)
 
@@ -200,9 +199,7 @@ def _tasks(
         var_ranges[name] = vr
         per_axes = tuple(info.dims.index(d) for d in per if d in info.dims)
         value = _nodata_of(info, nodata)
-        axes = [
-            range(lo // c, -(-hi // c)) for (lo, hi), c in zip(vr, info.chunks, strict=True)
-        ]
+        axes = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(vr, info.chunks, strict=True)]
         step = max(1, task_bytes // max(1, info.chunk_nbytes))
         itemsize = info.dtype.itemsize
         it: Iterator[tuple[int, ...]] = itertools.product(*axes)
@@ -431,7 +428,13 @@ def compute_stats(
         )
     ranges = resolve_selection(source, selection)
     tasks, var_ranges = _tasks(
-        source, names, ranges, per, nodata, max(1, parse_bytes(task_bytes, name="task_bytes")), compression
+        source,
+        names,
+        ranges,
+        per,
+        nodata,
+        max(1, parse_bytes(task_bytes, name="task_bytes")),
+        compression,
     )
     total = sum(t.nbytes for t in tasks)
     bar = None

@@ -32,7 +32,8 @@ DEFAULT_COMPRESSION = 1000
 
 def _k(q: np.ndarray, compression: float) -> np.ndarray:
     """The k1 scale function: dense near the tails, sparse near the median."""
-    return compression / (2 * np.pi) * np.arcsin(np.clip(2 * q - 1, -1.0, 1.0))
+    k: np.ndarray = compression / (2 * np.pi) * np.arcsin(np.clip(2 * q - 1, -1.0, 1.0))
+    return k
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +133,8 @@ class Digest:
         mid = (np.cumsum(self.weights) - self.weights / 2) / total
         xs = np.concatenate([[0.0], mid, [1.0]])
         ys = np.concatenate([[lo], self.means, [hi]])
-        return np.clip(np.interp(q, xs, ys), lo, hi)
+        out: np.ndarray = np.clip(np.interp(q, xs, ys), lo, hi)
+        return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -109,7 +109,12 @@ class Normalizer:
 
     # -- lookups --------------------------------------------------------------------
     def _index(
-        self, name: str, dims: Sequence[str], starts: Mapping[str, Any], shape: Sequence[int], xp: Any
+        self,
+        name: str,
+        dims: Sequence[str],
+        starts: Mapping[str, Any],
+        shape: Sequence[int],
+        xp: Any,
     ) -> tuple[Any, ...] | None:
         """Index arrays into ``name``'s tables, broadcastable to a ``(B, *dims)`` batch."""
         v = self.stats[name]
@@ -160,9 +165,7 @@ class Normalizer:
         self._check_names(list(batch.dims))
         starts = {d: np.asarray(s) for d, s in batch.starts.items()}
         if batch.stacked is None:
-            data = {
-                n: self.normalize_array(n, a, batch.dims[n], starts) for n, a in batch.items()
-            }
+            data = {n: self.normalize_array(n, a, batch.dims[n], starts) for n, a in batch.items()}
             return dataclasses.replace(batch, data=data)
         old = batch.stacked
         dtype = old.dtype if old.dtype.kind == "f" else np.dtype(np.float32)
@@ -215,9 +218,8 @@ class Normalizer:
         index = self._index(name, dims, starts, x.shape, torch)
         if index is not None:
             mean, scale = mean[index], scale[index]
-        if inplace:
-            return x.sub_(mean).div_(scale)
-        return (x.to(dtype) - mean) / scale
+        out: torch.Tensor = x.sub_(mean).div_(scale) if inplace else (x.to(dtype) - mean) / scale
+        return out
 
     def apply_torch(self, batch: TorchBatch) -> TorchBatch:
         """Normalize a :class:`~earthstream.delivery.TorchBatch` on its device (in place

@@ -228,7 +228,10 @@ class Stats(Mapping[str, VariableStats]):
                 rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         lines = [
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
             for r in rows
         ]
         return "\n".join(lines)
