@@ -330,3 +330,13 @@ def test_cli_writes_the_file(
     assert main([*argv, "--output", "x.json", "--no-progress"]) == 0
     stats = Stats.from_json(tmp_path / "x.json")
     assert stats["b"].shape == () and stats.source["selection"] == {"time": [0, 4]}
+
+
+def test_large_chunks_same_in_workers_and_here(client: Any) -> None:
+    """Sums do not depend on the process's BLAS threads (np.dot's would)."""
+    values = np.random.default_rng(5).normal(300.0, 20.0, (4, 500_000))
+    src = es.ArraySource({"x": (("t", "i"), values)}, chunks={"t": 1})
+    there = es.compute_stats(src, scheduler=client, progress=False)
+    here = es.compute_stats(src, scheduler="sync", progress=False)
+    assert float(there["x"].std) == float(here["x"].std)
+    np.testing.assert_allclose(there["x"].std, values.std(), rtol=1e-12)

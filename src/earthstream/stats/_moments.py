@@ -185,7 +185,8 @@ class Moments:
             d -= mean
             out.count[g] = count
             out.mean[g] = mean
-            out.m2[g] = float(np.dot(d, d))
+            d *= d  # not np.dot: BLAS sums in an order that depends on its thread count
+            out.m2[g] = float(d.sum())
             out.min[g] = float(v[0])
             out.max[g] = float(v[-1])
             digests.append(Digest.from_sorted(v, compression))
