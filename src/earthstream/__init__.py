@@ -19,6 +19,7 @@ from .engine import EpochReport
 from .multimodal import Modality, MultiStream
 from .sampling import Forecast
 from .sources import ArraySource, ChunkedSource, VariableInfo, ZarrSource, open_zarr
+from .stats import Normalizer, Stats, compute_stats
 
 if TYPE_CHECKING:
     from .geo import GridSpec, PixelWindow
@@ -73,12 +74,15 @@ __all__ = [
     "Modality",
     "MultiStream",
     "GridSpec",
+    "Normalizer",
     "PixelWindow",
+    "Stats",
     "Stream",
     "VariableInfo",
     "VectorSource",
     "ZarrSource",
     "__version__",
+    "compute_stats",
     "datasets",
     "errors",
     "freeze_items",

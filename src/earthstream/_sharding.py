@@ -101,14 +101,23 @@ class ShardedStream:
         *,
         non_blocking: bool = True,
         pin_memory: bool | None = None,
+        normalize: Any = None,
     ) -> TorchStream:
         """A ``torch.utils.data.IterableDataset`` yielding batches as tensors.
 
-        See :class:`earthstream.delivery.TorchStream`.
+        ``normalize`` (a statistics JSON path, :class:`~earthstream.Stats` or
+        :class:`~earthstream.Normalizer`) applies ``(x - mean) / std`` on the
+        device in the last stage.  See :class:`earthstream.delivery.TorchStream`.
         """
         from .delivery._torch import TorchStream
 
-        return TorchStream(self, device=device, non_blocking=non_blocking, pin_memory=pin_memory)
+        return TorchStream(
+            self,
+            device=device,
+            non_blocking=non_blocking,
+            pin_memory=pin_memory,
+            normalize=normalize,
+        )
 
     def _sharding_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Pickled state: workers started with "spawn" have no torch.distributed group,

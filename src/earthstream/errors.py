@@ -25,6 +25,8 @@ __all__ = [
     "MissingModalityError",
     "MissingProjectionError",
     "ResumeError",
+    "StatsFileError",
+    "StatsMismatchError",
     "StoreAccessError",
     "StoreNotFoundError",
     "StoreRequestError",
@@ -125,3 +127,11 @@ class GridMismatchError(EarthstreamError, ValueError):
 
 class MissingModalityError(EarthstreamError, LookupError):
     """A modality has no data for a sample and its policy is ``"error"``."""
+
+
+class StatsFileError(EarthstreamError, ValueError):
+    """A statistics file that is missing, damaged or not written by ``earthstream stats``."""
+
+
+class StatsMismatchError(EarthstreamError, ValueError):
+    """Statistics that do not fit the data they should normalize (variables, levels)."""

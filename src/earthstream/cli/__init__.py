@@ -1,4 +1,4 @@
-"""The ``earthstream`` command: ``demo``, ``info`` (and more subcommands as they land)."""
+"""The ``earthstream`` command: ``demo``, ``bench``, ``info``, ``stats``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,41 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a Zarr store: variables, dims, chunks, codecs")
     info.add_argument("url", help="local path or URL of the store")
+
+    stats = sub.add_parser(
+        "stats",
+        help="per-variable (and per-level) count, mean, std, min, max, quantiles, on Dask",
+        description=(
+            "Reads every chunk of the store (or a selection) once on Dask distributed workers "
+            "and writes count, mean, std, min, max and quantiles per variable (and per level "
+            "or band) as JSON, for stream.to_torch(normalize=...)."
+        ),
+    )
+    stats.add_argument("url", help="local path or URL of the store")
+    stats.add_argument("--variables", default=None, help="comma-separated (default: all)")
+    stats.add_argument(
+        "--per",
+        default=None,
+        help="comma-separated dims with separate statistics (default: level,band where "
+        "present; '' for none)",
+    )
+    stats.add_argument(
+        "--time",
+        default=None,
+        help="START:END labels (inclusive), e.g. 2020-01-01:2020-06-30, or positions (end "
+        "exclusive), e.g. 0:100",
+    )
+    stats.add_argument("--workers", type=int, default=2, help="LocalCluster processes")
+    stats.add_argument("--threads-per-worker", type=int, default=1)
+    stats.add_argument(
+        "--scheduler", default=None, help="address of a running scheduler (tcp://...), or 'sync'"
+    )
+    stats.add_argument(
+        "--output", default=None, help="JSON file (default: <store name>.stats.json here)"
+    )
+    stats.add_argument("--quantiles", default="0.01,0.5,0.99", help="comma-separated levels")
+    stats.add_argument("--task-bytes", default="16MB", help="decoded bytes per Dask task")
+    stats.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -102,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(open_zarr(args.url))
         return 0
+    if args.command == "stats":
+        return _stats(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
@@ -133,6 +170,59 @@ def _bench(args: argparse.Namespace) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1, default=str))
             print(f"JSON: {args.json}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from ..stats import compute_stats
+
+    def names(text: str | None) -> list[str] | None:
+        return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
+
+    selection = None
+    if args.time:
+        start, sep, end = args.time.partition(":")
+        if not sep:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"--time {args.time!r}: give START:END (either may be empty).")
+
+        def bound(text: str) -> int | str | None:  # positions if whole numbers, else labels
+            text = text.strip()
+            return int(text) if text.lstrip("-").isdigit() else (text or None)
+
+        selection = {"time": slice(bound(start), bound(end))}
+    stats = compute_stats(
+        args.url,
+        names(args.variables),
+        per=names(args.per),
+        selection=selection,
+        quantiles=[float(q) for q in args.quantiles.split(",") if q.strip()],
+        scheduler=args.scheduler,
+        n_workers=args.workers,
+        threads_per_worker=args.threads_per_worker,
+        task_bytes=args.task_bytes,
+        progress=not args.no_progress,
+    )
+    output = args.output
+    if output is None:
+        name = os.path.basename(str(args.url).rstrip("/")) or "store"
+        output = (name[: -len(".zarr")] if name.endswith(".zarr") else name) + ".stats.json"
+    path = stats.to_json(Path(output))
+    print(stats.table())
+    run = stats.run
+    mb = run["bytes"] / 1e6
+    print(
+        f"{mb:,.1f} MB decoded in {run['chunks']:,} chunks ({run['tasks']} tasks) on "
+        f"{run['workers']} worker(s) x {run['threads'] // max(1, run['workers'])} thread(s): "
+        f"{run['seconds']:.2f} s wall, {mb / run['seconds']:,.1f} MB/s, "
+        f"{run['chunks'] / run['seconds']:,.0f} chunks/s (cluster start "
+        f"{run['startup_seconds']:.2f} s; {mb / run['compute_seconds']:,.1f} MB/s without it)"
+    )
+    print(f"written: {path}")
     return 0
 
 

@@ -15,6 +15,7 @@ so the union over ranks and workers is exactly one epoch.  ``state_dict`` /
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from ..errors import ConfigError, ResumeError
 
 if TYPE_CHECKING:
     from .._sharding import ShardedStream
+    from ..stats import Normalizer
 
 __all__ = ["DeviceLoader", "TorchBatch", "TorchStream", "to_tensor"]
 
@@ -238,6 +240,14 @@ class TorchStream(IterableDataset[TorchBatch]):
         Asynchronous host-to-device copies (CUDA), overlapping the next batch.
     pin_memory
         Page-lock batches before the copy; default: when ``device`` is CUDA.
+    normalize
+        Statistics to normalize with, ``(x - mean) / std`` per variable (and
+        level or band), applied on ``device`` in the last stage (:meth:`to_device`):
+        the path of a JSON file from ``earthstream stats``, a
+        :class:`~earthstream.Stats`, or a :class:`~earthstream.Normalizer`.
+        Checked against the stream's variables here, before any data is read
+        (:class:`~earthstream.errors.StatsMismatchError`).  A plain ``DataLoader``
+        with workers skips the last stage: use :meth:`loader`.
 
     Examples
     --------
@@ -256,6 +266,7 @@ class TorchStream(IterableDataset[TorchBatch]):
         *,
         non_blocking: bool = True,
         pin_memory: bool | None = None,
+        normalize: Any = None,
     ) -> None:
         super().__init__()
         self.stream = stream
@@ -263,6 +274,9 @@ class TorchStream(IterableDataset[TorchBatch]):
         self.non_blocking = non_blocking
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
         self._views = _views(stream)
+        self.normalizer = _normalizer(normalize)
+        if self.normalizer is not None:
+            self.normalizer.check_stream(stream)
         stream.placement()  # under torch.distributed: kept for the workers to copy
 
     def __len__(self) -> int:
@@ -315,12 +329,15 @@ class TorchStream(IterableDataset[TorchBatch]):
             yield out
 
     def to_device(self, batch: TorchBatch) -> TorchBatch:
-        """Move a batch to the target device (pinning first when asked)."""
-        if self.device.type == "cpu":
-            return batch
-        if self.pin_memory and not batch.window_ids.is_pinned():
-            batch = batch.pin_memory()
-        return batch.to(self.device, non_blocking=self.non_blocking)
+        """Move a batch to the target device (pinning first when asked), then normalize it
+        there when the stream was given statistics."""
+        if self.device.type != "cpu":
+            if self.pin_memory and not batch.window_ids.is_pinned():
+                batch = batch.pin_memory()
+            batch = batch.to(self.device, non_blocking=self.non_blocking)
+        if self.normalizer is not None:
+            batch = self.normalizer.apply_torch(batch)
+        return batch
 
     def loader(self, num_workers: int = 0, **kwargs: Any) -> DeviceLoader:
         """A ``DataLoader`` over this dataset that delivers batches on ``device``.
@@ -346,6 +363,21 @@ class TorchStream(IterableDataset[TorchBatch]):
             kwargs.setdefault("multiprocessing_context", "spawn")
         loader = DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
         return DeviceLoader(loader, self)
+
+
+def _normalizer(normalize: Any) -> Normalizer | None:
+    if normalize is None:
+        return None
+    from ..stats import Normalizer, Stats
+
+    if isinstance(normalize, Normalizer):
+        return normalize
+    if isinstance(normalize, Stats | str | os.PathLike):
+        return Normalizer(normalize)
+    raise ConfigError(
+        f"normalize={type(normalize).__name__}: pass the path of a statistics file "
+        "(`earthstream stats URL`), a Stats, a Normalizer, or None."
+    )
 
 
 def _remote(stream: Any) -> bool:

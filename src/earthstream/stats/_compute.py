@@ -1,0 +1,543 @@
+"""``compute_stats``: per-variable statistics of a store on Dask distributed.
+
+The work is split by chunk: each task reads a run of consecutive chunks of one
+variable with ``source.read_chunk`` (no dask arrays, no xarray) and returns a
+small :class:`~earthstream.stats._moments.Moments`.  Partial results are merged
+on the workers in a fixed tree (fan-in 8, in task order), and reads are
+submitted a bounded number at a time, so memory stays bounded on any store
+size.  Tasks and the merge tree depend only on the data and ``task_bytes``,
+never on the cluster, so the result is the same (bit for bit) with any number
+of workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._names import suggest
+from .._units import parse_bytes
+from ..errors import ConfigError, DimensionError
+from ..sources import ChunkedSource, VariableInfo, open_zarr
+from ._moments import DEFAULT_COMPRESSION, Moments
+from ._result import Stats, VariableStats
+
+__all__ = ["DEFAULT_PER", "compute_stats", "resolve_selection"]
+
+#: Dims kept as separate statistics when present (``per=None``).
+DEFAULT_PER = ("level", "band")
+_FAN_IN = 8
+_NODATA_ATTRS = ("_FillValue", "missing_value", "nodata")
+
+Selection = Mapping[str, "slice | tuple[Any, Any] | int"]
+
+
+@dataclass(frozen=True)
+class _Task:
+    """Consecutive chunks of one variable, with what the reader needs to crop and group."""
+
+    name: str
+    indices: tuple[tuple[int, ...], ...]
+    ranges: tuple[tuple[int, int], ...]  # selected index range along each dim
+    per_axes: tuple[int, ...]
+    nodata: float | None
+    compression: float
+    nbytes: int  # decoded bytes of the selection these chunks cover
+
+
+# -- worker side ------------------------------------------------------------------------
+def _read_task(source: ChunkedSource, task: _Task) -> dict[str, Moments]:
+    """Read the task's chunks and return the moments of their valid values per group."""
+    info = source.variables[task.name]
+    group_shape = tuple(task.ranges[a][1] - task.ranges[a][0] for a in task.per_axes)
+    n_groups = math.prod(group_shape)
+    found: list[list[np.ndarray]] = [[] for _ in range(n_groups)]
+    rest = [a for a in range(info.ndim) if a not in task.per_axes]
+    for index in task.indices:
+        data = source.read_chunk(task.name, index)
+        if data is None:  # not stored: fill value everywhere, which is not data
+            continue
+        region = []
+        offsets = []
+        for axis, (i, c) in enumerate(zip(index, info.chunks, strict=True)):
+            lo, hi = task.ranges[axis]
+            start = max(lo, i * c)
+            stop = min(hi, (i + 1) * c)
+            region.append(slice(start - i * c, stop - i * c))
+            offsets.append(start - lo)
+        block = np.asarray(data)[tuple(region)]
+        block = block.transpose(*task.per_axes, *rest)
+        local = block.shape[: len(task.per_axes)]
+        rows = block.reshape(math.prod(local), -1)
+        for r, local_index in enumerate(np.ndindex(*local)):
+            row = rows[r]
+            valid = np.isfinite(row) if row.dtype.kind in "fc" else None
+            if task.nodata is not None:
+                keep = row != task.nodata
+                valid = keep if valid is None else valid & keep
+            values = row if valid is None else row[valid]
+            if not len(values):
+                continue
+            glob = tuple(offsets[a] + j for a, j in zip(task.per_axes, local_index, strict=True))
+            g = int(np.ravel_multi_index(glob, group_shape)) if glob else 0
+            found[g].append(np.array(values, copy=True) if valid is None else values)
+    groups = [
+        np.concatenate(v) if len(v) > 1 else (v[0] if v else np.zeros(0, info.dtype)) for v in found
+    ]
+    return {task.name: Moments.from_groups(groups, task.compression)}
+
+
+def _merge(*parts: dict[str, Moments]) -> dict[str, Moments]:
+    """Merge partial results variable by variable, in the given order."""
+    by_name: dict[str, list[Moments]] = {}
+    for part in parts:
+        for name, moments in part.items():
+            by_name.setdefault(name, []).append(moments)
+    return {name: Moments.merge(ms) if len(ms) > 1 else ms[0] for name, ms in by_name.items()}
+
+
+# -- planning -------------------------------------------------------------------------
+def _is_label(value: Any) -> bool:
+    return value is not None and not isinstance(value, int | np.integer)
+
+
+def resolve_selection(
+    source: ChunkedSource, selection: Selection | None
+) -> dict[str, tuple[int, int]]:
+    """Index ranges ``[start, stop)`` per dim for a selection.
+
+    Integers (``slice(0, 100)``, ``(0, 100)``) are positions, end exclusive;
+    anything else (``slice("2020-01-01", "2020-03-31")``) are coordinate labels,
+    end inclusive (as ``xarray``'s ``sel``), looked up in the dim's increasing
+    coordinate.
+
+    >>> import numpy as np, earthstream as es
+    >>> src = es.ArraySource({"x": (("t",), np.zeros(10))}, coords={"t": np.arange(10) * 10})
+    >>> resolve_selection(src, {"t": slice(2, 5)}), resolve_selection(src, {"t": (20.0, 50.0)})
+    ({'t': (2, 5)}, {'t': (2, 6)})
+    """
+    sizes: dict[str, int] = {}
+    for info in source.variables.values():
+        for dim, size in zip(info.dims, info.shape, strict=True):
+            sizes.setdefault(dim, size)
+    out: dict[str, tuple[int, int]] = {}
+    for dim, sel in (selection or {}).items():
+        if dim not in sizes:
+            raise DimensionError(
+                f"selection on dim {dim!r}, which no selected variable has."
+                f"{suggest(dim, list(sizes))} Dims: {', '.join(sizes)}."
+            )
+        if isinstance(sel, int | np.integer) and not isinstance(sel, bool):
+            start, stop = int(sel), int(sel) + 1
+        elif isinstance(sel, slice | tuple) and not (isinstance(sel, slice) and sel.step):
+            lo, hi = (sel.start, sel.stop) if isinstance(sel, slice) else sel
+            if _is_label(lo) or _is_label(hi):
+                values = np.asarray(source.coords.get(dim, np.arange(sizes[dim])))
+                if values.dtype.kind == "M":
+                    lo = None if lo is None else np.datetime64(lo)
+                    hi = None if hi is None else np.datetime64(hi)
+                start = 0 if lo is None else int(np.searchsorted(values, lo, side="left"))
+                stop = sizes[dim] if hi is None else int(np.searchsorted(values, hi, side="right"))
+            else:
+                start, stop, _ = slice(lo, hi).indices(sizes[dim])
+        else:
+            raise ConfigError(
+                f"selection[{dim!r}]={sel!r} is not a selection; use slice(start, stop) of "
+                "positions or coordinate labels, a (start, stop) pair, or one position."
+            )
+        if not 0 <= start < stop <= sizes[dim]:
+            raise ConfigError(
+                f"selection[{dim!r}]={sel!r} selects nothing of {dim!r} (size {sizes[dim]}, "
+                f"resolved to positions {start}:{stop}). Check the range and its order."
+            )
+        out[dim] = (start, stop)
+    return out
+
+
+def _nodata_of(info: VariableInfo, nodata: Any) -> float | None:
+    if isinstance(nodata, Mapping):
+        nodata = nodata.get(info.name, "fill")
+    if nodata is None:
+        return None
+    if isinstance(nodata, str):
+        if nodata != "fill":
+            raise ConfigError(
+                f"nodata={nodata!r}: use 'fill' (each variable's fill value and nodata "
+                "attributes), None (only NaN is excluded), a number, or a name -> value mapping."
+            )
+        candidates = [info.fill_value, *(info.attrs.get(k) for k in _NODATA_ATTRS)]
+        for value in candidates:
+            number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
+            if number and not np.isnan(value):
+                return float(value)
+        return None
+    return float(nodata)
+
+
+def _tasks(
+    source: ChunkedSource,
+    names: Sequence[str],
+    ranges: Mapping[str, tuple[int, int]],
+    per: Sequence[str],
+    nodata: Any,
+    task_bytes: int,
+    compression: float,
+) -> tuple[list[_Task], dict[str, tuple[tuple[int, int], ...]]]:
+    tasks: list[_Task] = []
+    var_ranges: dict[str, tuple[tuple[int, int], ...]] = {}
+    for name in names:
+        info = source.variables[name]
+        vr = tuple(ranges.get(d, (0, n)) for d, n in zip(info.dims, info.shape, strict=True))
+        var_ranges[name] = vr
+        per_axes = tuple(info.dims.index(d) for d in per if d in info.dims)
+        value = _nodata_of(info, nodata)
+        axes = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(vr, info.chunks, strict=True)]
+        step = max(1, task_bytes // max(1, info.chunk_nbytes))
+        itemsize = info.dtype.itemsize
+        it: Iterator[tuple[int, ...]] = itertools.product(*axes)
+        while run := tuple(itertools.islice(it, step)):
+            nbytes = 0
+            for index in run:
+                n = itemsize
+                for (lo, hi), i, c in zip(vr, index, info.chunks, strict=True):
+                    n *= min(hi, (i + 1) * c) - max(lo, i * c)
+                nbytes += n
+            tasks.append(_Task(name, run, vr, per_axes, value, compression, nbytes))
+    return tasks, var_ranges
+
+
+# -- drivers ------------------------------------------------------------------------------
+class _Tree:
+    """A fixed merge tree: nodes merge ``_FAN_IN`` consecutive results of the level below."""
+
+    def __init__(self, submit: Callable[..., Any]) -> None:
+        self.submit = submit
+        self.levels: list[list[Any]] = []
+
+    def push(self, item: Any, level: int = 0) -> None:
+        if level == len(self.levels):
+            self.levels.append([])
+        self.levels[level].append(item)
+        if len(self.levels[level]) == _FAN_IN:
+            items, self.levels[level] = self.levels[level], []
+            self.push(self.submit(_merge, *items), level + 1)
+
+    def root(self) -> Any:
+        carry: list[Any] = []
+        for items in self.levels:
+            items = items + carry  # lower levels hold later data: keep data order
+            carry = [self.submit(_merge, *items)] if len(items) > 1 else items
+        return carry[0] if carry else None
+
+
+def _run_sync(source: ChunkedSource, tasks: Sequence[_Task], bar: Any) -> dict[str, Moments]:
+    tree = _Tree(lambda fn, *args: fn(*args))
+    for task in tasks:
+        tree.push(_read_task(source, task))
+        if bar is not None:
+            bar.update(task.nbytes)
+    root = tree.root()
+    return {} if root is None else dict(root)
+
+
+def _run_dask(
+    client: Any, source: ChunkedSource, tasks: Sequence[_Task], bar: Any
+) -> dict[str, Moments]:
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:8]
+    counter = itertools.count()
+
+    def submit(fn: Callable[..., Any], *args: Any) -> Any:
+        kind = "read" if fn is _read_task else "merge"
+        return client.submit(fn, *args, key=f"earthstream-stats-{kind}-{token}-{next(counter)}")
+
+    threads = sum(client.nthreads().values()) or 1
+    max_in_flight = max(8, 4 * threads)
+    src = client.scatter(source, broadcast=True, hash=False)
+    tree = _Tree(submit)
+    sizes: dict[str, int] = {}
+    pending = iter(tasks)
+
+    def next_read() -> Any:
+        task = next(pending, None)
+        if task is None:
+            return None
+        future = submit(_read_task, src, task)
+        sizes[future.key] = task.nbytes
+        tree.push(future)  # its merge is submitted as soon as 8 reads are
+        return future
+
+    first = [f for f in (next_read() for _ in range(max_in_flight)) if f is not None]
+    done = as_completed(first)
+    for future in done:
+        if future.status == "error":
+            future.result()  # raises the task's exception here
+        if bar is not None:
+            bar.update(sizes.pop(future.key, 0))
+        else:
+            sizes.pop(future.key, None)
+        following = next_read()
+        if following is not None:
+            done.add(following)
+    root = tree.root()
+    return {} if root is None else dict(root.result())
+
+
+def _client(scheduler: Any, n_workers: int, threads_per_worker: int) -> tuple[Any, list[Any]]:
+    """The client to use and what to close afterwards."""
+    if not isinstance(scheduler, str | type(None)):
+        return scheduler, []  # an existing distributed.Client: the caller owns it
+    try:
+        import logging
+
+        from distributed import Client, LocalCluster
+    except ImportError as exc:  # pragma: no cover - distributed is in the bench extra
+        raise ImportError(
+            "compute_stats needs dask.distributed: pip install 'dask[distributed]' "
+            "(or pass scheduler='sync' to compute in this process)."
+        ) from exc
+    if scheduler is None:
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=":0",  # any free port: never clashes
+            silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+        return client, [client, cluster]
+    client = Client(scheduler)
+    return client, [client]
+
+
+def compute_stats(
+    source: ChunkedSource | str | os.PathLike[str],
+    variables: Sequence[str] | str | None = None,
+    *,
+    per: Sequence[str] | None = None,
+    selection: Selection | None = None,
+    quantiles: Sequence[float] = (0.01, 0.5, 0.99),
+    nodata: Any = "fill",
+    scheduler: Any = None,
+    n_workers: int = 2,
+    threads_per_worker: int = 1,
+    task_bytes: int | str = "16MB",
+    compression: float = DEFAULT_COMPRESSION,
+    progress: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Stats:
+    """Count, mean, std, min, max and quantiles of each variable, streamed over the chunks.
+
+    Every chunk of the selection is read once, in parallel on Dask distributed
+    workers; each task reads a run of chunks (about ``task_bytes`` decoded)
+    and returns a small mergeable accumulator, so memory stays bounded.  Mean,
+    std (population, ``ddof=0``), min, max and count are exact up to
+    floating-point rounding; quantiles come from a merging t-digest (rank
+    error typically below 0.1%, see :mod:`earthstream.stats`).
+
+    Parameters
+    ----------
+    source
+        A source (e.g. from :func:`~earthstream.open_zarr`) or a path/URL of a Zarr store.
+    variables
+        Variables to measure (default: all).
+    per
+        Dims whose positions get separate statistics (e.g. pressure levels);
+        default ``("level", "band")`` wherever a variable has them; ``()`` for one
+        set of statistics per variable.
+    selection
+        Dim -> range to measure: ``slice(start, stop)`` of positions (end
+        exclusive) or of coordinate labels (end inclusive), e.g.
+        ``{"time": slice("2020-01-01", "2020-06-30")}``.
+    quantiles
+        Quantile levels in ``[0, 1]``.
+    nodata
+        Values left out besides NaN: ``"fill"`` (default: each variable's fill
+        value, or its ``_FillValue`` / ``missing_value`` / ``nodata``
+        attribute), ``None``, a number, or a name -> value mapping.  Zarr v3's
+        default fill value for floats is 0, so with ``"fill"`` zeros of such
+        arrays are not counted: pass ``nodata=None`` for them.
+    scheduler
+        ``None``: a ``LocalCluster`` of ``n_workers`` processes with
+        ``threads_per_worker`` threads, closed afterwards; an address
+        (``"tcp://host:8786"``) of a running scheduler; a ``distributed.Client``;
+        or ``"sync"`` to compute in this process without Dask.
+    n_workers, threads_per_worker
+        Size of the ``LocalCluster`` (only with ``scheduler=None``).
+    task_bytes
+        Decoded bytes each task reads (whole chunks, at least one).  The
+        result depends on it (in the last bits, and the quantile sketch), not
+        on the cluster.
+    compression
+        Size of the quantile sketch (centroids per group, at most).
+    progress
+        Show a progress bar (decoded bytes).
+    storage_options
+        Passed to :func:`~earthstream.open_zarr` when ``source`` is a URL.
+
+    Returns
+    -------
+    Stats
+
+    Examples
+    --------
+    >>> import earthstream as es
+    >>> path = es.datasets.era5_like(tmp_path / "s.zarr", n_times=8, n_lat=16, n_lon=32)
+    >>> stats = es.compute_stats(path, ["t2m", "z"], scheduler="sync", progress=False)
+    >>> stats["z"].per, stats["z"].shape, stats["t2m"].shape
+    (('level',), (3,), ())
+    >>> 250 < float(stats["t2m"].mean) < 300
+    True
+    """
+    if isinstance(source, str | os.PathLike):
+        source = open_zarr(source, storage_options=storage_options)
+    if variables is not None:
+        source = source.select([variables] if isinstance(variables, str) else list(variables))
+    names = list(source.variables)
+    all_dims = {d for info in source.variables.values() for d in info.dims}
+    if per is None:
+        per = tuple(d for d in DEFAULT_PER if d in all_dims)
+    else:
+        per = (per,) if isinstance(per, str) else tuple(per)
+        for dim in per:
+            if dim not in all_dims:
+                raise DimensionError(
+                    f"per={dim!r}: no selected variable has that dim.{suggest(dim, list(all_dims))}"
+                    f" Dims: {', '.join(sorted(all_dims))}."
+                )
+    qs = tuple(float(q) for q in quantiles)
+    if any(not 0.0 <= q <= 1.0 for q in qs):
+        raise ConfigError(f"quantiles={list(quantiles)!r} must lie in [0, 1].")
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ConfigError(f"n_workers={n_workers!r} must be a whole number >= 1.")
+    if threads_per_worker < 1:
+        raise ConfigError(f"threads_per_worker={threads_per_worker!r} must be at least 1.")
+    if isinstance(scheduler, str) and scheduler != "sync" and "://" not in scheduler:
+        raise ConfigError(
+            f"scheduler={scheduler!r}: pass a scheduler address such as 'tcp://host:8786', "
+            "a distributed.Client, 'sync' (this process), or None (a LocalCluster)."
+        )
+    ranges = resolve_selection(source, selection)
+    tasks, var_ranges = _tasks(
+        source,
+        names,
+        ranges,
+        per,
+        nodata,
+        max(1, parse_bytes(task_bytes, name="task_bytes")),
+        compression,
+    )
+    total = sum(t.nbytes for t in tasks)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc="stats", dynamic_ncols=True)
+
+    start = ready = time.perf_counter()
+    workers = 1
+    threads = 1
+    try:
+        if scheduler == "sync":
+            results = _run_sync(source, tasks, bar)
+            finished = time.perf_counter()
+        else:
+            client, owned = _client(scheduler, n_workers, threads_per_worker)
+            try:
+                nthreads = client.nthreads()
+                workers, threads = len(nthreads), sum(nthreads.values())
+                ready = time.perf_counter()
+                results = _run_dask(client, source, tasks, bar)
+                finished = time.perf_counter()
+            finally:
+                for thing in owned:
+                    thing.close()
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = finished - start  # the cluster's shutdown is not counted
+
+    coords = source.coords
+    out: dict[str, VariableStats] = {}
+    described: dict[str, Any] = {}
+    for name in names:
+        info = source.variables[name]
+        vr = var_ranges[name]
+        var_per = tuple(d for d in per if d in info.dims)
+        shape = tuple(vr[info.dims.index(d)][1] - vr[info.dims.index(d)][0] for d in var_per)
+        groups = math.prod(shape)
+        m = results.get(name) or Moments.empty(groups, compression)
+        labels: dict[str, tuple[Any, ...]] = {}
+        for d in var_per:
+            lo, hi = vr[info.dims.index(d)]
+            if d in coords:
+                labels[d] = tuple(_label(v) for v in np.asarray(coords[d])[lo:hi])
+        with np.errstate(invalid="ignore"):
+            mean = np.where(m.count > 0, m.mean, np.nan)
+        qv = m.quantiles(qs)
+        out[name] = VariableStats(
+            name=name,
+            dims=info.dims,
+            per=var_per,
+            count=m.count.reshape(shape),
+            mean=mean.reshape(shape),
+            std=m.std.reshape(shape),
+            min=np.where(m.count > 0, m.min, np.nan).reshape(shape),
+            max=np.where(m.count > 0, m.max, np.nan).reshape(shape),
+            quantiles={q: qv[i].reshape(shape) for i, q in enumerate(qs)},
+            labels=labels,
+            nodata=_nodata_of(info, nodata),
+        )
+        described[name] = {
+            "dims": list(info.dims),
+            "shape": list(info.shape),
+            "dtype": str(info.dtype),
+        }
+    location = getattr(source, "location", None)
+    url = getattr(location, "url", None) or type(source).__name__
+    chunks = sum(len(t.indices) for t in tasks)
+    return Stats(
+        variables=out,
+        source={
+            "url": url,
+            "variables": described,
+            "selection": {d: list(r) for d, r in ranges.items()},
+        },
+        quantile_levels=qs,
+        method={
+            "std_ddof": 0,
+            "excluded": "NaN and nodata",
+            "quantiles": "merging t-digest (k1 scale), interpolated between centroids",
+            "compression": compression,
+            "task_bytes": max(1, parse_bytes(task_bytes, name="task_bytes")),
+        },
+        run={
+            "seconds": seconds,
+            "startup_seconds": ready - start,
+            "compute_seconds": seconds - (ready - start),
+            "bytes": total,
+            "chunks": chunks,
+            "tasks": len(tasks),
+            "workers": workers,
+            "threads": threads,
+            "scheduler": "sync" if scheduler == "sync" else "distributed",
+        },
+    )
+
+
+def _label(value: Any) -> Any:
+    """A JSON-able coordinate label."""
+    if isinstance(value, np.datetime64):
+        return str(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
