@@ -273,3 +273,58 @@ def test_errors_say_what_to_fix(stores: dict[str, Path], tmp_path: Path) -> None
         es.MultiStream({"era5": stores["weather"]}, {"level": None, "lat": 8, "lon": 8})
     with pytest.raises(ConfigError, match="primary must be gridded"):
         es.MultiStream({"s2": stores["cog"], "era5": t2m}, {"lat": 8, "lon": 8})
+
+
+def test_normalization_of_records_and_targets(stores: dict[str, Path]) -> None:
+    """normalize= with one statistics file per store: every record channel (per level for
+    z) and the forecast target come out as (x - mean) / std, on the device stage."""
+    from earthstream.errors import StatsMismatchError
+
+    weather_stats = es.compute_stats(
+        stores["weather"], ["t2m", "u10", "z"], scheduler="sync", progress=False
+    )
+    static_stats = es.compute_stats(stores["static"], scheduler="sync", progress=False)
+
+    def make() -> es.MultiStream:
+        return es.MultiStream(
+            {
+                "era5": es.Modality(stores["weather"], variables=["t2m", "u10"]),
+                "upper": es.Modality(stores["weather"], variables=["z"]),
+                "static": stores["static"],
+            },
+            {"lat": 8, "lon": 8},
+            forecast={"inputs": 2, "lead": "6h", "targets": ["t2m"]},
+            encodings=("time",),
+            batch_size=4,
+            shuffle=False,
+        )
+
+    raw = next(iter(make()))
+    ds = make().to_torch(normalize=[weather_stats, static_stats])
+    got = next(iter(ds))
+    for c, name in enumerate(("t2m", "u10")):
+        v = weather_stats[name]
+        np.testing.assert_allclose(
+            got["era5"][:, c].numpy(), (raw["era5"][:, c] - v.mean) / v.std, rtol=1e-5, atol=1e-5
+        )
+    z = weather_stats["z"]  # per level: (3,)
+    expected = (raw["upper"][:, 0] - z.mean[None, None, :, None, None]) / z.std[
+        None, None, :, None, None
+    ]
+    np.testing.assert_allclose(got["upper"][:, 0].numpy(), expected, rtol=1e-5, atol=1e-4)
+    t = weather_stats["t2m"]
+    np.testing.assert_allclose(
+        got["target"][:, 0].numpy(), (raw["target"][:, 0] - t.mean) / t.std, rtol=1e-5, atol=1e-5
+    )
+    for c, name in enumerate(raw.record("static").channels):
+        s = static_stats[name]
+        np.testing.assert_allclose(
+            got["static"][:, c].numpy(),
+            (raw["static"][:, c] - s.mean) / s.std,
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    np.testing.assert_array_equal(got["time_encoding"].numpy(), raw["time_encoding"])
+    # the static store's statistics left out: refused before any data is read
+    with pytest.raises(StatsMismatchError, match="static"):
+        make().to_torch(normalize=weather_stats)

@@ -6,7 +6,9 @@
    on 3 levels at the same steps, the static fields, and time/position
    encodings; the target is 2 m temperature at t + 24 h (reference times
    whose steps are not all present are left out).
-3. Train a small CNN on them for about a minute and compare with persistence.
+3. Compute each store's statistics on Dask (once; kept as JSON next to the
+   data), normalize in the delivery stage, train a small CNN on the samples for
+   about a minute and compare with persistence.
 """
 
 from __future__ import annotations
@@ -33,29 +35,40 @@ def _model(channels: int) -> Any:
     )
 
 
-def _features(batch: Any, norms: dict[str, tuple[Any, Any]]) -> tuple[Any, Any, Any]:
-    """The model's input ``(B, C, H, W)``, its target and the persistence forecast."""
+def _features(batch: Any) -> tuple[Any, Any, Any]:
+    """The model's input ``(B, C, H, W)``, its target and the persistence forecast
+    (the batch is already normalized, per variable and level, by the stream)."""
     import torch
-
-    def norm(name: str, x: Any) -> Any:
-        mean, std = norms[name]
-        return (x - mean) / std
 
     surface = batch["surface"]  # (B, 4, T=2, H, W)
     upper = batch["upper"]  # (B, 1, T=2, L=3, H, W)
     static = batch["static"]  # (B, 2, H, W)
     b, _, _, h, w = surface.shape
     parts = [
-        norm("surface", surface).reshape(b, -1, h, w),
-        norm("upper", upper).reshape(b, -1, h, w),
-        norm("static", static),
+        surface.reshape(b, -1, h, w),
+        upper.reshape(b, -1, h, w),
+        static,
         batch["time_encoding"][:, :, None, None].expand(b, 4, h, w),
     ]
     x = torch.cat(parts, dim=1).float()
-    t2m_mean, t2m_std = norms["t2m"]
-    last = (surface[:, 0, -1] - t2m_mean) / t2m_std  # t2m at t (normalized)
-    target = (batch["target"][:, 0, 0] - t2m_mean) / t2m_std
+    last = surface[:, 0, -1]  # t2m at t
+    target = batch["target"][:, 0, 0]  # t2m at t + 24 h
     return x, target.unsqueeze(1), last.unsqueeze(1)
+
+
+def _stats_files(folder: Any, stores: list[tuple[Any, list[str] | None]]) -> list[Any]:
+    """Each store's statistics (``earthstream stats``), computed once on a LocalCluster."""
+    from ..stats import compute_stats
+
+    paths = []
+    for store, variables in stores:
+        path = folder / f"{store.name}.stats.json"
+        if not path.exists():
+            print(f"statistics of {store.name} on a Dask LocalCluster (once):")
+            stats = compute_stats(store, variables, n_workers=2)
+            stats.to_json(path)
+        paths.append(path)
+    return paths
 
 
 def run_multimodal_demo(
@@ -102,30 +115,18 @@ def run_multimodal_demo(
             f"{stream.forecast.dropped} left out for missing steps"
         )
 
-    # per-modality, per-channel normalization from a few batches
-    probe: dict[str, list[np.ndarray]] = {"surface": [], "upper": [], "static": []}
-    for i, probe_batch in enumerate(stream):
-        for key in probe:
-            probe[key].append(probe_batch[key])
-        if i == 7:
-            break
-    norms: dict[str, tuple[Any, Any]] = {}
-    for key, arrays in probe.items():
-        a = np.concatenate(arrays)
-        axes = tuple(i for i in range(a.ndim) if i != 1)
-        shape = [1] * a.ndim
-        shape[1] = a.shape[1]
-        mean = torch.from_numpy(a.mean(axis=axes).reshape(shape))
-        std = torch.from_numpy(a.std(axis=axes).reshape(shape) + 1e-6)
-        norms[key] = (mean, std)
-    norms["t2m"] = (norms["surface"][0].flatten()[0], norms["surface"][1].flatten()[0])
+    stats_files = _stats_files(folder, [(store, ["t2m", "u10", "v10", "msl", "z"]), (static, None)])
+    print("normalizing with " + ", ".join(p.name for p in stats_files))
+    from ..stats import Stats
+
+    t2m = Stats.from_json(stats_files[0])["t2m"]
+    mean, std = float(t2m.mean), float(t2m.std)
 
     torch.manual_seed(seed)
-    first_batch = next(iter(stream.to_torch()))
-    x0, _, _ = _features(first_batch, norms)
+    dataset = stream.to_torch(device="cpu", normalize=stats_files)
+    x0, _, _ = _features(next(iter(dataset)))
     model = _model(x0.shape[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    dataset = stream.to_torch(device="cpu")
     samples = 0
     losses: list[float] = []
     persistence: list[float] = []
@@ -136,7 +137,7 @@ def run_multimodal_demo(
     while not done:
         dataset.set_epoch(epoch)
         for batch in dataset:
-            x, y, last = _features(batch, norms)
+            x, y, last = _features(batch)
             loss = torch.nn.functional.mse_loss(last + model(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -159,9 +160,8 @@ def run_multimodal_demo(
     elapsed = time.perf_counter() - start
 
     with torch.no_grad():
-        x, y, last = _features(batch, norms)
+        x, y, last = _features(batch)
         pred = last + model(x)
-    mean, std = norms["t2m"]
     when = np.datetime_as_string(batch.coords["reference_time"][0].numpy().view("M8[ns]"), "h")
     png = folder / "demo-multimodal-prediction.png"
     _plot(

@@ -92,7 +92,12 @@ class TorchBatch:
     @classmethod
     def from_batch(cls, batch: Batch, views: Mapping[str, _View] | None = None) -> TorchBatch:
         stacked = None if batch.stacked is None else torch.from_numpy(batch.stacked)
-        tensors = {} if stacked is not None else {k: torch.from_numpy(v) for k, v in batch.items()}
+        # with stack=True the variables are views of `stacked`; other entries (encodings) stay
+        tensors = {
+            k: torch.from_numpy(np.ascontiguousarray(v))
+            for k, v in batch.items()
+            if stacked is None or k not in (views or {})
+        }
         return cls(
             tensors=tensors,
             starts={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.starts.items()},
@@ -113,7 +118,7 @@ class TorchBatch:
 
     # -- mapping-like access ----------------------------------------------------------
     def __getitem__(self, name: str) -> torch.Tensor:
-        if self.stacked is not None:
+        if self.stacked is not None and name in self.views:
             return self.views[name](self.stacked)
         return self.tensors[name]
 
@@ -372,11 +377,12 @@ def _normalizer(normalize: Any) -> Normalizer | None:
 
     if isinstance(normalize, Normalizer):
         return normalize
-    if isinstance(normalize, Stats | str | os.PathLike):
+    if isinstance(normalize, Stats | str | os.PathLike | list | tuple):
         return Normalizer(normalize)
     raise ConfigError(
         f"normalize={type(normalize).__name__}: pass the path of a statistics file "
-        "(`earthstream stats URL`), a Stats, a Normalizer, or None."
+        "(`earthstream stats URL`), a Stats, a list of them (one per store), a Normalizer, "
+        "or None."
     )
 
 

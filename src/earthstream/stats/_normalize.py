@@ -59,9 +59,28 @@ class Normalizer:
     (True, True)
     """
 
-    def __init__(self, stats: Stats | str | os.PathLike[str]) -> None:
-        self.stats = stats if isinstance(stats, Stats) else Stats.from_json(stats)
-        self._where = "the statistics" if isinstance(stats, Stats) else f"{str(stats)!r}"
+    def __init__(
+        self,
+        stats: Stats | str | os.PathLike[str] | Sequence[Stats | str | os.PathLike[str]],
+    ) -> None:
+        several = isinstance(stats, list | tuple)
+        parts: list[Any] = list(stats) if isinstance(stats, list | tuple) else [stats]
+        loaded = [s if isinstance(s, Stats) else Stats.from_json(s) for s in parts]
+        wheres = ["the statistics" if isinstance(s, Stats) else repr(str(s)) for s in parts]
+        self._where = " and ".join(wheres)
+        if not several:
+            self.stats: Mapping[str, VariableStats] = loaded[0]
+        else:  # several files, e.g. one per store of a multi-modal stream
+            merged: dict[str, VariableStats] = {}
+            for where, st in zip(wheres, loaded, strict=True):
+                for name, v in st.items():
+                    if name in merged:
+                        raise StatsMismatchError(
+                            f"variable {name!r} has statistics in more than one of "
+                            f"{self._where} (again in {where}); pass each variable's once."
+                        )
+                    merged[name] = v
+            self.stats = merged
         self._tables = {
             name: (np.asarray(v.mean, dtype=np.float64), _scale(v))
             for name, v in self.stats.items()
@@ -101,11 +120,64 @@ class Normalizer:
                     )
 
     def check_stream(self, stream: Any) -> None:
-        """:meth:`check` against a stream's variables (before any data is read)."""
+        """:meth:`check` against a stream's variables (before any data is read).
+
+        For a :class:`~earthstream.MultiStream`, every channel of every gridded
+        modality must have statistics (pass several files, e.g. one per store).
+        """
         layout = getattr(stream, "layout", None)
         if layout is None:  # streams without a chunk layout are checked batch by batch
             return
         self.check({v.name: (v.dims, v.shape) for v in layout.variables})
+        for info in getattr(stream, "infos", {}).values():
+            if info.kind != "gridded":
+                continue
+            missing = [c for c in info.channels if c not in self.stats]
+            if missing:
+                raise StatsMismatchError(
+                    f"modality {info.name!r} has channels {', '.join(missing)} that "
+                    f"{self._where} do not cover. Compute statistics for its store too "
+                    f"(`earthstream stats {info.source}`) and pass both files: "
+                    "normalize=[weather_stats, static_stats]."
+                )
+
+    def _plan(self, batch: Any) -> list[tuple[str, str, Any]]:
+        """``(batch key, action, what)`` for every entry: ``"var"`` (statistics of a
+        variable), ``"record"`` (a multi-modal record, per channel) or ``"skip"``."""
+        records = batch.attrs.get("modalities", {}) if hasattr(batch, "attrs") else {}
+        plan: list[tuple[str, str, Any]] = []
+        unknown: list[str] = []
+        for key in batch.dims:
+            if key in records:
+                info = records[key]
+                if info.kind == "raster" and not all(c in self.stats for c in info.channels):
+                    plan.append((key, "skip", None))  # reflectances: as the raster scales them
+                    continue
+                missing = [c for c in info.channels if c not in self.stats]
+                unknown.extend(f"{key}[{c}]" for c in missing)
+                plan.append((key, "record", info))
+            elif key in self.stats:
+                plan.append((key, "var", key))
+            elif key.startswith("target/") and key[len("target/") :] in self.stats:
+                plan.append((key, "var", key[len("target/") :]))
+            elif key in ("time_encoding", "position_encoding") or key.endswith(
+                ("/present", "/mask")
+            ):
+                plan.append((key, "skip", None))
+            else:
+                unknown.append(key)
+        if unknown:
+            self._check_names(unknown)
+        return plan
+
+    @staticmethod
+    def _record_starts(starts: Mapping[str, Any], dims: Sequence[str], like: Any) -> dict[str, Any]:
+        """A record's dims beyond the primary's (levels of another variable) are whole: 0."""
+        out = dict(starts)
+        for d in dims:
+            if d not in out:
+                out[d] = like * 0
+        return out
 
     # -- lookups --------------------------------------------------------------------
     def _index(
@@ -162,10 +234,21 @@ class Normalizer:
 
         Floating data keeps its dtype, other data becomes float32.
         """
-        self._check_names(list(batch.dims))
+        plan = self._plan(batch)
         starts = {d: np.asarray(s) for d, s in batch.starts.items()}
         if batch.stacked is None:
-            data = {n: self.normalize_array(n, a, batch.dims[n], starts) for n, a in batch.items()}
+            data = dict(batch.data)
+            for key, action, what in plan:
+                x = batch[key]
+                if action == "var":
+                    data[key] = self.normalize_array(what, x, batch.dims[key], starts)
+                elif action == "record":
+                    dims = what.dims[1:]
+                    rec = self._record_starts(starts, dims, batch.window_ids)
+                    out = np.empty(x.shape, x.dtype if x.dtype.kind == "f" else np.float32)
+                    for c, name in enumerate(what.channels):
+                        out[:, c] = self.normalize_array(name, x[:, c], dims, rec)
+                    data[key] = out
             return dataclasses.replace(batch, data=data)
         old = batch.stacked
         dtype = old.dtype if old.dtype.kind == "f" else np.dtype(np.float32)
@@ -226,17 +309,26 @@ class Normalizer:
         for floating tensors); returns the batch (a new one when dtypes change)."""
         import torch
 
-        self._check_names(list(batch.dims))
+        plan = self._plan(batch)
         if batch.stacked is not None:
             if not batch.stacked.is_floating_point():
                 batch = dataclasses.replace(batch, stacked=batch.stacked.to(torch.float32))
-            for name in batch.dims:
-                self.normalize_tensor(name, batch[name], batch.dims[name], batch.starts)
+            for key, action, what in plan:
+                if action == "var":
+                    self.normalize_tensor(what, batch[key], batch.dims[key], batch.starts)
             return batch
-        tensors = {
-            name: self.normalize_tensor(name, t, batch.dims[name], batch.starts)
-            for name, t in batch.tensors.items()
-        }
+        tensors = dict(batch.tensors)
+        for key, action, what in plan:
+            x = tensors[key]
+            if action == "var":
+                tensors[key] = self.normalize_tensor(what, x, batch.dims[key], batch.starts)
+            elif action == "record":
+                dims = what.dims[1:]
+                rec = self._record_starts(batch.starts, dims, batch.window_ids)
+                if not x.is_floating_point():
+                    x = tensors[key] = x.to(torch.float32)
+                for c, name in enumerate(what.channels):
+                    self.normalize_tensor(name, x[:, c], dims, rec)  # in place, on the device
         return dataclasses.replace(batch, tensors=tensors)
 
 
