@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import StoreNotFoundError
 from ..storage import StoreLocation, parse_location
+from ..storage._readers import keep_inherited
 
 __all__ = ["GDAL_OPTIONS", "MAX_HANDLES", "gdal_env", "gdal_path", "open_dataset"]
 
@@ -111,6 +112,7 @@ def open_dataset(path: str, overview_level: int | None = None) -> Any:
 
     h = _handles
     if h.pid != os.getpid():  # forked: the parent's handles are not ours to use or close
+        keep_inherited(h.open)  # closing them here would run GDAL's close on parent state
         h.pid, h.open = os.getpid(), OrderedDict()
     key = (path, overview_level)
     ds = h.open.get(key)
@@ -137,6 +139,8 @@ def close_handles() -> None:
     if h.pid == os.getpid():
         for ds in h.open.values():
             ds.close()
+    else:
+        keep_inherited(h.open)
     h.open = OrderedDict()
     h.pid = os.getpid()
 

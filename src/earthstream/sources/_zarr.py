@@ -128,7 +128,7 @@ class ZarrSource:
     # -- description ---------------------------------------------------------------
     @property
     def variables(self) -> Mapping[str, VariableInfo]:
-        """The data variables, by name, in store order."""
+        """The data variables, by name, in name order (or the order passed as ``variables``)."""
         return self._variables
 
     @property
@@ -430,7 +430,10 @@ def open_zarr(
         members = _named_members(node, location, variables)
     else:
         try:
-            members = [(key, key, arr) for key, arr in node.arrays()]
+            # in name order: a store without consolidated metadata lists its keys in
+            # whatever order the file system returns, and two opens of the same store
+            # must stack their channels alike
+            members = [(key, key, arr) for key, arr in sorted(node.arrays(), key=lambda m: m[0])]
         except Exception as exc:  # e.g. HTTP stores cannot list keys
             if not _cannot_list(exc):
                 raise
