@@ -22,7 +22,22 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["ERA5_VARIABLES", "era5_like"]
+__all__ = ["ERA5_VARIABLES", "era5_like", "written_with"]
+
+
+def written_with(path: Path, recipe: Mapping[str, Any]) -> bool:
+    """Whether ``path`` holds a finished store written with exactly ``recipe``.
+
+    The recipe is recorded last, so an interrupted write never matches.
+    """
+    import zarr
+
+    if not path.exists():
+        return False
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs).get("earthstream_recipe") == recipe
+    except Exception:  # not a store, or another one: rewrite it
+        return False
 
 
 @dataclass(frozen=True)
@@ -206,12 +221,8 @@ def era5_like(
         "zarr_format": zarr_format,
         "seed": seed,
     }
-    if not overwrite and path.exists():
-        try:
-            if dict(zarr.open_group(str(path), mode="r").attrs).get("earthstream_recipe") == recipe:
-                return path
-        except Exception:  # not a store, or another one: rewrite below
-            pass
+    if not overwrite and written_with(path, recipe):
+        return path
     if path.exists():
         shutil.rmtree(path)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ._era5 import written_with
 
 __all__ = ["static_fields"]
 
@@ -60,12 +61,8 @@ def static_fields(
     lat = np.asarray(source["lat"][...])  # type: ignore[index]
     lon = np.asarray(source["lon"][...])  # type: ignore[index]
     recipe = {"like": str(like.resolve()), "n_lat": len(lat), "n_lon": len(lon), "seed": seed}
-    if not overwrite and path.exists():
-        try:
-            if dict(zarr.open_group(str(path), mode="r").attrs).get("earthstream_recipe") == recipe:
-                return path
-        except Exception:  # not a store, or another one: rewrite below
-            pass
+    if not overwrite and written_with(path, recipe):
+        return path
     if path.exists():
         shutil.rmtree(path)
     lsm, orography = _continents(lat, lon, seed)
