@@ -71,6 +71,7 @@ class _State:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once, no delayed-ACK waits
     state: _State
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -173,6 +174,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # clients open dozens of connections at once (default: 5)
 
 
 class FaultProxy:
