@@ -328,3 +328,19 @@ def test_normalization_of_records_and_targets(stores: dict[str, Path]) -> None:
     # the static store's statistics left out: refused before any data is read
     with pytest.raises(StatsMismatchError, match="static"):
         make().to_torch(normalize=weather_stats)
+
+
+def test_normalization_through_loader_workers(stores: dict[str, Path]) -> None:
+    """With ds.loader(num_workers=2) the workers leave normalization to the main process's
+    last stage, and every batch arrives normalized."""
+    stats = es.compute_stats(stores["weather"], ["t2m"], scheduler="sync", progress=False)
+    stream = es.Stream(stores["weather"], {"lat": 8, "lon": 8}, variables=["t2m"], batch_size=8)
+    raw = {int(i): b["t2m"][k] for b in stream for k, i in enumerate(b.window_ids)}
+    ds = stream.to_torch(normalize=stats)
+    n = 0
+    for batch in ds.loader(num_workers=2):
+        for k, i in enumerate(batch.window_ids.tolist()):
+            expected = (raw[i] - stats["t2m"].mean) / stats["t2m"].std
+            np.testing.assert_allclose(batch["t2m"][k].numpy(), expected, rtol=1e-5, atol=1e-5)
+            n += 1
+    assert n == stream.n_windows and not ds._device_stage

@@ -16,6 +16,7 @@ so the union over ranks and workers is exactly one epoch.  ``state_dict`` /
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -280,6 +281,7 @@ class TorchStream(IterableDataset[TorchBatch]):
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
         self._views = _views(stream)
         self.normalizer = _normalizer(normalize)
+        self._device_stage = False  # set while DeviceLoader starts workers: it calls to_device
         if self.normalizer is not None:
             self.normalizer.check_stream(stream)
         stream.placement()  # under torch.distributed: kept for the workers to copy
@@ -327,6 +329,15 @@ class TorchStream(IterableDataset[TorchBatch]):
         else:
             worker, num_workers = info.id, info.num_workers
             threads = max(1, self.stream.num_threads // info.num_workers)
+        if info is not None and self.normalizer is not None and not self._device_stage:
+            warnings.warn(
+                "this TorchStream normalizes in its last stage (to_device), which a plain "
+                "DataLoader with workers does not call: its batches arrive unnormalized. "
+                "Iterate ds.loader(num_workers=...) instead, or call ds.to_device(batch) on "
+                "each batch.",
+                UserWarning,
+                stacklevel=2,
+            )
         for batch in self.stream.iter_worker(worker, num_workers, num_threads=threads):
             out = TorchBatch.from_batch(batch, self._views)
             if info is None:  # in the main process: the last stage runs here
@@ -420,10 +431,12 @@ class DeviceLoader:
             return
         stream = self.dataset.stream
         cursor = stream._hand_over(num_workers)
+        self.dataset._device_stage = True  # the workers' copies know the last stage runs here
         try:
             batches = iter(self.loader)  # starts the workers, each with a copy of the stream
         finally:
             stream._handed_over()
+            self.dataset._device_stage = False
         for position, batch in enumerate(batches, cursor.position + 1):
             stream._consumed(cursor, position)
             yield self.dataset.to_device(batch)
