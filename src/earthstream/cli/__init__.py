@@ -110,20 +110,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "demo" and args.multimodal:
-        from ._demo_multimodal import run_multimodal_demo
-
-        return run_multimodal_demo(
-            seconds=args.seconds,
-            cache_dir=args.cache_dir,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            small=args.small,
-        )
     if args.command == "demo":
-        from ._demo import run_demo
-
-        return run_demo(
+        if args.multimodal:
+            from ._demo_multimodal import run_multimodal_demo as run
+        else:
+            from ._demo import run_demo as run
+        return run(
             seconds=args.seconds,
             cache_dir=args.cache_dir,
             batch_size=args.batch_size,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,70 @@ def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def demo_store(folder: Path, small: bool) -> Path:
+    """The demo's ERA5-like store in ``folder``, written once (``small``: a quick check)."""
+    from ..datasets import era5_like
+
+    sizes: dict[str, Any] = {"n_times": 96, "n_lat": 48, "n_lon": 96} if small else {}
+    name = "era5-like-small.zarr" if small else "era5-like.zarr"
+    return era5_like(folder / name, progress=True, **sizes)
+
+
+@dataclass
+class TrainLog:
+    """What :func:`train_for` did: samples, bytes delivered, epochs, time and losses."""
+
+    samples: int = 0
+    delivered: int = 0
+    epochs: int = 0
+    elapsed: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    persistence: list[float] = field(default_factory=list)
+
+    def first_last(self) -> tuple[int, float, float]:
+        """``(k, mean loss of the first k batches, of the last k)``."""
+        k = max(1, min(20, len(self.losses) // 3))  # the first and last thirds on short runs
+        return k, float(np.mean(self.losses[:k])), float(np.mean(self.losses[-k:]))
+
+
+def train_for(
+    dataset: Any, seconds: float, step: Callable[[Any], tuple[int, int, float, float]]
+) -> tuple[TrainLog, Any]:
+    """Train epoch after epoch for ``seconds``, with a progress bar.
+
+    ``step(batch)`` runs one optimizer step and returns ``(samples, bytes
+    delivered, loss, persistence loss)``.  Returns the log and the last batch.
+    """
+    from tqdm.auto import tqdm
+
+    log = TrainLog()
+    start = time.perf_counter()
+    bar = tqdm(total=None, unit="batch", desc="training", dynamic_ncols=True, mininterval=0.5)
+    batch = None
+    while True:
+        dataset.set_epoch(log.epochs)
+        for batch in dataset:
+            samples, delivered, loss, persistence = step(batch)
+            log.samples += samples
+            log.delivered += delivered
+            log.losses.append(loss)
+            log.persistence.append(persistence)
+            log.elapsed = time.perf_counter() - start
+            bar.update(1)
+            postfix = {"epoch": log.epochs, "samples_s": f"{log.samples / log.elapsed:,.0f}"}
+            if log.delivered:
+                postfix["MB_s"] = f"{log.delivered / log.elapsed / 1e6:,.1f}"
+            bar.set_postfix(**postfix, loss=f"{np.mean(log.losses[-20:]):.4f}")
+            if log.elapsed >= seconds:
+                break
+        log.epochs += 1
+        if log.elapsed >= seconds:
+            break
+    bar.close()
+    log.elapsed = time.perf_counter() - start
+    return log, batch
 
 
 def _model(channels: int) -> Any:
@@ -95,17 +161,13 @@ def run_demo(
 ) -> int:
     """Run the demo; returns a process exit code."""
     import torch
-    from tqdm.auto import tqdm
 
     from .. import Stream, open_zarr
-    from ..datasets import era5_like
 
     folder = _resolve(cache_dir)
-    sizes = {"n_times": 96, "n_lat": 48, "n_lon": 96} if small else {}
-    name = "era5-like-small.zarr" if small else "era5-like.zarr"
     print(f"earthstream demo: data in {folder}")
     t0 = time.perf_counter()
-    store = era5_like(folder / name, progress=True, **sizes)  # type: ignore[arg-type]
+    store = demo_store(folder, small)
     source = open_zarr(store)
     decoded = sum(v.nbytes for v in source.variables.values())
     print(f"store ready in {time.perf_counter() - t0:.1f} s: {store}")
@@ -142,42 +204,19 @@ def run_demo(
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     loader = stream.to_torch(device="cpu")
 
-    samples = 0
-    delivered = 0
-    losses: list[float] = []
-    persistence: list[float] = []
-    start = time.perf_counter()
-    epoch = 0
-    bar = tqdm(total=None, unit="batch", desc="training", dynamic_ncols=True, mininterval=0.5)
-    done = False
-    while not done:
-        loader.set_epoch(epoch)
-        for tensors in loader:
-            assert tensors.stacked is not None
-            x = (tensors.stacked[:, :, 0] - mean) / std
-            y = (tensors.stacked[:, :, 1] - mean) / std
-            loss = torch.nn.functional.mse_loss(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            samples += tensors.size
-            delivered += tensors.stacked.numel() * tensors.stacked.element_size()
-            losses.append(loss.item())
-            persistence.append(float(torch.nn.functional.mse_loss(x, y)))
-            elapsed = time.perf_counter() - start
-            bar.update(1)
-            bar.set_postfix(
-                epoch=epoch,
-                samples_s=f"{samples / elapsed:,.0f}",
-                MB_s=f"{delivered / elapsed / 1e6:,.1f}",
-                loss=f"{np.mean(losses[-20:]):.4f}",
-            )
-            if elapsed >= seconds:
-                done = True
-                break
-        epoch += 1
-    bar.close()
-    elapsed = time.perf_counter() - start
+    def step(tensors: Any) -> tuple[int, int, float, float]:
+        assert tensors.stacked is not None
+        x = (tensors.stacked[:, :, 0] - mean) / std
+        y = (tensors.stacked[:, :, 1] - mean) / std
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        delivered = tensors.stacked.numel() * tensors.stacked.element_size()
+        return tensors.size, delivered, loss.item(), float(torch.nn.functional.mse_loss(x, y))
+
+    log, _ = train_for(loader, seconds, step)
+    elapsed = log.elapsed
 
     # One sample, in grid order, to compare prediction and truth.
     view = Stream(
@@ -207,16 +246,15 @@ def run_demo(
     png = folder / "demo-prediction.png"
     _plot(png, x_np[0, c], batch.stacked[0, c, 1], pred[0, c].numpy(), title)
 
-    k = max(1, min(20, len(losses) // 3))  # compare the first and last thirds on short runs
-    first = float(np.mean(losses[:k]))
-    last = float(np.mean(losses[-k:]))
+    k, first, last = log.first_last()
     print(
-        f"trained {samples:,} samples in {elapsed:.1f} s over {epoch} epoch(s): "
-        f"{samples / elapsed:,.0f} samples/s, {delivered / elapsed / 1e6:,.1f} MB/s delivered"
+        f"trained {log.samples:,} samples in {elapsed:.1f} s over {log.epochs} epoch(s): "
+        f"{log.samples / elapsed:,.0f} samples/s, {log.delivered / elapsed / 1e6:,.1f} MB/s "
+        "delivered"
     )
     print(
         f"loss (normalized MSE): first {k} batches {first:.4f} -> last {k} batches {last:.4f} "
-        f"(persistence baseline {float(np.mean(persistence)):.4f})"
+        f"(persistence baseline {float(np.mean(log.persistence)):.4f})"
     )
     report = stream.report
     if report is not None:

@@ -14,12 +14,11 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import numpy as np
 
-from ._demo import _plot, _resolve
+from ._demo import _plot, _resolve, demo_store, train_for
 
 
 def _model(channels: int) -> Any:
@@ -81,17 +80,14 @@ def run_multimodal_demo(
 ) -> int:
     """Run the multi-modal demo; returns a process exit code."""
     import torch
-    from tqdm.auto import tqdm
 
-    from ..datasets import era5_like, static_fields
+    from ..datasets import static_fields
     from ..multimodal import Modality, MultiStream
 
     folder = _resolve(cache_dir)
-    sizes = {"n_times": 96, "n_lat": 48, "n_lon": 96} if small else {}
-    name = "era5-like-small.zarr" if small else "era5-like.zarr"
     print(f"earthstream demo --multimodal: data in {folder}")
-    store = era5_like(folder / name, progress=True, **sizes)  # type: ignore[arg-type]
-    static = static_fields(folder / name.replace("era5-like", "static"), like=store)
+    store = demo_store(folder, small)
+    static = static_fields(folder / store.name.replace("era5-like", "static"), like=store)
     window = 24 if small else 48
     stream = MultiStream(
         {
@@ -127,37 +123,17 @@ def run_multimodal_demo(
     x0, _, _ = _features(next(iter(dataset)))
     model = _model(x0.shape[1])
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    samples = 0
-    losses: list[float] = []
-    persistence: list[float] = []
-    start = time.perf_counter()
-    epoch = 0
-    bar = tqdm(total=None, unit="batch", desc="training", dynamic_ncols=True, mininterval=0.5)
-    done = False
-    while not done:
-        dataset.set_epoch(epoch)
-        for batch in dataset:
-            x, y, last = _features(batch)
-            loss = torch.nn.functional.mse_loss(last + model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            samples += x.shape[0]
-            losses.append(loss.item())
-            persistence.append(float(torch.nn.functional.mse_loss(last, y)))
-            elapsed = time.perf_counter() - start
-            bar.update(1)
-            bar.set_postfix(
-                epoch=epoch,
-                samples_s=f"{samples / elapsed:,.0f}",
-                loss=f"{np.mean(losses[-20:]):.4f}",
-            )
-            if elapsed >= seconds:
-                done = True
-                break
-        epoch += 1
-    bar.close()
-    elapsed = time.perf_counter() - start
+
+    def step(batch: Any) -> tuple[int, int, float, float]:
+        x, y, last = _features(batch)
+        loss = torch.nn.functional.mse_loss(last + model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return x.shape[0], 0, loss.item(), float(torch.nn.functional.mse_loss(last, y))
+
+    log, batch = train_for(dataset, seconds, step)
+    elapsed = log.elapsed
 
     with torch.no_grad():
         x, y, last = _features(batch)
@@ -173,15 +149,14 @@ def run_multimodal_demo(
         "land-sea mask, orography, time encoding",
         lead="24 h",
     )
-    k = max(1, min(20, len(losses) // 3))
-    first, final = float(np.mean(losses[:k])), float(np.mean(losses[-k:]))
+    k, first, final = log.first_last()
     print(
-        f"trained {samples:,} multi-modal samples in {elapsed:.1f} s over {epoch} epoch(s): "
-        f"{samples / elapsed:,.0f} samples/s"
+        f"trained {log.samples:,} multi-modal samples in {elapsed:.1f} s over {log.epochs} "
+        f"epoch(s): {log.samples / elapsed:,.0f} samples/s"
     )
     print(
         f"loss (normalized MSE of t2m at t + 24 h): first {k} batches {first:.4f} -> last {k} "
-        f"batches {final:.4f} (persistence {float(np.mean(persistence)):.4f})"
+        f"batches {final:.4f} (persistence {float(np.mean(log.persistence)):.4f})"
     )
     if stream.report is not None:
         print(stream.report.summary())
