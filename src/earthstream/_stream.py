@@ -41,6 +41,13 @@ __all__ = ["Stream"]
 MAX_AUTO_SHUFFLE_BUFFER = 128
 
 
+def latlon_dims(coords: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The names of the latitude and longitude dims among ``coords`` (None if absent)."""
+    lat = next((d for d in ("lat", "latitude") if d in coords), None)
+    lon = next((d for d in ("lon", "longitude") if d in coords), None)
+    return lat, lon
+
+
 def default_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -359,9 +366,7 @@ class Stream(ShardedStream):
         return None
 
     def _latlon_dims(self) -> tuple[str | None, str | None]:
-        lat = next((d for d in ("lat", "latitude") if d in self._coords), None)
-        lon = next((d for d in ("lon", "longitude") if d in self._coords), None)
-        return lat, lon
+        return latlon_dims(self._coords)
 
     def _centre(self, dim: str, starts: np.ndarray) -> np.ndarray:
         axis = self.layout.grid.axis(dim)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .._batch import Batch
-from .._stream import Stream
+from .._stream import Stream, latlon_dims
 from .._units import parse_bytes
 from ..errors import ConfigError, GridMismatchError, MissingModalityError
 from ..sources import ChunkedSource, open_zarr
@@ -22,13 +22,9 @@ __all__ = ["MultiStream"]
 
 log = logging.getLogger("earthstream")
 
-_LAT = ("lat", "latitude")
-_LON = ("lon", "longitude")
-
 
 def _spatial_dims(coords: Mapping[str, Any], what: str) -> tuple[str, str]:
-    lat = next((d for d in _LAT if d in coords), None)
-    lon = next((d for d in _LON if d in coords), None)
+    lat, lon = latlon_dims(coords)
     if lat is None or lon is None:
         raise GridMismatchError(
             f"{what} has no latitude/longitude coordinates (dims named lat/latitude and "
@@ -54,20 +50,27 @@ def _open(source: Any) -> Any:
     return source
 
 
-class _Gridded:
+class _Reader:
+    """What every non-primary modality settles from its spec and the stream's defaults."""
+
+    def __init__(self, name: str, spec: Modality, source: Any, owner: MultiStream) -> None:
+        self.name = name
+        self.missing = spec.missing or owner.missing_modality
+        self.native = (spec.resolution or owner.resolution) == "native"
+        self.source = source.select(list(spec.variables)) if spec.variables else source
+
+
+class _Gridded(_Reader):
     """A second gridded source read over the primary's windows."""
 
     def __init__(self, name: str, spec: Modality, source: ChunkedSource, owner: MultiStream):
-        self.name = name
-        self.missing = spec.missing or owner.missing_modality
+        super().__init__(name, spec, source, owner)
         self.broadcast_time = spec.broadcast_time
-        if spec.variables:
-            source = source.select(list(spec.variables))
-        self.source = source
+        source = self.source
         infos = list(source.variables.values())
         coords = {d: np.asarray(v) for d, v in source.coords.items()}
         lat, lon = _spatial_dims(coords, f"modality {name!r}")
-        native = (spec.resolution or owner.resolution) == "native"
+        native = self.native
         self.lat = match_axis(
             owner.coords[owner.lat_dim], coords[lat], name=name, dim=lat, native=native
         )
@@ -91,6 +94,7 @@ class _Gridded:
                     f"{dims}, {v.name}: {v.dims}); split them into two modalities."
                 )
         self.dims = dims
+        self.shape = infos[0].shape  # every variable's (checked above)
         self.dtype = np.result_type(*[v.dtype for v in infos])
         self.height = owner.window_len(owner.lat_dim) * self.lat.factor
         self.width = owner.window_len(owner.lon_dim) * self.lon.factor
@@ -139,7 +143,7 @@ class _Gridded:
         meta: dict[str, np.ndarray] = {}
         lat0 = self.lat.offset + self.lat.factor * starts["lat"]
         lon0 = self.lon.offset + self.lon.factor * starts["lon"]
-        sizes = dict(zip(self.dims, self.source.variables[names[0]].shape, strict=True))
+        sizes = dict(zip(self.dims, self.shape, strict=True))
         inside = (
             (lat0 >= 0)
             & (lat0 + self.height <= sizes[self.lat.dim])
@@ -187,7 +191,7 @@ class _Gridded:
         t: int,
     ) -> tuple[list[int], list[int]]:
         starts, lengths = [], []
-        shape = self.source.variables[next(iter(self.source.variables))].shape
+        shape = self.shape
         for i, d in enumerate(self.dims):
             if d in spatial:
                 first, length = spatial[d]
@@ -202,19 +206,15 @@ class _Gridded:
         return starts, lengths
 
 
-class _Raster:
+class _Raster(_Reader):
     """A GeoTIFF (COG) read over each sample's footprint."""
 
     def __init__(self, name: str, spec: Modality, source: Any, owner: MultiStream) -> None:
         from ..geo import GridSpec, reproject_bounds
 
-        self.name = name
-        self.missing = spec.missing or owner.missing_modality
+        super().__init__(name, spec, source, owner)
         self.resampling = spec.resampling
-        if spec.variables:
-            source = source.select(list(spec.variables))
-        self.source = source
-        self.native = (spec.resolution or owner.resolution) == "native"
+        source = self.source
         self.crs = source.crs if self.native else owner.crs
         h, w = owner.window_len(owner.lat_dim), owner.window_len(owner.lon_dim)
         if self.native:
@@ -533,13 +533,10 @@ class MultiStream(Stream):
         coords["bounds"] = bounds
         coords["center_lon"] = (bounds[:, 0] + bounds[:, 2]) / 2
         coords["center_lat"] = (bounds[:, 1] + bounds[:, 3]) / 2
-        if self.time_dim is not None and "reference_time" not in coords:
-            times = self.coords[self.time_dim]
-            steps = self._sample_times(batch)
-            assert steps is not None
-            coords["reference_time"] = times[steps[:, -1]]
-        keep = np.ones(batch.size, dtype=bool)
         times_idx = self._sample_times(batch)
+        if times_idx is not None and self.time_dim is not None and "reference_time" not in coords:
+            coords["reference_time"] = self.coords[self.time_dim][times_idx[:, -1]]
+        keep = np.ones(batch.size, dtype=bool)
         cache = self._chunk_cache()
         for name, reader in self.others.items():
             if isinstance(reader, _Raster):
@@ -581,11 +578,6 @@ class MultiStream(Stream):
                 " or MultiStream(missing_modality=...))."
             )
         log.debug("modality %r missing for %d samples (%s)", name, int((~present).sum()), where)
-
-    def record(self, batch: Batch, name: str) -> Any:
-        from ._spec import record_of
-
-        return record_of(batch, name)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}: {i.layout}{list(i.shape)}" for n, i in self.infos.items())
