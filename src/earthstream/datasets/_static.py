@@ -68,32 +68,26 @@ def static_fields(
     lsm, orography = _continents(lat, lon, seed)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs["title"] = "earthstream synthetic static fields"
-    for name, values, attrs in (
-        ("lat", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-        ("lon", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+    tiles = (max(1, -(-len(lat) // 4)), max(1, -(-len(lon) // 4)))
+    for name, values, dims, chunks, attrs in (
+        ("lat", lat, ("lat",), lat.shape, {"units": "degrees_north", "standard_name": "latitude"}),
+        ("lon", lon, ("lon",), lon.shape, {"units": "degrees_east", "standard_name": "longitude"}),
+        ("lsm", lsm, ("lat", "lon"), tiles, {"long_name": "Land-sea mask", "units": "1"}),
+        (
+            "orography",
+            orography,
+            ("lat", "lon"),
+            tiles,
+            {"long_name": "Surface height", "units": "m"},
+        ),
     ):
         arr = group.create_array(
             name,
             shape=values.shape,
             dtype=values.dtype,
-            chunks=values.shape,
-            fill_value=np.nan,
-            dimension_names=(name,),
-        )
-        arr.attrs.update(attrs)
-        arr[...] = values
-    chunks = (max(1, -(-len(lat) // 4)), max(1, -(-len(lon) // 4)))
-    for name, values, attrs in (
-        ("lsm", lsm, {"long_name": "Land-sea mask", "units": "1"}),
-        ("orography", orography, {"long_name": "Surface height", "units": "m"}),
-    ):
-        arr = group.create_array(
-            name,
-            shape=values.shape,
-            dtype="float32",
             chunks=chunks,
-            fill_value=np.float32("nan"),
-            dimension_names=("lat", "lon"),
+            fill_value=np.nan,
+            dimension_names=dims,
         )
         arr.attrs.update(attrs)
         arr[...] = values
