@@ -93,9 +93,10 @@ class TorchBatch:
     @classmethod
     def from_batch(cls, batch: Batch, views: Mapping[str, _View] | None = None) -> TorchBatch:
         stacked = None if batch.stacked is None else torch.from_numpy(batch.stacked)
-        # with stack=True the variables are views of `stacked`; other entries (encodings) stay
+        # with stack=True the variables are views of `stacked`; other entries (encodings) stay.
+        # Strided views (forecast steps) become tensors as they are: no copy here.
         tensors = {
-            k: torch.from_numpy(np.ascontiguousarray(v))
+            k: torch.from_numpy(v)
             for k, v in batch.items()
             if stacked is None or k not in (views or {})
         }

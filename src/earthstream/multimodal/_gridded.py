@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -182,7 +181,3 @@ def read_box(
             out[tuple(dst)] = info.fill_value if info.fill_value is not None else 0
         else:
             out[tuple(dst)] = chunk[tuple(src)]
-
-
-def coords_of(source: ChunkedSource) -> Mapping[str, Any]:
-    return {d: np.asarray(v) for d, v in source.coords.items()}
