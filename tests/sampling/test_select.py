@@ -97,9 +97,9 @@ def test_inverted_label_slices_say_which_way_the_coordinate_runs() -> None:
 
 def test_empty_and_bad_selections_are_typed() -> None:
     sizes, coords = {"lat": 180}, {"lat": LAT_DOWN}
-    with pytest.raises(SelectionError, match="selects nothing.*no label lies in that range"):
+    with pytest.raises(SelectionError, match=r"selects nothing.*no label lies in that range"):
         resolve_selection(sizes, coords, sel={"lat": slice(120, 100)})
-    with pytest.raises(SelectionError, match="not a label of 'lat'.*must match exactly"):
+    with pytest.raises(SelectionError, match=r"not a label of 'lat'.*must match exactly"):
         resolve_selection(sizes, coords, sel={"lat": 29.0})
     with pytest.raises(SelectionError, match=r"has a step.*stride=\{'lat': 2\}"):
         resolve_selection(sizes, coords, sel={"lat": slice(60, -60, 2)})
