@@ -109,3 +109,27 @@ def test_scalar_selection_drops_a_per_dim(era5_tiled: Path, open_xr: Any) -> Non
         es.compute_stats(
             era5_tiled, "z", per="level", sel={"level": 850}, scheduler="sync", progress=False
         )
+
+
+def test_normalizing_a_selection_needs_statistics_of_it(era5_tiled: Path, open_xr: Any) -> None:
+    """Per-level statistics index the levels a stream selected, never the store's first ones."""
+    sel = {"level": slice(850, 1000)}
+    stream = es.Stream(era5_tiled, {"lat": 5, "lon": 5, "level": None}, variables="z", sel=sel)
+    whole = es.compute_stats(era5_tiled, "z", scheduler="sync", progress=False)
+    with pytest.raises(es.errors.StatsMismatchError, match="have 3 'level' entries"):
+        es.Normalizer(whole).check_stream(stream)
+    lower = es.compute_stats(
+        era5_tiled, "z", isel={"level": slice(0, 2)}, scheduler="sync", progress=False
+    )
+    with pytest.raises(es.errors.StatsMismatchError, match=r"\[500, 850\].*\[850, 1000\]"):
+        es.Normalizer(lower).check_stream(stream)
+    same = es.compute_stats(era5_tiled, "z", sel=sel, scheduler="sync", progress=False)
+    norm = es.Normalizer(same)
+    norm.check_stream(stream)
+    batch = next(iter(stream))
+    out = norm.apply_numpy(batch)
+    ds = open_xr(era5_tiled)
+    for k, level in enumerate((850, 1000)):
+        values = ds["z"].sel(level=level).values
+        expect = (batch["z"][:, k] - values.mean()) / values.std()
+        np.testing.assert_allclose(out["z"][:, k], expect, rtol=1e-5, atol=1e-5)
