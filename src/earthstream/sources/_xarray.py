@@ -330,13 +330,17 @@ def _coords_match(source: ZarrSource, dataset: Any, selection: Mapping[str, Span
     """'' if the store's coordinates, cut to the selection, are the dataset's."""
     stored = source.coords
     for dim in source.dims:
+        span = selection.get(dim)
+        if span is not None and span.scalar and dim in stored and dim in dataset.coords:
+            if not np.array_equal(np.asarray(stored[dim])[span.start], dataset[dim].values):
+                return f"coordinate {dim!r} differs from the store's"
+            continue
         if dim not in dataset.coords or dataset[dim].ndim != 1:
             if dim in stored and dim in dataset.dims:
                 return f"coordinate {dim!r} was dropped from the dataset"
             continue
         if dim not in stored:
             return f"coordinate {dim!r} is not the store's"
-        span = selection.get(dim)
         values = np.asarray(stored[dim])
         values = values[span.as_slice()] if span is not None else values
         theirs = np.asarray(dataset[dim].values).reshape(-1)

@@ -319,6 +319,9 @@ class ZarrSource:
             )
         if self._coord_arrays:
             lines.append("Coordinates: " + ", ".join(self._coord_arrays))
+        if self._selection:
+            cut = ", ".join(f"{d}: {s.start}:{s.stop}" for d, s in self._selection.items())
+            lines.append(f"Selection (positions): {cut}")
         if not fast:
             lines.append("(some variables use codecs read through zarr-python: slower)")
         return "\n".join(lines)
