@@ -171,3 +171,9 @@ def test_grid_over_a_selection_covers_it_once_in_real_chunks(
     bounds = np.concatenate(([0], np.cumsum(sizes)))
     for g in range(len(sizes)):  # a group is one source chunk
         assert len(set(owner[bounds[g] : bounds[g + 1]].tolist())) == 1
+
+
+def test_scalar_labels_on_float32_coordinates_as_xarray() -> None:
+    lat = np.linspace(90, -90, 15).astype("f4")  # labels like 77.14286 in float32
+    label = float(lat[3])  # what a user copies from a printout, as float64
+    assert _ours(lat, "lat", label, by="sel") == _oracle(lat, "lat", label, by="sel")

@@ -165,6 +165,8 @@ def _label_span(dim: str, key: Any, values: np.ndarray) -> tuple[int, int, bool]
             f"slice(first, last) (both ends inclusive, as xarray's sel)."
         )
     label = _scalar(key)
+    if values.dtype.kind == "f" and isinstance(label, int | float | np.number):
+        label = np.asarray(label, dtype=values.dtype).item()  # as xarray's normalize_label
     try:
         loc = index.get_loc(label)
     except (KeyError, TypeError, ValueError):
