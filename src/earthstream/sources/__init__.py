@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ._base import ChunkedSource, SelectedSource, VariableInfo, source_selection
 from ._memory import ArraySource
@@ -33,9 +33,11 @@ def as_source(
 ) -> ChunkedSource:
     """What every stream accepts as a source, as a :class:`ChunkedSource`.
 
-    A source is returned as it is; anything else (a path or URL, an
-    ``xarray.Dataset`` or ``DataArray``) is opened with :func:`open_zarr`.
+    A path or URL, or an ``xarray.Dataset``/``DataArray``, is opened with
+    :func:`open_zarr`; anything else is taken to be a source already (checked by
+    type, not by touching its properties: a remote source's ``coords`` read the
+    store).
     """
-    if isinstance(source, ChunkedSource):
-        return source
-    return open_zarr(source, storage_options=storage_options)
+    if isinstance(source, str | os.PathLike) or is_xarray(source):
+        return open_zarr(source, storage_options=storage_options)
+    return cast(ChunkedSource, source)
