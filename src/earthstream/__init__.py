@@ -18,7 +18,15 @@ from ._stream import Stream
 from .engine import EpochReport
 from .multimodal import Modality, MultiStream
 from .sampling import Forecast
-from .sources import ArraySource, ChunkedSource, VariableInfo, ZarrSource, open_zarr
+from .sources import (
+    ArraySource,
+    ChunkedSource,
+    VariableInfo,
+    XarraySource,
+    ZarrSource,
+    open_xarray,
+    open_zarr,
+)
 from .stats import Normalizer, Stats, compute_stats
 
 if TYPE_CHECKING:
@@ -80,6 +88,7 @@ __all__ = [
     "Stream",
     "VariableInfo",
     "VectorSource",
+    "XarraySource",
     "ZarrSource",
     "__version__",
     "compute_stats",
@@ -89,6 +98,7 @@ __all__ = [
     "load_items",
     "open_cog",
     "open_vector",
+    "open_xarray",
     "open_zarr",
     "search_items",
     "stream_chips",

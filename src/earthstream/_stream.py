@@ -23,7 +23,7 @@ from .engine import (
     sweep_size,
     union_dims,
 )
-from .errors import ConfigError
+from .errors import ConfigError, DimensionError
 from .sampling import OrderSpec, build_window_grid, normalize_shuffle
 from .sampling._forecast import (
     Forecast,
@@ -33,7 +33,8 @@ from .sampling._forecast import (
     split_forecast,
     time_encoding,
 )
-from .sources import ChunkedSource, open_zarr
+from .sampling._select import format_label, resolve_selection, selected_coords
+from .sources import ChunkedSource, as_source, source_selection
 
 __all__ = ["Stream"]
 
@@ -62,7 +63,9 @@ class Stream(ShardedStream):
     ----------
     source
         A :class:`~earthstream.sources.ChunkedSource` (e.g. from :func:`open_zarr`),
-        or a path/URL that is opened with :func:`open_zarr`.
+        a path/URL that is opened with :func:`open_zarr`, or an ``xarray.Dataset``
+        / ``DataArray`` (see :func:`~earthstream.open_xarray`: a lazy Zarr-backed
+        dataset streams through the store's chunks with the dataset's selection).
     window
         Dim -> window length, e.g. ``{"lat": 64, "lon": 64}``; ``None`` as a length
         takes the whole dim.  Dims not named are iterated one index per sample and
@@ -126,6 +129,18 @@ class Stream(ShardedStream):
         not all present without a gap in the time coordinate are left out
         (counted in ``stream.forecast.dropped``).  ``batch.coords`` gains
         ``reference_time``, ``input_times`` and ``target_times``.
+    sel, isel
+        Dim -> label selection (``sel``, as ``xarray.Dataset.sel``: labels,
+        ``slice(first, last)`` with both ends inclusive, in the coordinate's own
+        direction, strings and partial dates on time axes) and dim -> position
+        selection (``isel``), applied ``isel`` first, e.g.
+        ``sel={"time": slice("1979", "2015"), "lat": slice(60, -60)}``.  Windows
+        lie inside the selection (``edges="pad"`` pads past its end, never reads
+        beyond it), ``batch.starts`` are positions within it (as after xarray's
+        ``isel``) and ``coords`` its labels.  A single label or position drops the
+        dim from the samples, as in xarray (it is iterated over its one
+        position); a one-element slice keeps it.  Empty, inverted or stepped
+        selections raise :class:`~earthstream.errors.SelectionError`.
     encodings
         Extra per-sample features: ``"time"`` adds ``batch["time_encoding"]``
         ``(B, 4)``: sin/cos of day of year and hour of the reference time (the
@@ -144,11 +159,19 @@ class Stream(ShardedStream):
     >>> batch = next(iter(stream))
     >>> batch["t2m"].shape, batch.starts["time"].shape, batch.coords["time"].dtype
     ((16, 8, 8), (16,), dtype('<M8[ns]'))
+
+    Train on a period and a latitude band (latitude runs 90 -> -90 here):
+
+    >>> train = es.Stream(path, window={"lat": 4, "lon": 8}, variables="t2m",
+    ...                   sel={"time": slice("2020-01-01", "2020-01-01T12"),
+    ...                        "lat": slice(60, -60)})
+    >>> train.coords["time"].size, train.coords["lat"][[0, -1]].tolist(), train.n_windows
+    (3, [54.0, -54.0], 24)
     """
 
     def __init__(
         self,
-        source: ChunkedSource | str | os.PathLike[str],
+        source: ChunkedSource | str | os.PathLike[str] | Any,
         window: Mapping[str, int | None],
         stride: Mapping[str, int] | None = None,
         *,
@@ -171,9 +194,10 @@ class Stream(ShardedStream):
         remainder: str = "pad",
         forecast: Forecast | Mapping[str, Any] | None = None,
         encodings: Sequence[str] = (),
+        sel: Mapping[str, Any] | None = None,
+        isel: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(source, str | os.PathLike):
-            source = open_zarr(source)
+        source = as_source(source)
         if variables is not None:
             source = source.select([variables] if isinstance(variables, str) else variables)
         infos = list(source.variables.values())
@@ -189,20 +213,26 @@ class Stream(ShardedStream):
         self.policy = ChunkPolicy(missing=missing, corrupt=corrupt, max_corrupt=max_corrupt)
         self._init_sharding(rank, world_size, remainder)
 
-        sizes = union_dims(infos)
+        full = union_dims(infos)
         chunks: dict[str, int] = {}
         for info in infos:
             for dim, chunk in zip(info.dims, info.chunks, strict=True):
                 chunks.setdefault(dim, chunk)
         self._source = source
-        self._coords = {d: np.asarray(v) for d, v in source.coords.items()}
+        self._spans = resolve_selection(
+            full, source.coords, sel=sel, isel=isel, base=source_selection(source)
+        )
+        self._check_scalars(window, stride)
+        sizes = {d: self._spans[d].size if d in self._spans else n for d, n in full.items()}
+        origins = {d: span.start for d, span in self._spans.items()}
+        self._coords = selected_coords(source.coords, self._spans)
         self.forecast: ForecastPlan | None = None
         if forecast is not None:
             forecast = Forecast.coerce(forecast)
             window = self._forecast_window(forecast, window, stride, edges, stack)
             self.forecast = plan_forecast(forecast, self._coords, {v.name: v.dims for v in infos})
             window = {**window, forecast.dim: self.forecast.length}
-        grid = build_window_grid(sizes, window, stride, edges, chunks)
+        grid = build_window_grid(sizes, window, stride, edges, chunks, origins)
         if self.forecast is not None:
             grid = grid.with_starts(self.forecast.dim, self.forecast.starts)
         self.encodings = self._check_encodings(encodings, sizes)
@@ -275,7 +305,28 @@ class Stream(ShardedStream):
 
     @property
     def coords(self) -> Mapping[str, np.ndarray]:
+        """1-D coordinates of the stream's dims, cut to the selection."""
         return self._coords
+
+    @property
+    def selection(self) -> dict[str, slice]:
+        """The selected positions of the source's arrays per dim (``sel``/``isel`` resolved)."""
+        return {d: span.as_slice() for d, span in self._spans.items()}
+
+    def _check_scalars(
+        self, window: Mapping[str, int | None] | None, stride: Mapping[str, int] | None
+    ) -> None:
+        for dim, span in self._spans.items():
+            if span.scalar and (dim in (window or {}) or dim in (stride or {})):
+                values = self._source.coords.get(dim)
+                label = format_label(values[span.start]) if values is not None else "..."
+                raise DimensionError(
+                    f"{dim!r} is selected by a single label or position, which drops the dim "
+                    f"as xarray does, so window= and stride= cannot name it. To keep {dim!r}, "
+                    f"select a range: sel={{{dim!r}: slice({label}, {label})}} or "
+                    f"isel={{{dim!r}: slice({span.start}, {span.stop})}} (positions in the "
+                    "source)."
+                )
 
     def _identity(self) -> tuple[dict[str, Any], Mapping[str, np.ndarray]]:
         described = {
@@ -285,6 +336,7 @@ class Stream(ShardedStream):
             ),
             "grid": [dataclasses.astuple(a) for a in self.layout.grid.axes],
             "edges": self.layout.grid.edges,
+            "selection": {d: [s.start, s.stop, s.scalar] for d, s in sorted(self._spans.items())},
         }
         return described, self._coords
 
@@ -455,9 +507,11 @@ class Stream(ShardedStream):
         grid = self.layout.grid
         window = ", ".join(f"{a.dim}={a.length}" for a in grid.axes if not a.squeeze)
         iterated = ", ".join(a.dim for a in grid.axes if a.squeeze) or "none"
+        selected = ", ".join(f"{d}={s.start}:{s.stop}" for d, s in self._spans.items())
         return (
             f"<Stream {len(self.variables)} variables ({', '.join(self.variables)}); "
-            f"window {window or 'none'}; iterated {iterated}; {self.n_windows} windows in "
+            f"window {window or 'none'}; iterated {iterated}; "
+            f"{f'selection {selected}; ' if selected else ''}{self.n_windows} windows in "
             f"{len(self)} batches of {self.order.batch_size}; shuffle={self.order.shuffle!r} "
             f"seed={self.order.seed} epoch={self._epoch}; rank {self.rank} of {self.world_size}; "
             f"memory_limit={format_bytes(self.budget.memory_limit)}>"

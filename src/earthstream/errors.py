@@ -25,6 +25,7 @@ __all__ = [
     "MissingModalityError",
     "MissingProjectionError",
     "ResumeError",
+    "SelectionError",
     "StatsFileError",
     "StatsMismatchError",
     "StoreAccessError",
@@ -67,6 +68,11 @@ class MemoryBudgetError(EarthstreamError, ValueError):
 
 class ResumeError(EarthstreamError, ValueError):
     """A saved stream state that does not fit this stream (other data, settings or layout)."""
+
+
+class SelectionError(EarthstreamError, ValueError):
+    """A ``sel``/``isel`` selection that selects nothing, is inverted, names a label the
+    coordinate does not have, or cannot be represented as one range of positions."""
 
 
 class StoreNotFoundError(EarthstreamError, FileNotFoundError):

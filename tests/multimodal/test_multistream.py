@@ -344,3 +344,40 @@ def test_normalization_through_loader_workers(stores: dict[str, Path]) -> None:
             np.testing.assert_allclose(batch["t2m"][k].numpy(), expected, rtol=1e-5, atol=1e-5)
             n += 1
     assert n == stream.n_windows and not ds._device_stage
+
+
+def test_selection_on_the_primary(stores: dict[str, Path]) -> None:
+    """sel=/isel= select the primary's samples (as xarray's sel); other modalities are
+    matched to the selected footprints by their coordinates, forecasts stay inside."""
+    weather = xr.open_zarr(stores["weather"], chunks=None, consolidated=False).load()
+    static = xr.open_zarr(stores["static"], chunks=None, consolidated=False).load()
+    sel = {"lat": slice(58.0, 52.0), "time": slice("2021-03-01T06", "2021-03-03T00")}
+    isel = {"lon": slice(4, 28)}
+    part = weather.isel(isel).sel(sel)
+    stream = es.MultiStream(
+        {"w": es.Modality(stores["weather"], variables=["t2m", "u10"]), "s": stores["static"]},
+        {"lat": 4, "lon": 8},
+        forecast={"inputs": 2, "lead": "12h", "targets": ["t2m"]},
+        sel=sel,
+        isel=isel,
+        batch_size=5,
+        seed=2,
+    )
+    times = set(part["time"].values.tolist())
+    n = 0
+    for batch in stream:
+        for i in range(batch.size):
+            y, x = int(batch.starts["lat"][i]), int(batch.starts["lon"][i])
+            box = {"lat": slice(y, y + 4), "lon": slice(x, x + 8)}
+            inputs = part.isel(box).sel(time=batch.coords["input_times"][i])
+            for c, name in enumerate(("t2m", "u10")):
+                np.testing.assert_array_equal(batch["w"][i, c], inputs[name].values)
+            target = part["t2m"].isel(box).sel(time=batch.coords["target_times"][i])
+            np.testing.assert_array_equal(batch["target"][i, 0], target.values)
+            assert set(batch.coords["target_times"][i].tolist()) <= times
+            footprint = static.sel(lat=part["lat"].values[box["lat"]]).sel(
+                lon=part["lon"].values[box["lon"]]
+            )
+            np.testing.assert_array_equal(batch["s"][i, 0], footprint["lsm"].values)
+        n += batch.size
+    assert n == stream.n_windows > 0

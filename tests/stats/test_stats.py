@@ -146,7 +146,7 @@ def test_selection_and_per(store: tuple[Path, Any], client: Any) -> None:
         path,
         "b",
         per=(),
-        selection={"time": slice(2, 7), "level": (1, 3)},
+        isel={"time": slice(2, 7), "level": slice(1, 3)},
         scheduler=client,
         progress=False,
     )
@@ -164,7 +164,7 @@ def test_label_selection_on_times(tmp_path: Path) -> None:
     stats = es.compute_stats(
         path,
         "t2m",
-        selection={"time": slice("2020-01-01T06", "2020-01-02T00")},
+        sel={"time": slice("2020-01-01T06", "2020-01-02T00")},
         scheduler="sync",
         progress=False,
     )
@@ -300,7 +300,7 @@ def test_mismatched_stats_raise_typed_errors(store: tuple[Path, Any], tmp_path: 
     assert "--variables a,b" in message or "--variables b,a" in message
     assert str(file) in message
     two_levels = es.compute_stats(
-        path, "b", selection={"level": slice(0, 2)}, scheduler="sync", progress=False
+        path, "b", isel={"level": slice(0, 2)}, scheduler="sync", progress=False
     )
     with pytest.raises(StatsMismatchError, match="have 2 'level' entries but 'b' here has 3"):
         es.Stream(path, window, variables="b").to_torch(normalize=two_levels)

@@ -174,7 +174,8 @@ def _stats(args: argparse.Namespace) -> int:
     def names(text: str | None) -> list[str] | None:
         return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
-    selection = None
+    sel: dict[str, slice] | None = None
+    isel: dict[str, slice] | None = None
     if args.time:
         start, sep, end = args.time.partition(":")
         if not sep:
@@ -186,12 +187,17 @@ def _stats(args: argparse.Namespace) -> int:
             text = text.strip()
             return int(text) if text.lstrip("-").isdigit() else (text or None)
 
-        selection = {"time": slice(bound(start), bound(end))}
+        first, last = bound(start), bound(end)
+        if isinstance(first, str) or isinstance(last, str):
+            sel = {"time": slice(first, last)}  # labels, both ends inclusive (xarray's sel)
+        else:
+            isel = {"time": slice(first, last)}
     stats = compute_stats(
         args.url,
         names(args.variables),
         per=names(args.per),
-        selection=selection,
+        sel=sel,
+        isel=isel,
         quantiles=[float(q) for q in args.quantiles.split(",") if q.strip()],
         scheduler=args.scheduler,
         n_workers=args.workers,

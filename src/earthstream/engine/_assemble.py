@@ -51,11 +51,11 @@ def _copy_piece(
     out_row: np.ndarray, chunk: np.ndarray, var: VarLayout, index: Any, local: list[int]
 ) -> None:
     """Copy the part of a window (starting at ``local`` relative to the chunk) that the
-    chunk at grid ``index`` holds inside the array bounds."""
+    chunk at grid ``index`` holds inside the array bounds (the selection's end)."""
     src: list[Any] = []
     dst: list[slice] = []
     for s, i, c, size, n, keep in zip(
-        local, index.tolist(), var.chunks, var.shape, var.lengths, var.keep, strict=True
+        local, index.tolist(), var.chunks, var.end, var.lengths, var.keep, strict=True
     ):
         extent = min(c, size - i * c)  # valid part of this chunk along the dim
         lo, hi = max(s, 0), min(s + n, extent)

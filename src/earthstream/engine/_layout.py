@@ -48,6 +48,13 @@ class VarLayout:
     fill: Any
     channel_start: int = 0
     n_channels: int = 1
+    #: Where the stream's selection ends along each dim (default: the array's end);
+    #: windows padded past it are filled, never read from beyond it.
+    limit: tuple[int, ...] = ()
+
+    @property
+    def end(self) -> tuple[int, ...]:
+        return self.limit or self.shape
 
     @property
     def chunk_grid(self) -> tuple[int, ...]:
@@ -187,7 +194,7 @@ def build_layout(
     layouts: list[VarLayout] = []
     for info in variables:
         for axis in grid.axes:
-            if axis.dim not in info.dims and not axis.whole:
+            if axis.dim not in info.dims and axis.count != 1:
                 how = "iterates over it" if axis.squeeze else f"cuts {axis.count} windows along it"
                 raise DimensionError(
                     f"variable {info.name!r} {info.dims} has no dim {axis.dim!r}, but the stream "
@@ -209,6 +216,7 @@ def build_layout(
                 keep=keep,
                 dtype=dtype,
                 fill=_fill_for(dtype, info.fill_value),
+                limit=tuple(grid.axes[a].origin + grid.axes[a].size for a in grid_axes),
             )
         )
     if not stack:

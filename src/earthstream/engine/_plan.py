@@ -73,7 +73,8 @@ def plan_span(layout: StreamLayout, batches: Sequence[tuple[int, np.ndarray]]) -
     sizes = np.array([len(ids) for _, ids in batches], dtype=np.int64)
     bounds = np.concatenate(([0], np.cumsum(sizes)))
     ids = np.concatenate([ids for _, ids in batches]) if len(batches) else np.zeros(0, np.int64)
-    starts = grid.starts_of(ids)
+    starts = grid.starts_of(ids)  # relative to the selection; + origins: in the source
+    absolute = starts + grid.origins if len(starts) else starts
     owner = np.repeat(np.arange(len(batches)), sizes)  # batch position of every window
     n_vars = len(layout.variables)
     shape_all = np.array([a.size for a in grid.axes], dtype=np.int64)
@@ -83,10 +84,10 @@ def plan_span(layout: StreamLayout, batches: Sequence[tuple[int, np.ndarray]]) -
 
     per_batch: list[list[VarPlan]] = [[] for _ in batches]
     for vi, var in enumerate(layout.variables):
-        s = starts[:, list(var.grid_axes)] if var.grid_axes else starts[:, :0]
+        s = absolute[:, list(var.grid_axes)] if var.grid_axes else absolute[:, :0]
         lengths = np.asarray(var.lengths, dtype=np.int64)
         chunks = np.asarray(var.chunks, dtype=np.int64)
-        shape = np.asarray(var.shape, dtype=np.int64)
+        shape = np.asarray(var.end, dtype=np.int64)  # clip at the selection's end
         chunk_grid = var.chunk_grid
         lo = s // chunks
         hi = (np.minimum(s + lengths, shape) - 1) // chunks

@@ -14,7 +14,8 @@ from .._batch import Batch
 from .._stream import Stream, latlon_dims
 from .._units import parse_bytes
 from ..errors import ConfigError, GridMismatchError, MissingModalityError
-from ..sources import ChunkedSource, open_zarr
+from ..sampling._select import selected_coords
+from ..sources import ChunkedSource, is_xarray, open_zarr, source_selection
 from ._gridded import ChunkCache, match_axis, match_times, read_box
 from ._spec import MISSING, RESOLUTIONS, Modality, RecordInfo, layout_of
 
@@ -47,6 +48,8 @@ def _open(source: Any) -> Any:
 
             return open_cog(text)
         return open_zarr(text)
+    if is_xarray(source):
+        return open_zarr(source)
     return source
 
 
@@ -68,7 +71,10 @@ class _Gridded(_Reader):
         self.broadcast_time = spec.broadcast_time
         source = self.source
         infos = list(source.variables.values())
-        coords = {d: np.asarray(v) for d, v in source.coords.items()}
+        # a source cut to a selection (e.g. a sliced xarray.Dataset): match and read in it
+        spans = source_selection(source)
+        self.origin = {d: span.start for d, span in spans.items()}
+        coords = selected_coords(source.coords, spans)
         lat, lon = _spatial_dims(coords, f"modality {name!r}")
         native = self.native
         self.lat = match_axis(
@@ -94,14 +100,16 @@ class _Gridded(_Reader):
                     f"{dims}, {v.name}: {v.dims}); split them into two modalities."
                 )
         self.dims = dims
-        self.shape = infos[0].shape  # every variable's (checked above)
+        self.shape = tuple(  # every variable's (checked above), within the selection
+            spans[d].size if d in spans else n for d, n in zip(dims, infos[0].shape, strict=True)
+        )
         self.dtype = np.result_type(*[v.dtype for v in infos])
         self.height = owner.window_len(owner.lat_dim) * self.lat.factor
         self.width = owner.window_len(owner.lon_dim) * self.lon.factor
         steps = owner.input_steps
         self.keeps_time = steps > 0
         sample: list[tuple[str, int]] = []
-        for d, n in zip(dims, infos[0].shape, strict=True):
+        for d, n in zip(dims, self.shape, strict=True):
             if d == lat:
                 sample.append((lat, self.height))
             elif d == lon:
@@ -193,15 +201,16 @@ class _Gridded(_Reader):
         starts, lengths = [], []
         shape = self.shape
         for i, d in enumerate(self.dims):
+            origin = self.origin.get(d, 0)  # positions in the selection -> in the source
             if d in spatial:
                 first, length = spatial[d]
-                starts.append(int(first[b]))
+                starts.append(origin + int(first[b]))
                 lengths.append(length)
             elif i == t_axis:
-                starts.append(t)
+                starts.append(origin + t)
                 lengths.append(1)
             else:
-                starts.append(0)
+                starts.append(origin)
                 lengths.append(shape[i])
         return starts, lengths
 

@@ -12,6 +12,7 @@ from ._plan import (
     round_robin_next,
 )
 from ._resume import STATE_FORMAT, STATE_VERSION, Cursor, cursor_from_state
+from ._select import Span, resolve_selection
 from ._windows import AxisWindows, WindowGrid, build_window_grid
 
 __all__ = [
@@ -27,11 +28,13 @@ __all__ = [
     "Forecast",
     "ForecastPlan",
     "OrderSpec",
+    "Span",
     "WindowGrid",
     "build_window_grid",
     "cursor_from_state",
     "normalize_shuffle",
     "permutation_slice",
+    "resolve_selection",
     "round_robin_counts",
     "round_robin_index",
     "round_robin_next",

@@ -55,6 +55,10 @@ class AxisWindows:
     #: Explicit, ascending window starts (e.g. forecast windows that skip gaps in
     #: the time axis) instead of the regular ``k * stride``.
     explicit: tuple[int, ...] | None = None
+    #: Position in the source array where this axis begins (a selection): window
+    #: starts are relative to it, ``size`` is the selection's length, and chunk
+    #: groups follow the source's chunks (``chunk``) counted from position 0.
+    origin: int = 0
 
     @property
     def count(self) -> int:
@@ -75,8 +79,10 @@ class AxisWindows:
     def block_ranges(self) -> tuple[np.ndarray, np.ndarray]:
         """``(lo, hi)``: for every chunk holding window starts, the window indices
         ``k`` in ``[lo, hi)`` whose start lies in it.  Empty chunks are left out."""
-        n_chunks = -(-self.size // self.chunk)
-        edges = np.arange(n_chunks + 1, dtype=np.int64) * self.chunk
+        first = self.origin // self.chunk
+        last = -(-(self.origin + self.size) // self.chunk)
+        edges = np.arange(first, last + 1, dtype=np.int64) * self.chunk - self.origin
+        edges = np.maximum(edges, 0)  # a selection may begin inside a chunk
         if self.explicit is not None:
             bounds = np.searchsorted(self.starts(), edges, side="left")
         else:
@@ -121,6 +127,11 @@ class WindowGrid:
     @property
     def lengths(self) -> np.ndarray:
         return np.array([a.length for a in self.axes], dtype=np.int64)
+
+    @property
+    def origins(self) -> np.ndarray:
+        """Where each axis begins in the source arrays (selections); starts add to it."""
+        return np.array([a.origin for a in self.axes], dtype=np.int64)
 
     def axis(self, dim: str) -> AxisWindows:
         return self.axes[self.dims.index(dim)]
@@ -224,6 +235,7 @@ def build_window_grid(
     stride: Mapping[str, int] | None,
     edges: str,
     chunks: Mapping[str, int],
+    origins: Mapping[str, int] | None = None,
 ) -> WindowGrid:
     """Validate the user's window settings and build the grid.
 
@@ -239,10 +251,20 @@ def build_window_grid(
         ``"drop"`` windows that do not fit, or ``"pad"`` them.
     chunks
         Dim -> chunk length, for grouping windows by chunk.
+    origins
+        Dim -> position in the source arrays where the dim's selection begins
+        (``sizes`` are then the selections' lengths).  Default: 0.
 
     >>> grid = build_window_grid({"t": 4, "y": 10}, {"y": 4}, None, "drop", {"t": 1, "y": 5})
     >>> grid.counts, grid.n_windows
     ((4, 2), 8)
+
+    A selection of positions 3..9 along ``y`` (chunks of 5): windows start at
+    3 and 7 in the source, one in each chunk.
+
+    >>> sel = build_window_grid({"y": 7}, {"y": 4}, {"y": 4}, "pad", {"y": 5}, origins={"y": 3})
+    >>> sel.starts_of([0, 1]).tolist(), sel.origins.tolist(), sel.block_sizes().tolist()
+    ([[0], [4]], [3], [1, 1])
     """
     if edges not in EDGES:
         raise ConfigError(f"edges={edges!r} must be 'drop' or 'pad'.")
@@ -250,6 +272,7 @@ def build_window_grid(
     strides = _normalize_lengths("stride", stride, sizes)
     axes = []
     for dim, size in sizes.items():
+        origin = int((origins or {}).get(dim, 0))
         squeeze = dim not in windows
         given_length = windows.get(dim)
         length = 1 if squeeze else (size if given_length is None else given_length)
@@ -276,8 +299,9 @@ def build_window_grid(
                 length=length,
                 stride=step,
                 squeeze=squeeze,
-                chunk=max(1, min(chunks.get(dim, size), size)),
+                chunk=max(1, min(chunks.get(dim, origin + size), origin + size)),
                 edges=edges,
+                origin=origin,
             )
         )
     return WindowGrid(axes=tuple(axes), edges=edges)

@@ -1,7 +1,43 @@
 """Data sources: what can be streamed, described by variables on a chunk grid."""
 
-from ._base import ChunkedSource, VariableInfo
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, cast
+
+from ._base import ChunkedSource, SelectedSource, VariableInfo, source_selection
 from ._memory import ArraySource
+from ._xarray import XarraySource, is_xarray, open_xarray
 from ._zarr import ZarrSource, open_zarr
 
-__all__ = ["ArraySource", "ChunkedSource", "VariableInfo", "ZarrSource", "open_zarr"]
+__all__ = [
+    "ArraySource",
+    "ChunkedSource",
+    "SelectedSource",
+    "VariableInfo",
+    "XarraySource",
+    "ZarrSource",
+    "as_source",
+    "is_xarray",
+    "open_xarray",
+    "open_zarr",
+    "source_selection",
+]
+
+
+def as_source(
+    source: ChunkedSource | str | os.PathLike[str] | Any,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> ChunkedSource:
+    """What every stream accepts as a source, as a :class:`ChunkedSource`.
+
+    A path or URL, or an ``xarray.Dataset``/``DataArray``, is opened with
+    :func:`open_zarr`; anything else is taken to be a source already (checked by
+    type, not by touching its properties: a remote source's ``coords`` read the
+    store).
+    """
+    if isinstance(source, str | os.PathLike) or is_xarray(source):
+        return open_zarr(source, storage_options=storage_options)
+    return cast(ChunkedSource, source)

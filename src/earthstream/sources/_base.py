@@ -86,3 +86,18 @@ class ChunkedSource(Protocol):
     def select(self, variables: Sequence[str]) -> ChunkedSource:
         """The same source restricted to ``variables``."""
         ...
+
+
+def source_selection(source: ChunkedSource) -> dict[str, Any]:
+    """The position ranges (:class:`~earthstream.sampling._select.Span` per dim) a source
+    is already cut to, e.g. a :class:`~earthstream.ZarrSource` opened from a sliced
+    ``xarray.Dataset``; empty for the whole source."""
+    return dict(source.selection) if isinstance(source, SelectedSource) else {}
+
+
+@runtime_checkable
+class SelectedSource(Protocol):
+    """A source that carries a selection of positions of its arrays."""
+
+    @property
+    def selection(self) -> Mapping[str, Any]: ...

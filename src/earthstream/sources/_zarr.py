@@ -6,13 +6,14 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from .._names import suggest
 from .._units import format_bytes
 from ..errors import StoreNotFoundError, UnsupportedFormatError, VariableNotFoundError
+from ..sampling._select import Span
 from ..storage import StoreLocation, parse_location
 from ..storage._readers import (
     ByteReader,
@@ -21,7 +22,7 @@ from ..storage._readers import (
     open_reader,
     split_options,
 )
-from ._base import VariableInfo
+from ._base import ChunkedSource, VariableInfo
 from ._cftime import decode_cf_time, is_cf_time
 from ._zarr_codecs import ChunkDecoder, ZarrArraySpec, spec_from_metadata
 
@@ -86,6 +87,7 @@ class ZarrSource:
         self._coord_arrays = dict(coord_arrays)
         self.attrs = dict(attrs)
         self.decode_times = decode_times
+        self._selection: dict[str, Span] = {}
         self._init_lazy()
 
     # -- process-local state, rebuilt after unpickling ----------------------------
@@ -185,6 +187,19 @@ class ZarrSource:
             decode_times=self.decode_times,
         )
         source._coords = self._coords
+        source._selection = self._selection
+        return source
+
+    @property
+    def selection(self) -> Mapping[str, Span]:
+        """Position ranges this source is cut to, per dim (e.g. from a sliced
+        ``xarray.Dataset``); streams and statistics start from it.  Empty: all of it."""
+        return self._selection
+
+    def with_selection(self, selection: Mapping[str, Span]) -> ZarrSource:
+        """The same source cut to ``selection`` (position ranges of the stored arrays)."""
+        source = self.select(list(self._variables))
+        source._selection = dict(selection)
         return source
 
     # -- data ------------------------------------------------------------------------
@@ -304,6 +319,9 @@ class ZarrSource:
             )
         if self._coord_arrays:
             lines.append("Coordinates: " + ", ".join(self._coord_arrays))
+        if self._selection:
+            cut = ", ".join(f"{d}: {s.start}:{s.stop}" for d, s in self._selection.items())
+            lines.append(f"Selection (positions): {cut}")
         if not fast:
             lines.append("(some variables use codecs read through zarr-python: slower)")
         return "\n".join(lines)
@@ -364,14 +382,38 @@ def _check_names(requested: Sequence[str] | str, available: Mapping[str, Any]) -
     return names
 
 
+@overload
 def open_zarr(
     url_or_path: str | os.PathLike[str],
     variables: Sequence[str] | str | None = None,
     *,
     storage_options: Mapping[str, Any] | None = None,
     decode_times: bool = True,
-) -> ZarrSource:
+) -> ZarrSource: ...
+
+
+@overload
+def open_zarr(
+    url_or_path: Any,
+    variables: Sequence[str] | str | None = None,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    decode_times: bool = True,
+) -> ChunkedSource: ...
+
+
+def open_zarr(
+    url_or_path: Any,
+    variables: Sequence[str] | str | None = None,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    decode_times: bool = True,
+) -> ChunkedSource:
     """Open a Zarr v2 or v3 store (group or single array) lazily.
+
+    An ``xarray.Dataset`` or ``DataArray`` is opened with
+    :func:`~earthstream.open_xarray`: the Zarr store behind it when it is still
+    xarray's lazy read of one, else a source that reads through xarray.
 
     Only metadata is read: consolidated metadata when the store has it,
     otherwise each array's ``.zarray``/``zarr.json``.  No chunk is read and no
@@ -407,6 +449,10 @@ def open_zarr(
     """
     import zarr
 
+    from ._xarray import is_xarray, open_xarray
+
+    if is_xarray(url_or_path):
+        return open_xarray(url_or_path, variables)
     location = parse_location(url_or_path, storage_options)
     if location.is_local and not os.path.exists(location.path):
         raise StoreNotFoundError(

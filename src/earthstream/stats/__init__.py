@@ -20,7 +20,7 @@ JSON file, e.g. in the last stage of ``stream.to_torch(device, normalize=...)``.
 Dask is imported only when :func:`compute_stats` runs (not with ``scheduler="sync"``).
 """
 
-from ._compute import DEFAULT_PER, compute_stats, resolve_selection
+from ._compute import DEFAULT_PER, compute_stats, selection_spans
 from ._moments import Digest, Moments
 from ._normalize import Normalizer
 from ._result import Stats, VariableStats
@@ -33,5 +33,5 @@ __all__ = [
     "Stats",
     "VariableStats",
     "compute_stats",
-    "resolve_selection",
+    "selection_spans",
 ]

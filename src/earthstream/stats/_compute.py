@@ -17,6 +17,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +27,12 @@ import numpy as np
 from .._names import suggest
 from .._units import parse_bytes
 from ..errors import ConfigError, DimensionError
-from ..sources import ChunkedSource, VariableInfo, open_zarr
+from ..sampling._select import Span, format_label, resolve_selection
+from ..sources import ChunkedSource, VariableInfo, as_source, source_selection
 from ._moments import DEFAULT_COMPRESSION, Moments
 from ._result import Stats, VariableStats
 
-__all__ = ["DEFAULT_PER", "compute_stats", "resolve_selection"]
+__all__ = ["DEFAULT_PER", "compute_stats", "selection_spans"]
 
 #: Dims kept as separate statistics when present (``per=None``).
 DEFAULT_PER = ("level", "band")
@@ -109,57 +111,70 @@ def _is_label(value: Any) -> bool:
     return value is not None and not isinstance(value, int | np.integer)
 
 
-def resolve_selection(
-    source: ChunkedSource, selection: Selection | None
-) -> dict[str, tuple[int, int]]:
-    """Index ranges ``[start, stop)`` per dim for a selection.
+def _legacy_selection(
+    selection: Selection,
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The old ``selection=`` (integers are positions, end exclusive; anything else
+    labels, end inclusive) as ``sel``/``isel``, and the call to write instead."""
+    if not isinstance(selection, Mapping):
+        raise ConfigError(f"selection={selection!r} must be a mapping from dim to a range.")
+    sel: dict[str, Any] = {}
+    isel: dict[str, Any] = {}
+    for dim, value in selection.items():
+        if isinstance(value, int | np.integer) and not isinstance(value, bool):
+            isel[dim] = slice(int(value), int(value) + 1)
+            continue
+        if isinstance(value, tuple) and len(value) == 2:
+            value = slice(*value)
+        if not isinstance(value, slice):
+            raise ConfigError(
+                f"selection[{dim!r}]={value!r} is not a selection; write "
+                f"sel={{{dim!r}: slice(first, last)}} (labels) or isel={{{dim!r}: slice(start, "
+                "stop)}} (positions)."
+            )
+        if _is_label(value.start) or _is_label(value.stop):
+            sel[dim] = value
+        else:
+            isel[dim] = value
+    parts = []
+    for name, given in (("sel", sel), ("isel", isel)):
+        if given:
+            body = ", ".join(f"{d!r}: {_slice_text(v)}" for d, v in given.items())
+            parts.append(f"{name}={{{body}}}")
+    return sel, isel, ", ".join(parts)
 
-    Integers (``slice(0, 100)``, ``(0, 100)``) are positions, end exclusive;
-    anything else (``slice("2020-01-01", "2020-03-31")``) are coordinate labels,
-    end inclusive (as ``xarray``'s ``sel``), looked up in the dim's increasing
-    coordinate.
+
+def _slice_text(value: slice) -> str:
+    bounds = [format_label(value.start), format_label(value.stop)]
+    if value.step is not None:
+        bounds.append(format_label(value.step))
+    return f"slice({', '.join(bounds)})"
+
+
+def selection_spans(
+    source: ChunkedSource,
+    sel: Mapping[str, Any] | None = None,
+    isel: Mapping[str, Any] | None = None,
+) -> dict[str, Span]:
+    """The position ranges ``sel``/``isel`` select in ``source`` (after its own selection).
+
+    The same rules as :class:`~earthstream.Stream`'s ``sel``/``isel`` (xarray's).
 
     >>> import numpy as np, earthstream as es
-    >>> src = es.ArraySource({"x": (("t",), np.zeros(10))}, coords={"t": np.arange(10) * 10})
-    >>> resolve_selection(src, {"t": slice(2, 5)}), resolve_selection(src, {"t": (20.0, 50.0)})
-    ({'t': (2, 5)}, {'t': (2, 6)})
+    >>> lat = np.linspace(89.5, -89.5, 180)
+    >>> src = es.ArraySource({"x": (("lat",), np.zeros(180))}, coords={"lat": lat})
+    >>> selection_spans(src, sel={"lat": slice(29.5, -29.5)})
+    {'lat': Span(start=60, stop=120, scalar=False)}
     """
     sizes: dict[str, int] = {}
     for info in source.variables.values():
         for dim, size in zip(info.dims, info.shape, strict=True):
             sizes.setdefault(dim, size)
-    out: dict[str, tuple[int, int]] = {}
-    for dim, sel in (selection or {}).items():
-        if dim not in sizes:
-            raise DimensionError(
-                f"selection on dim {dim!r}, which no selected variable has."
-                f"{suggest(dim, list(sizes))} Dims: {', '.join(sizes)}."
-            )
-        if isinstance(sel, int | np.integer) and not isinstance(sel, bool):
-            start, stop = int(sel), int(sel) + 1
-        elif isinstance(sel, slice | tuple) and not (isinstance(sel, slice) and sel.step):
-            lo, hi = (sel.start, sel.stop) if isinstance(sel, slice) else sel
-            if _is_label(lo) or _is_label(hi):
-                values = np.asarray(source.coords.get(dim, np.arange(sizes[dim])))
-                if values.dtype.kind == "M":
-                    lo = None if lo is None else np.datetime64(lo)
-                    hi = None if hi is None else np.datetime64(hi)
-                start = 0 if lo is None else int(np.searchsorted(values, lo, side="left"))
-                stop = sizes[dim] if hi is None else int(np.searchsorted(values, hi, side="right"))
-            else:
-                start, stop, _ = slice(lo, hi).indices(sizes[dim])
-        else:
-            raise ConfigError(
-                f"selection[{dim!r}]={sel!r} is not a selection; use slice(start, stop) of "
-                "positions or coordinate labels, a (start, stop) pair, or one position."
-            )
-        if not 0 <= start < stop <= sizes[dim]:
-            raise ConfigError(
-                f"selection[{dim!r}]={sel!r} selects nothing of {dim!r} (size {sizes[dim]}, "
-                f"resolved to positions {start}:{stop}). Check the range and its order."
-            )
-        out[dim] = (start, stop)
-    return out
+    base = source_selection(source)
+    if not sel and not isel and not base:
+        return {}
+    coords = source.coords if sel else {}
+    return resolve_selection(sizes, coords, sel=sel, isel=isel, base=base)
 
 
 def _nodata_of(info: VariableInfo, nodata: Any) -> float | None:
@@ -320,10 +335,12 @@ def _client(scheduler: Any, n_workers: int, threads_per_worker: int) -> tuple[An
 
 
 def compute_stats(
-    source: ChunkedSource | str | os.PathLike[str],
+    source: ChunkedSource | str | os.PathLike[str] | Any,
     variables: Sequence[str] | str | None = None,
     *,
     per: Sequence[str] | None = None,
+    sel: Mapping[str, Any] | None = None,
+    isel: Mapping[str, Any] | None = None,
     selection: Selection | None = None,
     quantiles: Sequence[float] = (0.01, 0.5, 0.99),
     nodata: Any = "fill",
@@ -347,17 +364,25 @@ def compute_stats(
     Parameters
     ----------
     source
-        A source (e.g. from :func:`~earthstream.open_zarr`) or a path/URL of a Zarr store.
+        A source (e.g. from :func:`~earthstream.open_zarr`), a path/URL of a Zarr
+        store, or an ``xarray.Dataset``/``DataArray`` (see :func:`~earthstream.open_xarray`).
     variables
         Variables to measure (default: all).
     per
         Dims whose positions get separate statistics (e.g. pressure levels);
         default ``("level", "band")`` wherever a variable has them; ``()`` for one
         set of statistics per variable.
+    sel, isel
+        What to measure, as :class:`~earthstream.Stream` and xarray select it:
+        ``sel`` by labels (``slice(first, last)``, both ends inclusive, in the
+        coordinate's own direction, e.g. ``{"time": slice("1979", "2015"),
+        "lat": slice(60, -60)}``), ``isel`` by positions.  A single label or
+        position drops the dim, so a ``per`` dim selected that way gives one
+        set of statistics; a one-element slice keeps it.
     selection
-        Dim -> range to measure: ``slice(start, stop)`` of positions (end
-        exclusive) or of coordinate labels (end inclusive), e.g.
-        ``{"time": slice("2020-01-01", "2020-06-30")}``.
+        Deprecated: use ``sel``/``isel``.  Integers (and pairs of them) are
+        positions, anything else labels; it warns with the ``sel``/``isel`` to
+        write instead, and is resolved by their rules.
     quantiles
         Quantile levels in ``[0, 1]``.
     nodata
@@ -398,14 +423,26 @@ def compute_stats(
     >>> 250 < float(stats["t2m"].mean) < 300
     True
     """
-    if isinstance(source, str | os.PathLike):
-        source = open_zarr(source, storage_options=storage_options)
+    if selection is not None:
+        if sel is not None or isel is not None:
+            raise ConfigError("pass sel=/isel=, not selection= as well (selection= is deprecated).")
+        sel, isel, instead = _legacy_selection(selection)
+        warnings.warn(
+            f"compute_stats(selection=...) is deprecated and will be removed in the next "
+            f"release; write {instead} (labels with sel, both ends inclusive as xarray's sel; "
+            "positions with isel).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+    source = as_source(source, storage_options=storage_options)
     if variables is not None:
         source = source.select([variables] if isinstance(variables, str) else list(variables))
     names = list(source.variables)
     all_dims = {d for info in source.variables.values() for d in info.dims}
+    spans = selection_spans(source, sel, isel)
+    scalar = {d for d, span in spans.items() if span.scalar}  # dropped, as in xarray
     if per is None:
-        per = tuple(d for d in DEFAULT_PER if d in all_dims)
+        per = tuple(d for d in DEFAULT_PER if d in all_dims and d not in scalar)
     else:
         per = (per,) if isinstance(per, str) else tuple(per)
         for dim in per:
@@ -413,6 +450,11 @@ def compute_stats(
                 raise DimensionError(
                     f"per={dim!r}: no selected variable has that dim.{suggest(dim, list(all_dims))}"
                     f" Dims: {', '.join(sorted(all_dims))}."
+                )
+            if dim in scalar:
+                raise DimensionError(
+                    f"per={dim!r}, but {dim!r} is selected by a single label or position, which "
+                    f"drops it (as xarray does); select a range (a one-element slice) to keep it."
                 )
     qs = tuple(float(q) for q in quantiles)
     if any(not 0.0 <= q <= 1.0 for q in qs):
@@ -426,7 +468,7 @@ def compute_stats(
             f"scheduler={scheduler!r}: pass a scheduler address such as 'tcp://host:8786', "
             "a distributed.Client, 'sync' (this process), or None (a LocalCluster)."
         )
-    ranges = resolve_selection(source, selection)
+    ranges = {d: (span.start, span.stop) for d, span in spans.items()}
     tasks, var_ranges = _tasks(
         source,
         names,

@@ -91,8 +91,15 @@ class Normalizer:
         return f"<Normalizer of {', '.join(self.stats)} from {self._where}>"
 
     # -- validation -----------------------------------------------------------------
-    def check(self, variables: Mapping[str, tuple[Sequence[str], Sequence[int]]]) -> None:
+    def check(
+        self,
+        variables: Mapping[str, tuple[Sequence[str], Sequence[int]]],
+        coords: Mapping[str, Any] | None = None,
+    ) -> None:
         """Check that the statistics cover ``variables`` (name -> (dims, shape)).
+
+        With ``coords``, per-dim statistics must also be for the same labels
+        (e.g. the same pressure levels, when a stream selects some of them).
 
         Raises
         ------
@@ -118,6 +125,17 @@ class Normalizer:
                         "store (with no selection on that dim), or pass normalize= a "
                         "statistics file that matches."
                     )
+                labels = v.labels.get(dim)
+                here = (coords or {}).get(dim)
+                if labels is not None and here is not None and len(here) == n:
+                    mine = tuple(np.asarray(here).tolist())
+                    numeric = np.asarray(here).dtype.kind in "iuf"
+                    if numeric and mine != tuple(labels):
+                        raise StatsMismatchError(
+                            f"the statistics of {name!r} in {self._where} are for {dim!r} "
+                            f"{list(labels)}, but {name!r} here has {list(mine)} (a selection?). "
+                            "Compute them with the same sel=/isel= as the stream."
+                        )
 
     def check_stream(self, stream: Any) -> None:
         """:meth:`check` against a stream's variables (before any data is read).
@@ -128,7 +146,17 @@ class Normalizer:
         layout = getattr(stream, "layout", None)
         if layout is None:  # streams without a chunk layout are checked batch by batch
             return
-        self.check({v.name: (v.dims, v.shape) for v in layout.variables})
+        sizes = {a.dim: a.size for a in layout.grid.axes}  # within the stream's selection
+        self.check(
+            {
+                v.name: (
+                    v.dims,
+                    tuple(sizes.get(d, n) for d, n in zip(v.dims, v.shape, strict=True)),
+                )
+                for v in layout.variables
+            },
+            getattr(stream, "coords", None),
+        )
         for info in getattr(stream, "infos", {}).values():
             if info.kind != "gridded":
                 continue
