@@ -62,7 +62,8 @@ class Stream(ShardedStream):
     ----------
     source
         A :class:`~earthstream.sources.ChunkedSource` (e.g. from :func:`open_zarr`),
-        or a path/URL that is opened with :func:`open_zarr`.
+        or anything :func:`open_zarr` opens: a path/URL, a zarr-python store
+        (e.g. an Icechunk session's ``.store``), group or array.
     window
         Dim -> window length, e.g. ``{"lat": 64, "lon": 64}``; ``None`` as a length
         takes the whole dim.  Dims not named are iterated one index per sample and
@@ -148,7 +149,7 @@ class Stream(ShardedStream):
 
     def __init__(
         self,
-        source: ChunkedSource | str | os.PathLike[str],
+        source: ChunkedSource | str | os.PathLike[str] | Any,
         window: Mapping[str, int | None],
         stride: Mapping[str, int] | None = None,
         *,
@@ -172,7 +173,7 @@ class Stream(ShardedStream):
         forecast: Forecast | Mapping[str, Any] | None = None,
         encodings: Sequence[str] = (),
     ) -> None:
-        if isinstance(source, str | os.PathLike):
+        if not isinstance(source, ChunkedSource):  # a path, URL or zarr object
             source = open_zarr(source)
         if variables is not None:
             source = source.select([variables] if isinstance(variables, str) else variables)

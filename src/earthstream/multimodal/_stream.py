@@ -14,7 +14,7 @@ from .._batch import Batch
 from .._stream import Stream, latlon_dims
 from .._units import parse_bytes
 from ..errors import ConfigError, GridMismatchError, MissingModalityError
-from ..sources import ChunkedSource, open_zarr
+from ..sources import ChunkedSource, is_zarr_input, open_zarr
 from ._gridded import ChunkCache, match_axis, match_times, read_box
 from ._spec import MISSING, RESOLUTIONS, Modality, RecordInfo, layout_of
 
@@ -47,6 +47,8 @@ def _open(source: Any) -> Any:
 
             return open_cog(text)
         return open_zarr(text)
+    if is_zarr_input(source):
+        return open_zarr(source)
     return source
 
 

@@ -2,6 +2,13 @@
 
 from ._base import ChunkedSource, VariableInfo
 from ._memory import ArraySource
-from ._zarr import ZarrSource, open_zarr
+from ._zarr import ZarrSource, is_zarr_input, open_zarr
 
-__all__ = ["ArraySource", "ChunkedSource", "VariableInfo", "ZarrSource", "open_zarr"]
+__all__ = [
+    "ArraySource",
+    "ChunkedSource",
+    "VariableInfo",
+    "ZarrSource",
+    "is_zarr_input",
+    "open_zarr",
+]

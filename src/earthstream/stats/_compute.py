@@ -320,7 +320,7 @@ def _client(scheduler: Any, n_workers: int, threads_per_worker: int) -> tuple[An
 
 
 def compute_stats(
-    source: ChunkedSource | str | os.PathLike[str],
+    source: ChunkedSource | str | os.PathLike[str] | Any,
     variables: Sequence[str] | str | None = None,
     *,
     per: Sequence[str] | None = None,
@@ -347,7 +347,8 @@ def compute_stats(
     Parameters
     ----------
     source
-        A source (e.g. from :func:`~earthstream.open_zarr`) or a path/URL of a Zarr store.
+        A source (e.g. from :func:`~earthstream.open_zarr`), or anything ``open_zarr``
+        opens (a path/URL, a zarr-python store, group or array).
     variables
         Variables to measure (default: all).
     per
@@ -398,7 +399,7 @@ def compute_stats(
     >>> 250 < float(stats["t2m"].mean) < 300
     True
     """
-    if isinstance(source, str | os.PathLike):
+    if not isinstance(source, ChunkedSource):  # a path, URL or zarr object
         source = open_zarr(source, storage_options=storage_options)
     if variables is not None:
         source = source.select([variables] if isinstance(variables, str) else list(variables))
