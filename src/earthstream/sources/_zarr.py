@@ -125,11 +125,12 @@ class ZarrSource:
         self._reader: ByteReader | None = None
         self._decoders: dict[str, ChunkDecoder] = {}
         self._fallback: dict[str, Any] = {}
+        self._fallback_reads = 0
         self._coords: dict[str, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_lock", "_pid", "_reader", "_decoders", "_fallback"):
+        for key in ("_lock", "_pid", "_reader", "_decoders", "_fallback", "_fallback_reads"):
             state.pop(key)
         return state
 
@@ -290,10 +291,20 @@ class ZarrSource:
         return f"{self.location.url}/{self._decoder(name).where(index)}"
 
     def request_stats(self) -> dict[str, Any]:
-        """Requests, retries, bytes and failures by kind of this process's reader."""
+        """Requests, retries, bytes and failures by kind of this process's reader, and
+        ``fallback``: chunks read through zarr-python (codec chains the fast path lacks)."""
         if self._reader is None or self._pid != os.getpid():
-            return {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
-        return self._reader.stats.snapshot()
+            stats: dict[str, Any] = {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
+        else:
+            stats = self._reader.stats.snapshot()
+        stats["fallback"] = self._fallback_reads if self._pid == os.getpid() else 0
+        return stats
+
+    @property
+    def fallback_variables(self) -> list[str]:
+        """Variables whose codec chain the fast path lacks: read through zarr-python
+        (slower; counted in ``report.chunks_fallback``)."""
+        return [name for name, spec in self._specs.items() if not spec.fast]
 
     def _decoder(self, name: str) -> ChunkDecoder:
         self._check_process()
@@ -319,7 +330,10 @@ class ZarrSource:
             slice(i * c, min((i + 1) * c, s))
             for i, c, s in zip(index, info.chunks, info.shape, strict=True)
         )
-        return np.asarray(array[region])
+        chunk = np.asarray(array[region])
+        with self._lock:
+            self._fallback_reads += 1
+        return chunk
 
     def __repr__(self) -> str:
         fast = all(s.fast for s in self._specs.values())
@@ -336,7 +350,9 @@ class ZarrSource:
         if self._coord_arrays:
             lines.append("Coordinates: " + ", ".join(self._coord_arrays))
         if not fast:
-            lines.append("(some variables use codecs read through zarr-python: slower)")
+            lines.append(
+                "(read through zarr-python, slower: " + ", ".join(self.fallback_variables) + ")"
+            )
         return "\n".join(lines)
 
 
