@@ -430,7 +430,7 @@ def test_storage_options_of_a_store_object(era5_v3: Path) -> None:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("served-objects")
-    es.datasets.era5_like(root / "plain.zarr", n_times=6, n_lat=16, n_lon=32, variables=["t2m"])
+    es.datasets.era5_like(root / "plain.zarr", n_times=24, n_lat=16, n_lon=32, variables=["t2m"])
     return root
 
 
@@ -470,7 +470,7 @@ def test_http_store_object_equals_xarray_with_requests_in_flight(
     source = es.open_zarr(http_store(faults.base_url), variables=["t2m"])
     stream = es.Stream(source, {"lat": 8, "lon": 8}, batch_size=12)
     stream_matches(stream, open_xr(served / "plain.zarr"), {"lat": 8, "lon": 8})
-    assert faults.max_in_flight >= 4  # latency hidden by concurrency, not paid serially
+    assert faults.max_in_flight >= 8  # latency hidden by concurrency, not paid serially
 
 
 @pytest.mark.parametrize(
@@ -502,6 +502,8 @@ def test_store_object_failures_are_typed_and_redacted(
     assert key in message
     assert secret not in message
     assert info.value.__cause__ is None
+    if where == "metadata":  # (chunk reads: call_with_retries, redacted by issue 11's work)
+        assert info.value.__context__ is None
     assert isinstance(info.value, es.errors.EarthstreamError)
 
 

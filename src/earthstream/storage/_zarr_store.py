@@ -429,13 +429,16 @@ def _checked_store_class() -> type:
         def supports_consolidated_metadata(self) -> bool:
             return bool(self._store.supports_consolidated_metadata)
 
+        # Errors are raised outside the ``except`` blocks: the store's own exception
+        # (which may name credentials) is neither the cause nor the context.
         async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
             try:
                 return await self._store.get(key, prototype, byte_range)
             except FileNotFoundError:
                 return None
             except Exception as exc:
-                raise store_error(exc, self._url, key) from None
+                error = store_error(exc, self._url, key)
+            raise error
 
         async def get_partial_values(
             self, prototype: Any, key_ranges: Iterable[tuple[str, Any]]
@@ -444,21 +447,25 @@ def _checked_store_class() -> type:
             try:
                 return list(await self._store.get_partial_values(prototype, key_ranges))
             except Exception as exc:
-                key = key_ranges[0][0] if key_ranges else ""
-                raise store_error(exc, self._url, key) from None
+                error = store_error(exc, self._url, key_ranges[0][0] if key_ranges else "")
+            raise error
 
         async def exists(self, key: str) -> bool:
             try:
                 return bool(await self._store.exists(key))
             except Exception as exc:
-                raise store_error(exc, self._url, key) from None
+                error = store_error(exc, self._url, key)
+            raise error
 
         async def _listed(self, items: AsyncIterator[str], prefix: str) -> AsyncIterator[str]:
+            error: EarthstreamError | None = None
             try:
                 async for item in items:
                     yield item
             except Exception as exc:
-                raise store_error(exc, self._url, prefix) from None
+                error = store_error(exc, self._url, prefix)
+            if error is not None:
+                raise error
 
         def list(self) -> AsyncIterator[str]:
             return self._listed(self._store.list(), "")
