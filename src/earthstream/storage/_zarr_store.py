@@ -243,9 +243,15 @@ def _as_buffer(buf: Any) -> memoryview:
     return memoryview(buf.as_numpy_array())
 
 
+class _Parts(list[memoryview]):
+    """Slices of merged range requests, with the bytes actually fetched."""
+
+    fetched = 0
+
+
 def _nbytes(result: Any) -> int:
-    if isinstance(result, list):
-        return sum(len(p) for p in result)
+    if isinstance(result, _Parts):
+        return result.fetched
     return len(result)
 
 
@@ -367,14 +373,15 @@ class ZarrStoreReader:
         groups = merge_ranges(starts, ends)
         full = self._key(key)
 
-        def fetch() -> list[memoryview]:
+        def fetch() -> _Parts:
             requests = [(full, RangeByteRequest(lo, hi)) for lo, hi, _ in groups]
             parts = sync(self.store.get_partial_values(self._prototype, requests))
             if any(p is None for p in parts):
                 raise FileNotFoundError(key)
-            out: list[memoryview] = [memoryview(b"")] * len(starts)
+            out = _Parts([memoryview(b"")] * len(starts))
             for (lo, hi, members), part in zip(groups, parts, strict=True):
                 data = _check(_as_buffer(part), hi - lo, f"{self.url}/{key}[{lo}:{hi}]")
+                out.fetched += len(data)
                 for i in members:
                     out[i] = data[starts[i] - lo : ends[i] - lo]
             return out
