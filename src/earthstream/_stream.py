@@ -63,7 +63,8 @@ class Stream(ShardedStream):
     ----------
     source
         A :class:`~earthstream.sources.ChunkedSource` (e.g. from :func:`open_zarr`),
-        a path/URL that is opened with :func:`open_zarr`, or an ``xarray.Dataset``
+        a path/URL that is opened with :func:`open_zarr`, a zarr-python store (e.g.
+        an Icechunk session's ``.store``), group or array, or an ``xarray.Dataset``
         / ``DataArray`` (see :func:`~earthstream.open_xarray`: a lazy Zarr-backed
         dataset streams through the store's chunks with the dataset's selection).
     window

@@ -34,6 +34,7 @@ __all__ = [
     "TimeAxisError",
     "UnsupportedFormatError",
     "UnsupportedGeometryError",
+    "UnsupportedInputError",
     "VariableNotFoundError",
     "WindowError",
 ]
@@ -81,6 +82,11 @@ class StoreNotFoundError(EarthstreamError, FileNotFoundError):
 
 class UnsupportedFormatError(EarthstreamError, ValueError):
     """Data in a format or encoding that earthstream cannot read."""
+
+
+class UnsupportedInputError(EarthstreamError, TypeError):
+    """An object that cannot be opened as a source (the message lists what can), or a
+    store object that cannot be sent to worker processes."""
 
 
 class ChunkDecodeError(EarthstreamError, ValueError):

@@ -16,7 +16,6 @@ import pytest
 import xarray as xr
 
 import earthstream as es
-from earthstream.errors import UnsupportedFormatError
 
 from ..conftest import assert_batch_matches
 
@@ -123,13 +122,20 @@ def test_cf_packed_zarr_is_decoded_as_xarray_decodes_it(tmp_path: Path) -> None:
             np.testing.assert_array_equal(batch["t"][i], ref.astype(np.float32))
 
 
-def test_stores_without_a_path_are_refused_for_now() -> None:
+def test_stores_without_a_path_stream_through_the_store_object() -> None:
+    """A Dataset over a MemoryStore (no path or URL) reads chunk bytes through the store."""
     import zarr
 
     store = zarr.storage.MemoryStore()
-    xr.Dataset({"v": (("t", "x"), np.ones((4, 6), "f4"))}).to_zarr(store, zarr_format=3)
-    with pytest.raises(UnsupportedFormatError, match=r"MemoryStore.*by path or URL"):
-        es.open_zarr(xr.open_zarr(store, chunks=None))
+    values = np.random.default_rng(3).normal(size=(4, 6)).astype("f4")
+    xr.Dataset({"v": (("t", "x"), values)}).to_zarr(store, zarr_format=3)
+    ds = xr.open_zarr(store, chunks=None).isel(x=slice(1, 5))
+    source = es.open_zarr(ds)
+    assert isinstance(source, es.ZarrSource)
+    stream = es.Stream(ds, {"x": 4}, shuffle=False, batch_size=4)
+    (batch,) = list(stream)
+    np.testing.assert_array_equal(batch["v"], ds["v"].values)
+    assert stream.report is not None and stream.report.chunks_decoded == 1
 
 
 # -- NetCDF through h5netcdf: the general path ------------------------------------------------

@@ -304,6 +304,7 @@ class Engine:
                 report.requests = after["requests"] - before["requests"]
                 report.retries = after["retries"] - before["retries"]
                 report.bytes_read = after["bytes"] - before["bytes"]
+                report.chunks_fallback = after.get("fallback", 0) - before.get("fallback", 0)
                 report.failures = {
                     kind: n - before["failures"].get(kind, 0)
                     for kind, n in after["failures"].items()

@@ -21,6 +21,7 @@ class EpochReport:
     samples: int = 0
     chunks_decoded: int = 0
     chunks_missing: int = 0
+    chunks_fallback: int = 0  # of the chunks decoded, read through zarr-python (slow path)
     chunk_uses: int = 0
     bytes_decoded: int = 0
     bytes_delivered: int = 0
@@ -58,6 +59,12 @@ class EpochReport:
             f"{self.requests} requests ({self.retries} retries, "
             f"{format_bytes(self.bytes_read)} read)"
             + (f"; failures {self.failures}" if self.failures else "")
+            + (
+                f"; {self.chunks_fallback} chunks read through zarr-python (codecs the fast "
+                "path lacks)"
+                if self.chunks_fallback
+                else ""
+            )
             + (
                 f"; {len(self.corrupt_chunks)} corrupt chunks skipped, "
                 f"{self.samples_dropped} samples dropped"

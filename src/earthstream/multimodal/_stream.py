@@ -15,7 +15,7 @@ from .._stream import Stream, latlon_dims
 from .._units import parse_bytes
 from ..errors import ConfigError, GridMismatchError, MissingModalityError
 from ..sampling._select import selected_coords
-from ..sources import ChunkedSource, is_xarray, open_zarr, source_selection
+from ..sources import ChunkedSource, is_xarray, is_zarr_input, open_zarr, source_selection
 from ._gridded import ChunkCache, match_axis, match_times, read_box
 from ._spec import MISSING, RESOLUTIONS, Modality, RecordInfo, layout_of
 
@@ -48,7 +48,7 @@ def _open(source: Any) -> Any:
 
             return open_cog(text)
         return open_zarr(text)
-    if is_xarray(source):
+    if is_xarray(source) or is_zarr_input(source):
         return open_zarr(source)
     return source
 

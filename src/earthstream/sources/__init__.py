@@ -9,7 +9,7 @@ from typing import Any, cast
 from ._base import ChunkedSource, SelectedSource, VariableInfo, source_selection
 from ._memory import ArraySource
 from ._xarray import XarraySource, is_xarray, open_xarray
-from ._zarr import ZarrSource, open_zarr
+from ._zarr import ZarrSource, is_zarr_input, open_zarr
 
 __all__ = [
     "ArraySource",
@@ -20,6 +20,7 @@ __all__ = [
     "ZarrSource",
     "as_source",
     "is_xarray",
+    "is_zarr_input",
     "open_xarray",
     "open_zarr",
     "source_selection",
@@ -33,11 +34,15 @@ def as_source(
 ) -> ChunkedSource:
     """What every stream accepts as a source, as a :class:`ChunkedSource`.
 
-    A path or URL, or an ``xarray.Dataset``/``DataArray``, is opened with
-    :func:`open_zarr`; anything else is taken to be a source already (checked by
-    type, not by touching its properties: a remote source's ``coords`` read the
-    store).
+    A path or URL, a zarr-python store/group/array, or an ``xarray.Dataset``/
+    ``DataArray`` is opened with :func:`open_zarr`; an object whose type has the
+    source members is taken to be a source already (checked on the type, not by
+    touching its properties: a remote source's ``coords`` read the store); anything
+    else raises :class:`~earthstream.errors.UnsupportedInputError`.
     """
-    if isinstance(source, str | os.PathLike) or is_xarray(source):
+    if isinstance(source, str | os.PathLike) or is_xarray(source) or is_zarr_input(source):
         return open_zarr(source, storage_options=storage_options)
-    return cast(ChunkedSource, source)
+    kind = type(source)
+    if all(hasattr(kind, member) for member in ("variables", "coords", "read_chunk", "select")):
+        return cast(ChunkedSource, source)
+    return open_zarr(source, storage_options=storage_options)  # raises UnsupportedInputError

@@ -28,7 +28,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -80,15 +80,28 @@ class ZarrBacking:
     """The Zarr group behind a dataset, found by :func:`zarr_backing`.
 
     ``url`` (with ``storage_options``) opens the group with
-    :func:`~earthstream.open_zarr`; ``arrays`` maps each variable to its array
-    name in that group; ``selection`` is the dataset's lazy indexer as position
-    ranges per dim of the stored arrays.
+    :func:`~earthstream.open_zarr` when the store lives at a path or URL (chunk
+    bytes then come through earthstream's own readers); otherwise ``url`` is
+    ``None`` and the group is opened from the zarr-python ``store`` object at
+    ``group`` (memory, zip and Icechunk stores).  ``arrays`` maps each variable
+    to its array name in that group; ``selection`` is the dataset's lazy indexer
+    as position ranges per dim of the stored arrays.
     """
 
-    url: str
+    url: str | None
     storage_options: Mapping[str, Any] | None
     arrays: Mapping[str, str]
     selection: Mapping[str, Span]
+    store: Any = None
+    group: str = ""
+
+    def target(self) -> Any:
+        """What :func:`~earthstream.open_zarr` opens: the URL, or the zarr group."""
+        if self.url is not None:
+            return self.url
+        import zarr
+
+        return zarr.open_group(self.store, path=self.group, mode="r")
 
 
 def _lazy_zarr_array(variable: Any) -> tuple[Any, tuple[Any, ...]] | str:
@@ -177,8 +190,8 @@ def _store_url(store: Any) -> tuple[str, Mapping[str, Any] | None]:
     """The path or URL (and storage options) of a zarr-python store.
 
     Stores that are not on a path or URL (memory, zip, Icechunk ...) raise
-    :class:`~earthstream.errors.UnsupportedFormatError` until ``open_zarr``
-    accepts store objects.
+    :class:`~earthstream.errors.UnsupportedFormatError`: they are opened as store
+    objects instead (see :meth:`ZarrBacking.target`).
     """
     import zarr.storage
 
@@ -231,7 +244,8 @@ def zarr_backing(dataset: Any, names: Sequence[str]) -> ZarrBacking | str:
 
     The one place that looks behind xarray's lazy arrays (see :func:`_lazy_zarr_array`).
     """
-    location: tuple[str, Mapping[str, Any] | None, str] | None = None
+    location: tuple[str | None, Mapping[str, Any] | None, str] | None = None
+    store: Any = None
     arrays: dict[str, str] = {}
     selection: dict[str, Span] = {}
     sizes: dict[str, int] = {}
@@ -244,13 +258,20 @@ def zarr_backing(dataset: Any, names: Sequence[str]) -> ZarrBacking | str:
         why = _decoding_differs(variable, array)
         if why:
             return f"variable {name!r} {why}"
-        store_url, options = _store_url(array.store)
+        try:
+            store_url, options = _store_url(array.store)
+        except UnsupportedFormatError:  # not at a path or URL: open the store object
+            store_url, options = None, None
         path = str(array.path).strip("/")
         group, _, array_name = path.rpartition("/")
         here = (store_url, options, group)
         if location is None:
-            location = here
-        elif here[0] != location[0] or here[2] != location[2]:
+            location, store = here, array.store
+        elif (
+            here[0] != location[0]
+            or here[2] != location[2]
+            or (store_url is None and array.store is not store)
+        ):
             return f"variable {name!r} comes from another Zarr group than the others"
         arrays[name] = array_name
         stored_dims = _stored_dims(array)
@@ -267,10 +288,12 @@ def zarr_backing(dataset: Any, names: Sequence[str]) -> ZarrBacking | str:
     if location is None:
         return "no variables"
     store_url, options, group = location
-    url = store_url.rstrip("/") + "/" + group if group else store_url
+    url = None
+    if store_url is not None:
+        url = store_url.rstrip("/") + "/" + group if group else store_url
     # a range over the whole stored dim selects nothing
     cut = {d: s for d, s in selection.items() if s.scalar or (s.start, s.stop) != (0, sizes[d])}
-    return ZarrBacking(url, options, arrays, cut)
+    return ZarrBacking(url, options, arrays, cut, store=store, group=group)
 
 
 def _is_int(key: Any) -> bool:
@@ -564,12 +587,15 @@ def open_xarray(
     found = zarr_backing(dataset, names) if names else "no numeric variables"
     why = found if isinstance(found, str) else ""
     if isinstance(found, ZarrBacking):
-        from ._zarr import open_zarr
+        from ._zarr import ZarrSource, open_zarr
 
-        source = open_zarr(
-            found.url,
-            [found.arrays[n] for n in names],
-            storage_options=found.storage_options,
+        source = cast(
+            ZarrSource,
+            open_zarr(
+                found.target(),
+                [found.arrays[n] for n in names],
+                storage_options=found.storage_options,
+            ),
         )
         renamed = {found.arrays[n]: n for n in names}
         if any(k != v for k, v in renamed.items()):

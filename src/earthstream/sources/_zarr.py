@@ -6,13 +6,20 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
 
 from .._names import suggest
 from .._units import format_bytes
-from ..errors import StoreNotFoundError, UnsupportedFormatError, VariableNotFoundError
+from ..errors import (
+    ConfigError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+    UnsupportedInputError,
+    VariableNotFoundError,
+)
 from ..sampling._select import Span
 from ..storage import StoreLocation, parse_location
 from ..storage._readers import (
@@ -22,11 +29,12 @@ from ..storage._readers import (
     open_reader,
     split_options,
 )
+from ..storage._zarr_store import StoreHandle, is_zarr_store
 from ._base import ChunkedSource, VariableInfo
 from ._cftime import decode_cf_time, is_cf_time
 from ._zarr_codecs import ChunkDecoder, ZarrArraySpec, spec_from_metadata
 
-__all__ = ["ZarrSource", "open_zarr"]
+__all__ = ["ZarrInput", "ZarrSource", "is_zarr_input", "open_zarr", "resolve_input"]
 
 _FALLBACK = object()  # fetch result of arrays read through zarr-python at decode time
 
@@ -42,6 +50,28 @@ def _zarr_store(location: StoreLocation) -> Any:
     if location.is_local:
         return zarr.storage.LocalStore(location.path, read_only=True)
     return zarr.storage.ObjectStore(make_object_store(location, retries=True), read_only=True)
+
+
+#: Where a source's bytes come from: a path/URL, or a zarr-python store object.
+Location = StoreLocation | StoreHandle
+
+
+def _metadata_store(location: Location) -> tuple[Any, str]:
+    """The zarr-python store for metadata (and fallback) reads, and the node's path in it."""
+    if isinstance(location, StoreHandle):
+        return location.metadata_store(), location.root
+    return _zarr_store(location), ""
+
+
+def _chunk_reader(location: Location) -> ByteReader:
+    """The reader of chunk bytes in this process."""
+    if isinstance(location, StoreHandle):
+        return location.open_reader()
+    return open_reader(location)
+
+
+def _join(root: str, path: str) -> str:
+    return "/".join(p for p in (root, path) if p)
 
 
 def _dims_of(array: Any) -> tuple[str, ...]:
@@ -73,7 +103,7 @@ class ZarrSource:
 
     def __init__(
         self,
-        location: StoreLocation,
+        location: Location,
         specs: Mapping[str, ZarrArraySpec],
         variables: Mapping[str, VariableInfo],
         coord_arrays: Mapping[str, tuple[str, Mapping[str, Any]]],
@@ -97,11 +127,12 @@ class ZarrSource:
         self._reader: ByteReader | None = None
         self._decoders: dict[str, ChunkDecoder] = {}
         self._fallback: dict[str, Any] = {}
+        self._fallback_reads = 0
         self._coords: dict[str, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_lock", "_pid", "_reader", "_decoders", "_fallback"):
+        for key in ("_lock", "_pid", "_reader", "_decoders", "_fallback", "_fallback_reads"):
             state.pop(key)
         return state
 
@@ -124,7 +155,7 @@ class ZarrSource:
         if self._reader is None:
             with self._lock:
                 if self._reader is None:
-                    self._reader = open_reader(self.location)
+                    self._reader = _chunk_reader(self.location)
         return self._reader
 
     # -- description ---------------------------------------------------------------
@@ -158,11 +189,12 @@ class ZarrSource:
         if self._coords is None:
             import zarr
 
-            store = _zarr_store(self.location)
+            store, root = _metadata_store(self.location)
 
             def load(item: tuple[str, tuple[str, Mapping[str, Any]]]) -> tuple[str, np.ndarray]:
                 dim, (path, attrs) = item
-                values = np.asarray(zarr.open_array(store, path=path, mode="r")[...])
+                array = zarr.open_array(store, path=_join(root, path), mode="r")
+                values = np.asarray(array[...])
                 if self.decode_times and is_cf_time(attrs):
                     values = decode_cf_time(values, attrs)
                 return dim, values
@@ -274,10 +306,20 @@ class ZarrSource:
         return f"{self.location.url}/{self._decoder(name).where(index)}"
 
     def request_stats(self) -> dict[str, Any]:
-        """Requests, retries, bytes and failures by kind of this process's reader."""
+        """Requests, retries, bytes and failures by kind of this process's reader, and
+        ``fallback``: chunks read through zarr-python (codec chains the fast path lacks)."""
         if self._reader is None or self._pid != os.getpid():
-            return {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
-        return self._reader.stats.snapshot()
+            stats: dict[str, Any] = {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
+        else:
+            stats = self._reader.stats.snapshot()
+        stats["fallback"] = self._fallback_reads if self._pid == os.getpid() else 0
+        return stats
+
+    @property
+    def fallback_variables(self) -> list[str]:
+        """Variables whose codec chain the fast path lacks: read through zarr-python
+        (slower; counted in ``report.chunks_fallback``)."""
+        return [name for name, spec in self._specs.items() if not spec.fast]
 
     def _decoder(self, name: str) -> ChunkDecoder:
         self._check_process()
@@ -295,15 +337,18 @@ class ZarrSource:
             if array is None:
                 import zarr
 
-                store = _zarr_store(self.location)
-                array = zarr.open_array(store, path=self._specs[name].path, mode="r")
+                store, root = _metadata_store(self.location)
+                array = zarr.open_array(store, path=_join(root, self._specs[name].path), mode="r")
                 self._fallback[name] = array
         info = self._variables[name]
         region = tuple(
             slice(i * c, min((i + 1) * c, s))
             for i, c, s in zip(index, info.chunks, info.shape, strict=True)
         )
-        return np.asarray(array[region])
+        chunk = np.asarray(array[region])
+        with self._lock:
+            self._fallback_reads += 1
+        return chunk
 
     def __repr__(self) -> str:
         fast = all(s.fast for s in self._specs.values())
@@ -323,7 +368,9 @@ class ZarrSource:
             cut = ", ".join(f"{d}: {s.start}:{s.stop}" for d, s in self._selection.items())
             lines.append(f"Selection (positions): {cut}")
         if not fast:
-            lines.append("(some variables use codecs read through zarr-python: slower)")
+            lines.append(
+                "(read through zarr-python, slower: " + ", ".join(self.fallback_variables) + ")"
+            )
         return "\n".join(lines)
 
 
@@ -334,7 +381,7 @@ def _cannot_list(exc: BaseException) -> bool:
 
 
 def _named_members(
-    group: Any, location: StoreLocation, variables: Sequence[str] | str
+    group: Any, location: Location, variables: Sequence[str] | str
 ) -> list[tuple[str, str, Any]]:
     """The requested arrays, opened by path (no listing: works on HTTP stores), plus
     the 1-D coordinate arrays named after their dims."""
@@ -382,6 +429,71 @@ def _check_names(requested: Sequence[str] | str, available: Mapping[str, Any]) -
     return names
 
 
+#: What :func:`open_zarr` (and every ``Stream`` argument that takes a store) accepts.
+ACCEPTED_INPUTS = (
+    "a local path or URL (str or os.PathLike: file://, s3://, gs://, az://, http(s)://), "
+    "a zarr-python Store (LocalStore, ObjectStore, FsspecStore, ZipStore, MemoryStore, an "
+    "Icechunk session's .store ...), a zarr.Group or zarr.Array, an fsspec mapper "
+    "(fsspec.get_mapper, e.g. over Kerchunk references), or an xarray Dataset/DataArray"
+)
+
+
+@dataclass(frozen=True)
+class ZarrInput:
+    """What :func:`open_zarr` was handed, resolved: where chunk bytes come from
+    (``location``), the zarr-python store its metadata is read from (``store``) and
+    the node's path in it, and for a single array handed in, its name."""
+
+    location: Location
+    store: Any
+    path: str = ""
+    array_name: str | None = None
+
+
+def is_zarr_input(obj: Any) -> bool:
+    """Whether ``obj`` is a zarr-python object :func:`open_zarr` opens (store, group,
+    array, store path) or an fsspec mapper."""
+    import zarr
+    from zarr.storage import StorePath
+
+    if isinstance(obj, zarr.Group | zarr.Array | StorePath) or is_zarr_store(obj):
+        return True
+    fsspec_mapper = type(obj).__name__ == "FSMap" and type(obj).__module__.startswith("fsspec")
+    return fsspec_mapper
+
+
+def resolve_input(obj: Any, storage_options: Mapping[str, Any] | None = None) -> ZarrInput:
+    """Resolve a path, URL or zarr-python object into (location, metadata store, path)."""
+    import zarr
+    from zarr.storage import FsspecStore, StorePath
+
+    if isinstance(obj, str | os.PathLike):
+        location = parse_location(obj, storage_options)
+        if location.is_local and not os.path.exists(location.path):
+            raise StoreNotFoundError(
+                f"no store at {location.path!r}: the path does not exist. Check the path, or "
+                "pass a URL (s3://, gs://, az://, http(s)://) for a remote store."
+            )
+        return ZarrInput(location, _zarr_store(location))
+    if not is_zarr_input(obj):
+        raise UnsupportedInputError(
+            f"cannot open a {type(obj).__module__}.{type(obj).__qualname__}: pass "
+            f"{ACCEPTED_INPUTS}."
+        )
+    array_name: str | None = None
+    if isinstance(obj, zarr.Array):
+        parent, _, name = obj.path.strip("/").rpartition("/")
+        store, root, array_name = obj.store, parent, name or None
+    elif isinstance(obj, zarr.Group | StorePath):
+        store, root = obj.store, obj.path
+    elif is_zarr_store(obj):
+        store, root = obj, ""
+    else:  # an fsspec mapper
+        store, root = FsspecStore.from_mapper(obj, read_only=True), ""
+    handle = StoreHandle(store, root, storage_options)
+    return ZarrInput(handle, handle.metadata_store(), handle.root, array_name)
+
+
 @overload
 def open_zarr(
     url_or_path: str | os.PathLike[str],
@@ -423,18 +535,30 @@ def open_zarr(
     ----------
     url_or_path
         A local path, a ``file://`` URL, or an object-store URL (``s3://``,
-        ``gs://``, ``az://``, ``http(s)://``).
+        ``gs://``, ``az://``, ``http(s)://``).  Or a store a user already holds:
+        any zarr-python ``Store`` (``LocalStore``, ``ObjectStore``,
+        ``FsspecStore``, ``ZipStore``, ``MemoryStore``, an Icechunk session's
+        ``.store``), a ``zarr.Group`` or a ``zarr.Array`` (with the coordinates
+        of its parent group), or an fsspec mapper.  Chunk bytes of a store
+        object come through its own ``get`` (byte ranges for shards) and take
+        the same fast decode path as a URL.
     variables
         Data variables to keep (default: all arrays that are not coordinates).
     storage_options
         Options for the object-store client of remote URLs (endpoint, region,
-        credentials); never logged.
+        credentials); never logged.  A store object brings its own client:
+        only ``retry`` and ``max_requests`` apply to it.
     decode_times
         Decode CF time coordinates to ``datetime64[ns]``.
 
     Returns
     -------
     ZarrSource
+
+    Raises
+    ------
+    UnsupportedInputError
+        ``url_or_path`` is none of the above (the message lists what is accepted).
 
     Examples
     --------
@@ -446,6 +570,13 @@ def open_zarr(
     >>> source.coords["time"][:2]
     array(['2020-01-01T00:00:00.000000000', '2020-01-01T06:00:00.000000000'],
           dtype='datetime64[ns]')
+
+    A zarr-python group (or store, or array) opens the same way:
+
+    >>> import zarr
+    >>> group = zarr.open_group(zarr.storage.LocalStore(path, read_only=True), mode="r")
+    >>> es.open_zarr(group["t2m"]).variables["t2m"].shape
+    (8, 16, 32)
     """
     import zarr
 
@@ -453,22 +584,32 @@ def open_zarr(
 
     if is_xarray(url_or_path):
         return open_xarray(url_or_path, variables)
-    location = parse_location(url_or_path, storage_options)
-    if location.is_local and not os.path.exists(location.path):
-        raise StoreNotFoundError(
-            f"no store at {location.path!r}: the path does not exist. Check the path, or pass "
-            "a URL (s3://, gs://, az://, http(s)://) for a remote store."
+    target = resolve_input(url_or_path, storage_options)
+    location = target.location
+    if target.array_name is not None and variables not in (
+        None,
+        target.array_name,
+        [target.array_name],
+        (target.array_name,),
+    ):
+        raise ConfigError(
+            f"variables={variables!r} was given with the zarr.Array {target.array_name!r}, "
+            "which is one variable; leave variables out, or pass its group."
         )
     try:
-        node = zarr.open(store=_zarr_store(location), mode="r")
+        node = zarr.open(store=target.store, path=target.path, mode="r")
     except (FileNotFoundError, KeyError) as exc:
         raise StoreNotFoundError(
             f"no Zarr group or array at {location.url!r} ({type(exc).__name__}). Point at the "
             "directory that holds zarr.json (v3) or .zgroup/.zarray (v2)."
         ) from exc
+    if target.array_name is not None and not isinstance(node, zarr.Array):
+        variables = [target.array_name]
 
     if isinstance(node, zarr.Array):
-        name = os.path.basename(location.path.rstrip("/")) or "data"
+        name = target.array_name or os.path.basename(location.path.rstrip("/")) or "data"
+        if isinstance(location, StoreHandle):
+            name = target.array_name or "data"
         if name.endswith(".zarr"):
             name = name[: -len(".zarr")]
         members: list[tuple[str, str, Any]] = [(name, "", node)]
@@ -483,9 +624,10 @@ def open_zarr(
         except Exception as exc:  # e.g. HTTP stores cannot list keys
             if not _cannot_list(exc):
                 raise
+            lister = f"{location.scheme}://" if isinstance(location, StoreLocation) else "it"
             raise UnsupportedFormatError(
                 f"the store at {location.url!r} has no consolidated metadata and "
-                f"{location.scheme}:// cannot list its keys, so its arrays cannot be found. "
+                f"{lister} cannot list its keys, so its arrays cannot be found. "
                 "Consolidate the metadata (zarr.consolidate_metadata) or pass variables=[...]."
             ) from None
 

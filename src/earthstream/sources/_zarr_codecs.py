@@ -109,7 +109,45 @@ def _v3_bytes_codec(name: str, config: Mapping[str, Any]) -> dict[str, Any] | No
         return {"id": "gzip", "level": config.get("level", 5)}
     if name == "crc32c":
         return {"id": "crc32c"}
-    return None
+    return _numcodecs_v3(name, config)
+
+
+#: numcodecs' bytes-to-bytes codecs, as Zarr v3 names them (``numcodecs.<id>``): what
+#: zarr-python writes for numcodecs codecs and what VirtualiZarr writes for HDF5 filters
+#: (``numcodecs.shuffle`` + ``numcodecs.zlib`` for NetCDF4's ``shuffle=True, zlib=True``).
+#: Array-to-array codecs (delta, fixedscaleoffset, quantize, bitround, astype ...) are not
+#: here: chains with them are read through zarr-python.
+NUMCODECS_BYTES_CODECS = frozenset(
+    {
+        "adler32",
+        "blosc",
+        "bz2",
+        "crc32",
+        "crc32c",
+        "fletcher32",
+        "gzip",
+        "jenkins_lookup3",
+        "lz4",
+        "lzma",
+        "shuffle",
+        "zlib",
+        "zstd",
+    }
+)
+
+
+def _numcodecs_v3(name: str, config: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The numcodecs config of a v3 ``numcodecs.<id>`` bytes codec (``None``: not one).
+
+    >>> _numcodecs_v3("numcodecs.zlib", {"level": 4})
+    {'level': 4, 'id': 'zlib'}
+    >>> _numcodecs_v3("numcodecs.delta", {"dtype": "<f4"}) is None
+    True
+    """
+    prefix = "numcodecs."
+    if not name.startswith(prefix) or name[len(prefix) :] not in NUMCODECS_BYTES_CODECS:
+        return None
+    return {**config, "id": name[len(prefix) :]}
 
 
 def _parse_v3_chain(

@@ -364,8 +364,9 @@ def compute_stats(
     Parameters
     ----------
     source
-        A source (e.g. from :func:`~earthstream.open_zarr`), a path/URL of a Zarr
-        store, or an ``xarray.Dataset``/``DataArray`` (see :func:`~earthstream.open_xarray`).
+        A source (e.g. from :func:`~earthstream.open_zarr`), or anything ``open_zarr``
+        opens: a path/URL, a zarr-python store, group or array, or an
+        ``xarray.Dataset``/``DataArray`` (see :func:`~earthstream.open_xarray`).
     variables
         Variables to measure (default: all).
     per

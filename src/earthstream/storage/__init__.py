@@ -2,12 +2,15 @@
 
 from ._location import StoreLocation, parse_location
 from ._readers import ByteReader, LocalReader, ObjectStoreReader, open_reader
+from ._zarr_store import StoreHandle, ZarrStoreReader
 
 __all__ = [
     "ByteReader",
     "LocalReader",
     "ObjectStoreReader",
+    "StoreHandle",
     "StoreLocation",
+    "ZarrStoreReader",
     "open_reader",
     "parse_location",
 ]

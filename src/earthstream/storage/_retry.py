@@ -78,6 +78,8 @@ def classify(exc: BaseException) -> tuple[str, bool, int | None]:
     status = int(match.group(1)) if match else None
     if name in ("PermissionDeniedError", "UnauthenticatedError") or status in (401, 403):
         return "denied", False, status or 403
+    if isinstance(exc, PermissionError):  # e.g. from a zarr store object
+        return "denied", False, status
     if status == 429 or "SlowDown" in message or "TooManyRequests" in message:
         return "throttled", True, status or 429
     if status is not None and status >= 500:
@@ -157,13 +159,15 @@ def call_with_retries(
             result = fn()
         except Exception as exc:  # classified below; nothing is swallowed
             kind, retryable, status = classify(exc)
+            name = type(exc).__name__
             if kind == "missing":
                 raise
             stats.record(failure=kind)
             detail = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             if kind == "denied":
                 raise StoreAccessError(
-                    f"access to {what} was refused (HTTP {status}): {detail}. Check the "
+                    f"access to {what} was refused ({f'HTTP {status}' if status else name}): "
+                    f"{detail}. Check the "
                     "credentials (environment or storage_options) and their permissions."
                 ) from None
             out_of_budget = (
