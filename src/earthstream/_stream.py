@@ -33,6 +33,7 @@ from .sampling._forecast import (
     split_forecast,
     time_encoding,
 )
+from .sampling._time import is_time_axis
 from .sources import ChunkedSource, open_zarr
 
 __all__ = ["Stream"]
@@ -361,7 +362,7 @@ class Stream(ShardedStream):
         if self.forecast is not None:
             return self.forecast.dim
         for dim, values in self._coords.items():
-            if values.dtype.kind == "M":
+            if is_time_axis(values):
                 return dim
         return None
 

@@ -31,6 +31,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreRequestError",
     "TimeAxisError",
+    "TimeDecodeError",
     "UnsupportedFormatError",
     "UnsupportedGeometryError",
     "VariableNotFoundError",
@@ -115,6 +116,10 @@ class UnsupportedGeometryError(UnsupportedFormatError):
 
 class TimeAxisError(EarthstreamError, ValueError):
     """A time axis that is missing, not datetimes, not increasing, or differs between sources."""
+
+
+class TimeDecodeError(TimeAxisError):
+    """CF times that cannot be decoded (units, calendar or values); names the variable."""
 
 
 class ForecastError(WindowError):
