@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import earthstream as es
 from earthstream.sources._cf import CFOptions, cf_coder, decode_reference
@@ -280,3 +282,120 @@ def test_reference_and_fast_paths_agree() -> None:
             np.testing.assert_array_equal(got, expected)
             strided = np.empty((raw.size, 2), coder.dtype)[:, 0]
             np.testing.assert_array_equal(coder.decode(raw, strided), expected)
+
+
+def test_forecast_targets_are_decoded(cf_stores: dict[tuple[str, int], Path]) -> None:
+    path = cf_stores["int16-packed", 2]
+    expected = _expected(_xr(path), np.dtype(np.float32))
+    stream = es.Stream(
+        path, {"y": 10, "x": 12}, forecast={"inputs": 2, "lead": "12h"}, batch_size=4
+    )
+    n = 0
+    for batch in stream:
+        for i in range(batch.size):
+            t0 = int(batch.starts["time"][i])
+            np.testing.assert_array_equal(batch["v"][i], expected[t0 : t0 + 2])
+            np.testing.assert_array_equal(batch["target/v"][i, 0], expected[t0 + 3])
+            n += 1
+    assert n == SHAPE[0] - 3
+
+
+def test_multistream_secondary_is_decoded(tmp_path: Path) -> None:
+    """A packed int16 store as the second modality: its windows equal xarray's values."""
+    rng = np.random.default_rng(5)
+    coords = {
+        "time": np.datetime64("2020-01-01", "ns") + np.arange(4) * np.timedelta64(6, "h"),
+        "lat": 50.0 - np.arange(8.0),
+        "lon": np.arange(12.0),
+    }
+    shape = (4, 8, 12)
+    xr.Dataset({"t2m": (("time", "lat", "lon"), rng.normal(280, 5, shape))}, coords=coords).to_zarr(
+        tmp_path / "primary.zarr", zarr_format=3, consolidated=False
+    )
+    sst = rng.uniform(270, 300, shape)
+    sst[:, :3, :4] = np.nan  # land: a whole chunk of fill values
+    xr.Dataset({"sst": (("time", "lat", "lon"), sst)}, coords=coords).to_zarr(
+        tmp_path / "sst.zarr",
+        zarr_format=2,
+        consolidated=False,
+        encoding={
+            "sst": {
+                "dtype": "int16",
+                "scale_factor": 0.001,
+                "add_offset": 285.0,
+                "_FillValue": -32768,
+                "chunks": (1, 3, 4),
+            }
+        },
+    )
+    expected = _expected(
+        xr.open_zarr(tmp_path / "sst.zarr", consolidated=False)["sst"].load(), np.dtype("f4")
+    )
+    stream = es.MultiStream(
+        {"era5": tmp_path / "primary.zarr", "ocean": tmp_path / "sst.zarr"},
+        {"lat": 4, "lon": 6},
+        batch_size=5,
+        shuffle="chunks",
+    )
+    n = 0
+    for batch in stream:
+        assert batch["ocean"].dtype == np.float32
+        for i in range(batch.size):
+            t, r, c = (int(batch.starts[d][i]) for d in ("time", "lat", "lon"))
+            np.testing.assert_array_equal(batch["ocean"][i, 0], expected[t, r : r + 4, c : c + 6])
+            n += 1
+    assert n == stream.n_windows
+    assert np.isnan(expected).any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dtype=st.sampled_from(["int8", "uint8", "int16", "uint16", "int32", "float32"]),
+    scale=st.one_of(st.none(), st.floats(1e-4, 1e3, allow_nan=False)),
+    offset=st.one_of(st.none(), st.floats(-1e5, 1e5, allow_nan=False)),
+    fill=st.one_of(st.none(), st.integers(-128, 127)),
+    missing=st.one_of(st.none(), st.integers(0, 100)),
+    unsigned=st.sampled_from([None, "true", "false"]),
+    seed=st.integers(0, 2**16),
+)
+def test_any_cf_attributes_decode_as_xarray(dtype, scale, offset, fill, missing, unsigned, seed):
+    """Property: for any mix of CF attributes, the chunk decoder's values (table or fused
+    passes) equal xarray's coders (``decode_cf_variable``), NaN for NaN, in xarray's dtype."""
+    attrs: dict[str, Any] = {}
+    for key, value in (
+        ("scale_factor", scale),
+        ("add_offset", offset),
+        ("_FillValue", fill),
+        ("missing_value", missing),
+        ("_Unsigned", unsigned),
+    ):
+        if value is not None:
+            attrs[key] = value
+    kind = np.dtype(dtype)
+    rng = np.random.default_rng(seed)
+    if kind.kind in "iu":
+        info = np.iinfo(kind)
+        raw = rng.integers(info.min, info.max, 300, dtype=kind, endpoint=True)
+        if fill is not None and info.min <= fill <= info.max:
+            raw[::5] = fill
+    else:
+        raw = rng.normal(0, 100, 300).astype(kind)
+        if fill is not None:
+            raw[::5] = fill
+    if missing is not None:
+        raw[1::7] = missing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            reference = xr.conventions.decode_cf_variable(
+                "v", xr.Variable(("x",), raw, dict(attrs))
+            ).values
+        except (OverflowError, ValueError):
+            return  # xarray refuses the attributes (e.g. a fill value the type cannot hold)
+    coder = cf_coder("v", attrs, kind, CFOptions(decoded_dtype="xarray"))
+    if coder is None:
+        np.testing.assert_array_equal(raw, reference)
+        return
+    got = coder.decode(raw)
+    assert got.dtype == reference.dtype
+    np.testing.assert_array_equal(got, reference)
