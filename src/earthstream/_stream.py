@@ -34,6 +34,7 @@ from .sampling._forecast import (
     time_encoding,
 )
 from .sampling._select import format_label, resolve_selection, selected_coords
+from .sampling._time import is_time_axis
 from .sources import ChunkedSource, as_source, source_selection
 
 __all__ = ["Stream"]
@@ -414,7 +415,7 @@ class Stream(ShardedStream):
         if self.forecast is not None:
             return self.forecast.dim
         for dim, values in self._coords.items():
-            if values.dtype.kind == "M":
+            if is_time_axis(values):
                 return dim
         return None
 

@@ -32,6 +32,7 @@ __all__ = [
     "StoreNotFoundError",
     "StoreRequestError",
     "TimeAxisError",
+    "TimeDecodeError",
     "UnsupportedFormatError",
     "UnsupportedGeometryError",
     "UnsupportedInputError",
@@ -127,6 +128,10 @@ class UnsupportedGeometryError(UnsupportedFormatError):
 
 class TimeAxisError(EarthstreamError, ValueError):
     """A time axis that is missing, not datetimes, not increasing, or differs between sources."""
+
+
+class TimeDecodeError(TimeAxisError):
+    """CF times that cannot be decoded (units, calendar or values); names the variable."""
 
 
 class ForecastError(WindowError):

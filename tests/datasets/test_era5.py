@@ -43,3 +43,29 @@ def test_rejects_unknown_options(tmp_path: Path) -> None:
         es.datasets.era5_like(tmp_path / "x.zarr", variables=["precip"])
     with pytest.raises(ConfigError, match="shards need zarr_format=3"):
         es.datasets.era5_like(tmp_path / "x.zarr", zarr_format=2, shards={"time": 4})
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_packed_int16_decodes_as_xarray(tmp_path: Path, zarr_format: int) -> None:
+    """packed=True stores CF-packed int16 that xarray and earthstream decode alike, within
+    the packing's resolution of the float fields."""
+    import xarray as xr
+
+    kw = {"n_times": 4, "n_lat": 8, "n_lon": 16, "variables": ["t2m", "z"]}
+    path = es.datasets.era5_like(
+        tmp_path / "packed.zarr", packed=True, zarr_format=zarr_format, **kw
+    )
+    plain = es.datasets.era5_like(tmp_path / "plain.zarr", zarr_format=zarr_format, **kw)
+    ds = xr.open_zarr(path, consolidated=False)
+    source = es.open_zarr(path, decoded_dtype="xarray")
+    assert source.variables["t2m"].stored_dtype == np.int16
+    assert source.variables["t2m"].dtype == ds.t2m.dtype == np.float64
+    for name in ("t2m", "z"):
+        info = source.variables[name]
+        index = (1,) + (0,) * (info.ndim - 1)
+        chunk = source.read_chunk(name, index)
+        assert chunk is not None
+        np.testing.assert_array_equal(chunk[0], ds[name].values[1])
+        scale = ds[name].encoding["scale_factor"]
+        reference = xr.open_zarr(plain, consolidated=False)[name].values[1]
+        assert np.abs(chunk[0] - reference).max() <= scale / 2 + 1e-6 * np.abs(reference).max()

@@ -105,13 +105,14 @@ def test_loaded_or_edited_datasets_read_what_the_user_holds(era5_v3: Path) -> No
 
 
 def test_cf_packed_zarr_is_decoded_as_xarray_decodes_it(tmp_path: Path) -> None:
-    """Until the Zarr path decodes CF itself, packed variables read through xarray: the
-    values are xarray's (NaN for the fill value), delivered as float32."""
+    """A packed Zarr variable xarray decoded streams through the Zarr fast path, which
+    decodes CF itself: the values are xarray's (NaN for the fill value), as float32,
+    each chunk decoded once."""
     path = tmp_path / "packed.zarr"
     _packed(seed=3).to_zarr(path, zarr_format=2)
     ds = xr.open_zarr(path, chunks=None)
     source = es.open_zarr(ds)
-    assert isinstance(source, es.XarraySource) and "scale_factor" in source.why
+    assert isinstance(source, es.ZarrSource)
     assert source.variables["t"].dtype == np.float32
     stream = es.Stream(ds, {"lat": 4, "lon": 6}, shuffle=False, batch_size=16)
     reference = ds.load()
@@ -120,6 +121,21 @@ def test_cf_packed_zarr_is_decoded_as_xarray_decodes_it(tmp_path: Path) -> None:
             t, y, x = (int(batch.starts[d][i]) for d in ("time", "lat", "lon"))
             ref = reference["t"].isel(time=t, lat=slice(y, y + 4), lon=slice(x, x + 6)).values
             np.testing.assert_array_equal(batch["t"][i], ref.astype(np.float32))
+    assert stream.report is not None and max(stream.report.decodes.values()) == 1
+
+
+def test_zarr_opened_raw_takes_the_general_path(tmp_path: Path) -> None:
+    """With mask_and_scale=False xarray leaves the stored integers and CF attributes:
+    the stream delivers the same raw values, through xarray."""
+    path = tmp_path / "packed.zarr"
+    _packed(seed=4).to_zarr(path, zarr_format=3)
+    ds = xr.open_zarr(path, chunks=None, mask_and_scale=False)
+    source = es.open_zarr(ds)
+    assert isinstance(source, es.XarraySource) and "mask_and_scale=False" in source.why
+    stream = es.Stream(ds[["t"]], {"lat": 10, "lon": 16}, shuffle=False, batch_size=12)
+    (batch,) = list(stream)
+    np.testing.assert_array_equal(batch["t"], ds["t"].values)
+    assert batch["t"].dtype == ds["t"].dtype
 
 
 def test_stores_without_a_path_stream_through_the_store_object() -> None:

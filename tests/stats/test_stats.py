@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ def _write_store(path: Path) -> dict[str, np.ndarray]:
         dtype="f4",
         fill_value=NODATA,
         dimension_names=("time", "lat", "lon"),
+        # a v3 fill_value is data for xarray; the CF _FillValue (base64 of a
+        # little-endian double, as xarray writes it) is what it masks
+        attributes={"_FillValue": base64.b64encode(struct.pack("<d", NODATA)).decode()},
     )
     arr[...] = a
     arr = group.create_array(

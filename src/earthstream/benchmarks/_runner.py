@@ -213,6 +213,7 @@ def _measure_layout(
         "batch_size": config.batch_size,
         "repeats": 1,
         "time_budget": config.time_budget,
+        "packed": LAYOUTS[layout].packed,
     }
     # One pass of every method per round, round after round: load drifting on a
     # shared machine then hits every method alike.
@@ -458,6 +459,25 @@ def targets(
         )
     if full:
         out.append(_target("shuffle=full, cache 1/4 >= 0.5x limit", full["ratio_to_limit"], 0.5))
+    packed = next(
+        (
+            r
+            for r in rows
+            if LAYOUTS[r["layout"]].packed
+            and r["size"] == config.size
+            and r["method"] == "earthstream"
+            and r["variant"] == "shuffle=chunks"
+        ),
+        None,
+    )
+    if packed:
+        out.append(
+            _target(
+                "CF-packed int16, shuffle=chunks >= 0.7x limit (decode + unpack once)",
+                packed["ratio_to_limit"],
+                0.7,
+            )
+        )
     if scale:
         out.append(
             _target(

@@ -21,6 +21,7 @@ class Layout:
     chunks: dict[str, int]
     codec: str = "zstd"
     shards: dict[str, int] | None = None
+    packed: bool = False  # CF-packed int16, decoded (scale, offset, mask) on the fly
 
 
 #: Store layouts, the first is the default case of the targets.
@@ -40,6 +41,13 @@ LAYOUTS: dict[str, Layout] = {
             "Zarr v3 shards of 24 x 721 x 1440, inner chunks 1 x 241 x 360, zstd",
             {"time": 1, "lat": 241, "lon": 360},
             shards={"time": 24, "lat": 723, "lon": 1440},
+        ),
+        Layout(
+            "int16-packed",
+            "1 step per chunk, CF-packed int16 (scale_factor, add_offset, _FillValue), zstd; "
+            "decoded to float32",
+            {"time": 1},
+            packed=True,
         ),
     )
 }
@@ -79,6 +87,7 @@ def make_store(folder: Path, layout: str, size: str, *, progress: bool = False) 
         chunks=chunks,
         shards=shards,
         codec=spec.codec,
+        packed=spec.packed,
         progress=progress,
         **dims,  # type: ignore[arg-type]
     )

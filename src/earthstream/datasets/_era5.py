@@ -55,6 +55,16 @@ ERA5_VARIABLES: Mapping[str, _Var] = {
     "z": _Var("Geopotential", "m**2 s**-2", levels=True),
 }
 _CODECS = ("zstd", "blosc-lz4", "none")
+#: Physical range each variable is packed into int16 over (``packed=True``), as
+#: ERA5's NetCDF files pack them: ``value = stored * scale_factor + add_offset``.
+_PACK_RANGE = {
+    "t2m": (170.0, 350.0),
+    "u10": (-90.0, 90.0),
+    "v10": (-90.0, 90.0),
+    "msl": (85_000.0, 110_000.0),
+    "z": (-5_000.0, 200_000.0),
+}
+_PACK_FILL = -32768
 _OMEGA = 2 * np.pi / 24.0  # rad per hour (one wave crest passes a point per day)
 _G = 9.80665
 
@@ -127,6 +137,13 @@ def _fields(
     return np.asarray(out, dtype=np.float32)
 
 
+def _pack(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """CF packing into int16 (NaN to the fill value), as xarray's encoder does."""
+    packed = np.round((values.astype(np.float64) - offset) / scale)
+    packed = np.clip(packed, -32767, 32767)
+    return np.where(np.isnan(values), _PACK_FILL, packed).astype(np.int16)
+
+
 def era5_like(
     path: str | os.PathLike[str],
     *,
@@ -143,6 +160,7 @@ def era5_like(
     level: int = 3,
     zarr_format: int = 3,
     seed: int = 0,
+    packed: bool = False,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -173,6 +191,10 @@ def era5_like(
         2 or 3.
     seed
         Seed of the noise.
+    packed
+        Store the variables as CF-packed int16 (``scale_factor``, ``add_offset``,
+        ``_FillValue`` -32768, as ERA5's NetCDF files and many reanalyses), which
+        readers decode to floats; default float32.
     overwrite
         Rewrite even when a matching store exists.
     progress
@@ -221,6 +243,8 @@ def era5_like(
         "zarr_format": zarr_format,
         "seed": seed,
     }
+    if packed:
+        recipe["packed"] = "int16"
     if not overwrite and written_with(path, recipe):
         return path
     if path.exists():
@@ -295,13 +319,21 @@ def era5_like(
         var = ERA5_VARIABLES[name]
         dims = ("time", "level", "lat", "lon") if var.levels else ("time", "lat", "lon")
         shape = tuple(sizes[d] for d in dims)
+        attributes: dict[str, Any] = {"units": var.units, "long_name": var.long_name}
+        if packed:
+            lo, hi = _PACK_RANGE[name]
+            attributes |= {
+                "scale_factor": (hi - lo) / (2**16 - 2),
+                "add_offset": (hi + lo) / 2,
+                "_FillValue": _PACK_FILL,
+            }
         arrays[name] = create(
             name,
             dims,
             shape,
-            dtype="float32",
-            fill_value=np.float32("nan"),
-            attributes={"units": var.units, "long_name": var.long_name},
+            dtype="int16" if packed else "float32",
+            fill_value=_PACK_FILL if packed else np.float32("nan"),
+            attributes=attributes,
         )
 
     step = max(chunk_len["time"], shard_len.get("time", 1), 24)
@@ -316,7 +348,11 @@ def era5_like(
         for t0 in blocks:
             t1 = min(t0 + step, n_times)
             rng = np.random.default_rng([seed, vi, t0])
-            arrays[name][t0:t1] = _fields(name, hours[t0:t1], lat, lon, level_values, rng)
+            values = _fields(name, hours[t0:t1], lat, lon, level_values, rng)
+            if packed:
+                attrs = arrays[name].attrs
+                values = _pack(values, attrs["scale_factor"], attrs["add_offset"])
+            arrays[name][t0:t1] = values
             if bar is not None:
                 bar.update(t1 - t0)
     if bar is not None:

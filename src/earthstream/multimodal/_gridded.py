@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GridMismatchError, TimeAxisError
+from ..sampling._time import format_time, is_time_axis, time_numbers
 from ..sources import ChunkedSource
 
 __all__ = ["AxisMatch", "ChunkCache", "match_axis", "read_box"]
@@ -96,21 +97,34 @@ def match_times(
             f"modality {name!r} has a {dim!r} dim but no {dim!r} coordinate, so its steps "
             "cannot be matched to the primary's; add the coordinate to the store."
         )
-    if secondary.dtype.kind != primary.dtype.kind:
+    if not (is_time_axis(primary) and is_time_axis(secondary)):
         raise TimeAxisError(
             f"modality {name!r}'s {dim!r} coordinate holds {secondary.dtype}, the primary's "
             f"{primary.dtype}; both need decoded datetimes."
         )
-    p = primary.astype("datetime64[ns]")
-    s = secondary.astype("datetime64[ns]")
+    if primary.dtype.kind == "M" and secondary.dtype.kind == "M":
+        p = primary.astype("datetime64[ns]").astype(np.int64)
+        s = secondary.astype("datetime64[ns]").astype(np.int64)
+    else:  # cftime (any CF calendar): compared in the calendar both axes share
+        p_calendar, p = time_numbers(primary)
+        s_calendar, s = time_numbers(secondary)
+        if p_calendar != s_calendar:
+            raise TimeAxisError(
+                f"modality {name!r}'s {dim!r} axis is in the {s_calendar!r} calendar, the "
+                f"primary's in {p_calendar!r}: their dates cannot be matched. Convert one of "
+                "them (e.g. xarray's convert_calendar) first."
+            )
+    nat = np.iinfo(np.int64).min
     order = np.argsort(s, kind="stable")
     pos = np.searchsorted(s[order], p)
     pos = np.minimum(pos, len(s) - 1)
-    found = s[order][pos] == p
+    found = (s[order][pos] == p) & (p != nat)
     if not found.any():
         raise TimeAxisError(
-            f"modality {name!r} shares no {dim!r} step with the primary ({s.min()}..{s.max()} "
-            f"against {p.min()}..{p.max()}); the time axes do not overlap."
+            f"modality {name!r} shares no {dim!r} step with the primary "
+            f"({format_time(secondary.min())}..{format_time(secondary.max())} against "
+            f"{format_time(primary.min())}..{format_time(primary.max())}); the time axes do "
+            "not overlap."
         )
     return np.where(found, order[pos], -1).astype(np.int64)
 

@@ -21,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import ConfigError, ForecastError, TimeAxisError
+from ._time import as_datetime64, format_time, is_time_axis, time_of_year
 
 __all__ = ["Forecast", "ForecastPlan", "parse_timedelta", "plan_forecast", "split_forecast"]
 
@@ -167,18 +168,21 @@ def _time_axis(dim: str, coords: Mapping[str, np.ndarray]) -> np.ndarray:
             f"forecast windows need a 1-D coordinate for dim {dim!r} to find the steps; the "
             f"source has coordinates {sorted(coords)}. Pass Forecast(dim=...) naming its time dim."
         )
-    time = np.asarray(time)
-    if time.dtype.kind != "M":
+    labels = np.asarray(time)
+    if not is_time_axis(labels):
         raise TimeAxisError(
-            f"coordinate {dim!r} holds {time.dtype}, not datetimes; forecast windows need "
+            f"coordinate {dim!r} holds {labels.dtype}, not datetimes; forecast windows need "
             "decoded times (CF 'units: hours since ...' are decoded by open_zarr)."
         )
-    time = time.astype("datetime64[ns]")
+    # cftime axes (any CF calendar) as microseconds counted in their own calendar:
+    # only differences are used below, so steps and gaps are calendar-correct
+    time = labels.astype("datetime64[ns]") if labels.dtype.kind == "M" else as_datetime64(labels)
     if len(time) > 1 and not (np.diff(time) > np.timedelta64(0, "ns")).all():
-        bad = int(np.flatnonzero(np.diff(time) <= np.timedelta64(0, "ns"))[0])
+        bad = int(np.flatnonzero(~(np.diff(time) > np.timedelta64(0, "ns")))[0])
         raise TimeAxisError(
-            f"coordinate {dim!r} is not strictly increasing (index {bad}: {time[bad]} then "
-            f"{time[bad + 1]}); forecast windows need a sorted time axis without duplicates."
+            f"coordinate {dim!r} is not strictly increasing (index {bad}: "
+            f"{format_time(labels[bad])} then {format_time(labels[bad + 1])}); forecast "
+            "windows need a sorted time axis without duplicates or missing times."
         )
     return time
 
@@ -333,15 +337,15 @@ def split_forecast(
 def time_encoding(times: np.ndarray) -> np.ndarray:
     """``(n, 4)`` float32: sin/cos of the day of the year and of the hour of the day.
 
+    ``times`` are ``datetime64`` or ``cftime`` datetimes; the year has 365.25 days,
+    or 360/365/366 in the ``360_day``/``noleap``/``all_leap`` calendars.
+
     >>> enc = time_encoding(np.array(["2020-01-01T00", "2020-07-01T12"], dtype="datetime64[ns]"))
     >>> enc.shape, [round(float(v), 3) for v in enc[1, 2:]]
     ((2, 4), [0.0, -1.0])
     """
-    times = np.asarray(times, dtype="datetime64[ns]")
-    year_start = times.astype("datetime64[Y]").astype("datetime64[ns]")
-    day = (times - year_start) / np.timedelta64(1, "D")
-    hour = (times - times.astype("datetime64[D]").astype("datetime64[ns]")) / np.timedelta64(1, "h")
-    a, b = 2 * np.pi * day / 365.25, 2 * np.pi * hour / 24.0
+    day, hour, year = time_of_year(np.asarray(times))
+    a, b = 2 * np.pi * day / year, 2 * np.pi * hour / 24.0
     out = np.stack([np.sin(a), np.cos(a), np.sin(b), np.cos(b)], axis=-1)
     return np.asarray(out, dtype=np.float32)
 

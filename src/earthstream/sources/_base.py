@@ -8,6 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ._cf import CFCoder
+
 __all__ = ["ChunkedSource", "VariableInfo"]
 
 
@@ -16,8 +18,12 @@ class VariableInfo:
     """Static description of one variable of a source.
 
     ``chunks`` is the shape of the unit the engine decodes: the chunk, or for a
-    sharded Zarr v3 array the inner chunk.  ``fill_value`` is what missing chunks
-    and padded window edges hold.
+    sharded Zarr v3 array the inner chunk.  ``dtype`` is the dtype of the values
+    the source delivers: after CF decoding (``cf``), e.g. float32 for a packed
+    int16 variable.  ``fill_value`` is what missing chunks and padded window
+    edges hold, decoded too (NaN where xarray masks the stored fill value).
+    ``attrs`` are the attributes as xarray's backend reads them (for Zarr v2 the
+    array's ``fill_value`` is the ``_FillValue``).
     """
 
     name: str
@@ -28,6 +34,12 @@ class VariableInfo:
     fill_value: Any
     codecs: tuple[str, ...] = ()
     attrs: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    cf: CFCoder | None = field(default=None, compare=False, hash=False)
+
+    @property
+    def stored_dtype(self) -> np.dtype[Any]:
+        """The dtype of the stored values (before CF decoding)."""
+        return np.dtype(self.cf.raw_dtype) if self.cf is not None else self.dtype
 
     @property
     def ndim(self) -> int:
@@ -76,7 +88,8 @@ class ChunkedSource(Protocol):
 
         Returns an array whose shape covers at least the part of the chunk inside
         the array bounds, or ``None`` if the chunk is not stored (it then holds
-        ``fill_value`` everywhere).  With ``out`` (an array of the full chunk
+        ``fill_value`` everywhere).  Values are decoded: in the variable's
+        ``dtype``, CF decoding applied.  With ``out`` (an array of the full chunk
         shape and the variable's dtype, e.g. an engine cache slot) the chunk is
         written into it, from its origin, and ``out`` is returned.  Must be
         thread-safe.

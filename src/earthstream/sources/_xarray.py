@@ -50,8 +50,8 @@ log = logging.getLogger("earthstream")
 
 PackedDtype = Literal["float32", "float64"]
 
-#: CF encodings the Zarr fast path does not reproduce yet: a variable carrying one
-#: (decoded by xarray, or left raw with mask_and_scale=False) takes the general path.
+#: CF encoding attributes: in a variable's ``encoding`` when xarray decoded them (the
+#: Zarr fast path decodes them alike), in its ``attrs`` when it left them raw.
 _CF_KEYS = ("scale_factor", "add_offset", "_Unsigned", "missing_value", "_FillValue")
 _PACKING = ("scale_factor", "add_offset")
 
@@ -323,21 +323,25 @@ def _stored_dims(array: Any) -> tuple[str, ...]:
 def _decoding_differs(variable: Any, array: Any) -> str:
     """Why the Zarr source would not deliver what xarray decoded ('' if it would).
 
-    The Zarr fast path reads stored values as they are; CF decoding there is
-    being added separately (scale/offset, fill values, ``_Unsigned``).  Until then
-    a variable whose encoding or attributes carry any of these, or whose
-    decoded dtype is not the stored one, reads through xarray (general path).
+    The Zarr source decodes CF attributes itself, as xarray's default
+    (``mask_and_scale=True``) does: a variable xarray decoded carries its CF
+    attributes in ``encoding`` and streams fast.  One whose CF attributes are
+    still in ``attrs`` was opened with ``mask_and_scale=False`` (raw values) and
+    takes the general path, as does a data variable xarray decoded to times.
     """
     for key in _CF_KEYS:
-        for where in (variable.encoding, variable.attrs):
-            if key not in where:
-                continue
-            value = where[key]
-            if key == "_FillValue" and (value is None or _is_nan(value)):
-                continue
-            return f"has CF {key} (decoded through xarray until the Zarr path decodes it)"
+        if key not in variable.attrs:
+            continue
+        value = variable.attrs[key]
+        if key == "_FillValue" and (value is None or _is_nan(value)):
+            continue
+        return f"has CF {key} left undecoded (opened with mask_and_scale=False)"
+    kind = np.dtype(variable.dtype).kind
     stored = np.dtype(array.dtype).newbyteorder("=")
-    if np.dtype(variable.dtype).newbyteorder("=") != stored:
+    if kind in "mM" and stored.kind not in "mM":
+        return f"is decoded to {variable.dtype} from stored {array.dtype} (CF time units)"
+    decoded = any(k in variable.encoding for k in _CF_KEYS)
+    if not decoded and np.dtype(variable.dtype).newbyteorder("=") != stored:
         return f"is decoded to {variable.dtype} from stored {array.dtype}"
     return ""
 
@@ -595,6 +599,7 @@ def open_xarray(
                 found.target(),
                 [found.arrays[n] for n in names],
                 storage_options=found.storage_options,
+                decoded_dtype="float32" if dtype == "float32" else "xarray",
             ),
         )
         renamed = {found.arrays[n]: n for n in names}

@@ -31,10 +31,18 @@ from ..storage._readers import (
 )
 from ..storage._zarr_store import StoreHandle, is_zarr_store
 from ._base import ChunkedSource, VariableInfo
+from ._cf import CFOptions, DecodedDtype, backend_attrs, cf_coder, decode_reference
 from ._cftime import decode_cf_time, is_cf_time
 from ._zarr_codecs import ChunkDecoder, ZarrArraySpec, spec_from_metadata
 
-__all__ = ["ZarrInput", "ZarrSource", "is_zarr_input", "open_zarr", "resolve_input"]
+__all__ = [
+    "ZarrInput",
+    "ZarrSource",
+    "describe_array",
+    "is_zarr_input",
+    "open_zarr",
+    "resolve_input",
+]
 
 _FALLBACK = object()  # fetch result of arrays read through zarr-python at decode time
 
@@ -84,11 +92,53 @@ def _dims_of(array: Any) -> tuple[str, ...]:
     return tuple(str(n) for n in names)
 
 
-def _fill_value(array: Any) -> Any:
-    value = array.metadata.fill_value
-    if value is None:
-        return None
-    return np.asarray(value).item()
+def _zarr_fill(array: Any) -> Any:
+    """The array's Zarr ``fill_value`` as zarr-python gives it (a NumPy scalar or None)."""
+    return array.metadata.fill_value
+
+
+def describe_array(
+    name: str, path: str, array: Any, options: CFOptions | None = None
+) -> tuple[ZarrArraySpec, VariableInfo]:
+    """The decode spec and description of one zarr-python array as a data variable.
+
+    CF decoding (``options``) is described here once: the delivered dtype, the
+    decoded fill value and the :class:`~earthstream.sources._cf.CFCoder` that
+    :meth:`ZarrSource.read_chunk` applies to every chunk.  Any source built on
+    zarr-python arrays gets the same decoding by describing them with this.
+    """
+    options = options or CFOptions()
+    dtype = np.dtype(array.dtype)
+    spec = spec_from_metadata(path, array.metadata.to_dict(), dtype)
+    native = dtype.newbyteorder("=")
+    zarr_fill = _zarr_fill(array)
+    attrs = backend_attrs(dict(array.attrs), native, spec.zarr_format, zarr_fill)
+    coder = cf_coder(name, attrs, native, options)
+    # what zarr-python (and so xarray) reads where no chunk is stored
+    stored_fill = zarr_fill if zarr_fill is not None else np.zeros((), native)[()]
+    if coder is not None:
+        fill: Any = coder.decode_scalar(stored_fill)
+    else:
+        fill = np.asarray(stored_fill).item()
+    info = VariableInfo(
+        name=name,
+        dims=_dims_of(array),
+        shape=tuple(int(n) for n in array.shape),
+        dtype=coder.np_dtype if coder is not None else native,
+        chunks=spec.chunks,
+        fill_value=fill,
+        codecs=spec.codec_names,
+        attrs=attrs,
+        cf=coder,
+    )
+    return spec, info
+
+
+def coord_description(path: str, array: Any) -> tuple[str, Mapping[str, Any]]:
+    """What :class:`ZarrSource` needs to read and decode a 1-D coordinate array."""
+    dtype = np.dtype(array.dtype).newbyteorder("=")
+    zarr_format = int(array.metadata.zarr_format)
+    return path, backend_attrs(dict(array.attrs), dtype, zarr_format, _zarr_fill(array))
 
 
 class ZarrSource:
@@ -110,15 +160,21 @@ class ZarrSource:
         attrs: Mapping[str, Any],
         *,
         decode_times: bool = True,
+        cf: CFOptions | None = None,
     ) -> None:
         self.location = location
         self._specs = dict(specs)
         self._variables = dict(variables)
         self._coord_arrays = dict(coord_arrays)
         self.attrs = dict(attrs)
-        self.decode_times = decode_times
+        self.cf = cf if cf is not None else CFOptions(decode_times=decode_times)
         self._selection: dict[str, Span] = {}
         self._init_lazy()
+
+    @property
+    def decode_times(self) -> bool:
+        """Whether CF time coordinates are decoded to datetimes."""
+        return self.cf.decode_times
 
     # -- process-local state, rebuilt after unpickling ----------------------------
     def _init_lazy(self) -> None:
@@ -129,10 +185,19 @@ class ZarrSource:
         self._fallback: dict[str, Any] = {}
         self._fallback_reads = 0
         self._coords: dict[str, np.ndarray] | None = None
+        self._local = threading.local()  # per-thread buffers of stored values
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_lock", "_pid", "_reader", "_decoders", "_fallback", "_fallback_reads"):
+        for key in (
+            "_lock",
+            "_pid",
+            "_reader",
+            "_decoders",
+            "_fallback",
+            "_fallback_reads",
+            "_local",
+        ):
             state.pop(key)
         return state
 
@@ -182,8 +247,11 @@ class ZarrSource:
     def coords(self) -> Mapping[str, np.ndarray]:
         """1-D coordinate values by dim name, read on first use.
 
-        CF time axes (``units: "hours since ..."``) are decoded to
-        ``datetime64[ns]`` unless the source was opened with ``decode_times=False``.
+        Values are CF-decoded as xarray decodes them (fill values masked, scale
+        and offset applied; see ``open_zarr``).  CF time axes (``units: "hours
+        since ..."``) become ``datetime64[ns]``, or ``cftime`` datetimes for other
+        calendars and dates ``datetime64[ns]`` cannot hold, unless the source was
+        opened with ``decode_times=False``.
         """
         self._check_process()
         if self._coords is None:
@@ -193,11 +261,8 @@ class ZarrSource:
 
             def load(item: tuple[str, tuple[str, Mapping[str, Any]]]) -> tuple[str, np.ndarray]:
                 dim, (path, attrs) = item
-                array = zarr.open_array(store, path=_join(root, path), mode="r")
-                values = np.asarray(array[...])
-                if self.decode_times and is_cf_time(attrs):
-                    values = decode_cf_time(values, attrs)
-                return dim, values
+                values = np.asarray(zarr.open_array(store, path=_join(root, path), mode="r")[...])
+                return dim, _decode_coord(dim, values, attrs, self.cf)
 
             items = list(self._coord_arrays.items())
             if len(items) > 1 and not self.location.is_local:  # concurrent requests
@@ -216,7 +281,7 @@ class ZarrSource:
             {n: self._variables[n] for n in names},
             self._coord_arrays,
             self.attrs,
-            decode_times=self.decode_times,
+            cf=self.cf,
         )
         source._coords = self._coords
         source._selection = self._selection
@@ -240,19 +305,47 @@ class ZarrSource:
     ) -> np.ndarray | None:
         """Decode chunk ``index`` of variable ``name`` (``None``: not stored, all fill).
 
-        With ``out`` (an array of the chunk's full shape and the variable's
-        dtype) the chunk is decoded into it and ``out`` is returned.
+        Values are CF-decoded (in the variable's ``dtype``).  With ``out`` (an
+        array of the chunk's full shape and the variable's dtype) the chunk is
+        decoded into it and ``out`` is returned.
         """
         spec = self._specs[name]
+        coder = self._variables[name].cf
         if spec.fast:
             decoder = self._decoders.get(name)
             if decoder is None or self._pid != os.getpid():
                 decoder = self._decoder(name)
-            return decoder.read(self.reader, index, out)
+            if coder is None:
+                return decoder.read(self.reader, index, out)
+            raw = decoder.read(self.reader, index, self._stored_buffer(name))
+            return None if raw is None else self._cf_decode(name, raw, out)
         chunk = self._read_fallback(name, index)
+        if coder is not None:
+            return self._cf_decode(name, chunk, out)
         if out is None:
             return chunk
         out[tuple(slice(0, n) for n in chunk.shape)] = chunk
+        return out
+
+    def _stored_buffer(self, name: str) -> np.ndarray:
+        """This thread's buffer for one chunk of ``name``'s stored values (reused)."""
+        buffers: dict[str, np.ndarray] | None = getattr(self._local, "buffers", None)
+        if buffers is None:
+            buffers = self._local.buffers = {}
+        buf = buffers.get(name)
+        if buf is None:
+            info = self._variables[name]
+            buf = buffers[name] = np.empty(info.chunks, info.stored_dtype)
+        return buf
+
+    def _cf_decode(self, name: str, raw: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """CF-decode stored values (a whole chunk, or its part inside the array) into ``out``."""
+        coder = self._variables[name].cf
+        assert coder is not None
+        if out is None:
+            return coder.decode(raw)
+        region = out[tuple(slice(0, n) for n in raw.shape)]
+        coder.decode(raw, region)
         return out
 
     # -- split reads: I/O and decoding in separate pools (remote stores) ------------
@@ -296,7 +389,10 @@ class ZarrSource:
         decoder = self._decoders.get(name)
         if decoder is None or self._pid != os.getpid():
             decoder = self._decoder(name)
-        return decoder.decode(raw.data, raw.where, out)
+        if self._variables[name].cf is None:
+            return decoder.decode(raw.data, raw.where, out)
+        stored = decoder.decode(raw.data, raw.where, self._stored_buffer(name))
+        return self._cf_decode(name, stored, out)
 
     def chunk_location(self, name: str, index: tuple[int, ...]) -> str:
         """Where chunk ``index`` of ``name`` is stored (for messages and reports)."""
@@ -357,10 +453,11 @@ class ZarrSource:
         lines.append("Variables:")
         width = max((len(n) for n in self._variables), default=0)
         for name, info in self._variables.items():
+            decoded = f"  CF: {info.cf.describe()}" if info.cf is not None else ""
             lines.append(
                 f"  {name:<{width}}  ({', '.join(info.dims)})  {info.dtype}  "
                 f"chunks={info.chunks}  {'+'.join(info.codecs) or 'raw'}  "
-                f"{format_bytes(info.nbytes)}"
+                f"{format_bytes(info.nbytes)}{decoded}"
             )
         if self._coord_arrays:
             lines.append("Coordinates: " + ", ".join(self._coord_arrays))
@@ -372,6 +469,19 @@ class ZarrSource:
                 "(read through zarr-python, slower: " + ", ".join(self.fallback_variables) + ")"
             )
         return "\n".join(lines)
+
+
+def _decode_coord(
+    dim: str, values: np.ndarray, attrs: Mapping[str, Any], options: CFOptions
+) -> np.ndarray:
+    """A coordinate's values decoded as xarray decodes them (exact dtype, no float32 rule)."""
+    exact = CFOptions(options.mask_and_scale, options.decode_times, "xarray")
+    coder = cf_coder(dim, attrs, values.dtype, exact, times=True)
+    if coder is not None:
+        values = decode_reference(coder, values.astype(coder.raw_dtype, copy=False))
+    if options.decode_times and is_cf_time(attrs):
+        values = decode_cf_time(values, attrs, name=dim)
+    return values
 
 
 def _cannot_list(exc: BaseException) -> bool:
@@ -500,7 +610,10 @@ def open_zarr(
     variables: Sequence[str] | str | None = None,
     *,
     storage_options: Mapping[str, Any] | None = None,
+    decode_cf: bool = True,
+    mask_and_scale: bool = True,
     decode_times: bool = True,
+    decoded_dtype: DecodedDtype = "float32",
 ) -> ZarrSource: ...
 
 
@@ -510,7 +623,10 @@ def open_zarr(
     variables: Sequence[str] | str | None = None,
     *,
     storage_options: Mapping[str, Any] | None = None,
+    decode_cf: bool = True,
+    mask_and_scale: bool = True,
     decode_times: bool = True,
+    decoded_dtype: DecodedDtype = "float32",
 ) -> ChunkedSource: ...
 
 
@@ -519,7 +635,10 @@ def open_zarr(
     variables: Sequence[str] | str | None = None,
     *,
     storage_options: Mapping[str, Any] | None = None,
+    decode_cf: bool = True,
+    mask_and_scale: bool = True,
     decode_times: bool = True,
+    decoded_dtype: DecodedDtype = "float32",
 ) -> ChunkedSource:
     """Open a Zarr v2 or v3 store (group or single array) lazily.
 
@@ -530,6 +649,15 @@ def open_zarr(
     Only metadata is read: consolidated metadata when the store has it,
     otherwise each array's ``.zarray``/``zarr.json``.  No chunk is read and no
     dask graph is built.
+
+    Values are CF-decoded as ``xarray.open_zarr`` decodes them by default:
+    ``_Unsigned``, ``_FillValue`` and ``missing_value`` to NaN (and a Zarr
+    **v2** array's ``fill_value``, as xarray's Zarr backend does; a v3 array's
+    ``fill_value`` is not a mask), ``scale_factor``/``add_offset``.  Each chunk
+    is decoded once, when it is read; packed integers become float32
+    (``decoded_dtype="xarray"`` for xarray's float64).  Time coordinates are
+    decoded for every CF calendar, to ``datetime64[ns]`` or ``cftime`` objects
+    as xarray does.
 
     Parameters
     ----------
@@ -548,8 +676,20 @@ def open_zarr(
         Options for the object-store client of remote URLs (endpoint, region,
         credentials); never logged.  A store object brings its own client:
         only ``retry`` and ``max_requests`` apply to it.
+    decode_cf
+        ``False``: no decoding at all, the stored values and numbers (sets
+        ``mask_and_scale`` and ``decode_times`` to ``False``).
+    mask_and_scale
+        Mask fill values to NaN and unpack ``scale_factor``/``add_offset`` and
+        ``_Unsigned`` (as xarray's argument of the same name).
     decode_times
-        Decode CF time coordinates to ``datetime64[ns]``.
+        Decode CF time coordinates to ``datetime64[ns]`` (or ``cftime`` objects).
+    decoded_dtype
+        ``"float32"`` (default): values that decoding turns into floats are
+        float32 wherever xarray would give float64 from a stored type other than
+        float64 (packed int16 becomes float32: half of xarray's bytes, values
+        equal to xarray's rounded to float32).  ``"xarray"``: xarray's dtype rule
+        (float64 for packed data, since Zarr attributes are JSON doubles).
 
     Returns
     -------
@@ -579,6 +719,17 @@ def open_zarr(
     (8, 16, 32)
     """
     import zarr
+
+    if decoded_dtype not in ("float32", "xarray"):
+        raise ConfigError(
+            f"decoded_dtype={decoded_dtype!r}: use 'float32' (packed values as float32) or "
+            "'xarray' (xarray's dtype rule: float64 for packed values)."
+        )
+    options = (
+        CFOptions(bool(mask_and_scale), bool(decode_times), decoded_dtype)
+        if decode_cf
+        else CFOptions(False, False, decoded_dtype)
+    )
 
     from ._xarray import is_xarray, open_xarray
 
@@ -641,26 +792,12 @@ def open_zarr(
     for name, path, arr in members:
         dims = dims_by_name[name]
         if dims == (name,):
-            coord_arrays[name] = (path, dict(arr.attrs))
+            coord_arrays[name] = coord_description(path, arr)
             continue
         if name in listed_coords or arr.ndim == 0:
             continue
-        dtype = np.dtype(arr.dtype)
-        spec = spec_from_metadata(path, arr.metadata.to_dict(), dtype)
-        specs[name] = spec
-        infos[name] = VariableInfo(
-            name=name,
-            dims=dims,
-            shape=tuple(int(s) for s in arr.shape),
-            dtype=dtype.newbyteorder("="),
-            chunks=spec.chunks,
-            fill_value=_fill_value(arr),
-            codecs=spec.codec_names,
-            attrs=dict(arr.attrs),
-        )
-    source = ZarrSource(
-        location, specs, infos, coord_arrays, dict(node.attrs), decode_times=decode_times
-    )
+        specs[name], infos[name] = describe_array(name, path, arr, options)
+    source = ZarrSource(location, specs, infos, coord_arrays, dict(node.attrs), cf=options)
     if variables is not None:
         source = source.select(variables)
     elif not infos:

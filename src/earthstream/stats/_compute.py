@@ -28,7 +28,9 @@ from .._names import suggest
 from .._units import parse_bytes
 from ..errors import ConfigError, DimensionError
 from ..sampling._select import Span, format_label, resolve_selection
+from ..sampling._time import format_time, is_cftime_axis
 from ..sources import ChunkedSource, VariableInfo, as_source, source_selection
+from ..sources._cf import fill_values
 from ._moments import DEFAULT_COMPRESSION, Moments
 from ._result import Stats, VariableStats
 
@@ -37,7 +39,6 @@ __all__ = ["DEFAULT_PER", "compute_stats", "selection_spans"]
 #: Dims kept as separate statistics when present (``per=None``).
 DEFAULT_PER = ("level", "band")
 _FAN_IN = 8
-_NODATA_ATTRS = ("_FillValue", "missing_value", "nodata")
 
 Selection = Mapping[str, "slice | tuple[Any, Any] | int"]
 
@@ -50,7 +51,7 @@ class _Task:
     indices: tuple[tuple[int, ...], ...]
     ranges: tuple[tuple[int, int], ...]  # selected index range along each dim
     per_axes: tuple[int, ...]
-    nodata: float | None
+    nodata: tuple[float, ...]
     compression: float
     nbytes: int  # decoded bytes of the selection these chunks cover
 
@@ -65,8 +66,11 @@ def _read_task(source: ChunkedSource, task: _Task) -> dict[str, Moments]:
     rest = [a for a in range(info.ndim) if a not in task.per_axes]
     for index in task.indices:
         data = source.read_chunk(task.name, index)
-        if data is None:  # not stored: fill value everywhere, which is not data
-            continue
+        if data is None:  # not stored: the (decoded) fill value everywhere, as xarray reads it
+            fill = info.fill_value
+            if fill is None or (isinstance(fill, float) and math.isnan(fill)):
+                continue  # NaN is never counted
+            data = np.full(info.chunks, fill, info.dtype)
         region = []
         offsets = []
         for axis, (i, c) in enumerate(zip(index, info.chunks, strict=True)):
@@ -82,8 +86,8 @@ def _read_task(source: ChunkedSource, task: _Task) -> dict[str, Moments]:
         for r, local_index in enumerate(np.ndindex(*local)):
             row = rows[r]
             valid = np.isfinite(row) if row.dtype.kind in "fc" else None
-            if task.nodata is not None:
-                keep = row != task.nodata
+            for value in task.nodata:
+                keep = row != value
                 valid = keep if valid is None else valid & keep
             values = row if valid is None else row[valid]
             if not len(values):
@@ -177,24 +181,32 @@ def selection_spans(
     return resolve_selection(sizes, coords, sel=sel, isel=isel, base=base)
 
 
-def _nodata_of(info: VariableInfo, nodata: Any) -> float | None:
+def _nodata_of(info: VariableInfo, nodata: Any) -> tuple[float, ...]:
+    """The values left out besides NaN.
+
+    ``"fill"``: what xarray masks.  A CF-decoded variable already holds NaN
+    there, so nothing more; a variable read raw (``mask_and_scale=False``) leaves
+    out its stored ``_FillValue``/``missing_value`` (and a Zarr v2 ``fill_value``).
+    """
     if isinstance(nodata, Mapping):
         nodata = nodata.get(info.name, "fill")
     if nodata is None:
-        return None
+        return ()
     if isinstance(nodata, str):
         if nodata != "fill":
             raise ConfigError(
-                f"nodata={nodata!r}: use 'fill' (each variable's fill value and nodata "
-                "attributes), None (only NaN is excluded), a number, or a name -> value mapping."
+                f"nodata={nodata!r}: use 'fill' (the values xarray masks), None (only NaN "
+                "is excluded), a number, or a name -> value mapping."
             )
-        candidates = [info.fill_value, *(info.attrs.get(k) for k in _NODATA_ATTRS)]
-        for value in candidates:
+        if info.cf is not None:
+            return ()
+        values = []
+        for value in fill_values(info.attrs, info.dtype):
             number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-            if number and not np.isnan(value):
-                return float(value)
-        return None
-    return float(nodata)
+            if number:
+                values.append(float(value))
+        return tuple(values)
+    return (float(nodata),)
 
 
 def _tasks(
@@ -387,11 +399,12 @@ def compute_stats(
     quantiles
         Quantile levels in ``[0, 1]``.
     nodata
-        Values left out besides NaN: ``"fill"`` (default: each variable's fill
-        value, or its ``_FillValue`` / ``missing_value`` / ``nodata``
-        attribute), ``None``, a number, or a name -> value mapping.  Zarr v3's
-        default fill value for floats is 0, so with ``"fill"`` zeros of such
-        arrays are not counted: pass ``nodata=None`` for them.
+        Values left out besides NaN: ``"fill"`` (default: what xarray masks,
+        which CF decoding has already turned into NaN; for a source opened with
+        ``mask_and_scale=False`` the stored ``_FillValue``/``missing_value``),
+        ``None``, a number, or a name -> value mapping.  The statistics are those
+        of the values ``xarray.open_zarr`` gives (a Zarr v3 array's
+        ``fill_value`` is data, as in xarray).
     scheduler
         ``None``: a ``LocalCluster`` of ``n_workers`` processes with
         ``threads_per_worker`` threads, closed afterwards; an address
@@ -538,7 +551,7 @@ def compute_stats(
             max=np.where(m.count > 0, m.max, np.nan).reshape(shape),
             quantiles={q: qv[i].reshape(shape) for i, q in enumerate(qs)},
             labels=labels,
-            nodata=_nodata_of(info, nodata),
+            nodata=_reported(_nodata_of(info, nodata)),
         )
         described[name] = {
             "dims": list(info.dims),
@@ -577,10 +590,18 @@ def compute_stats(
     )
 
 
+def _reported(values: tuple[float, ...]) -> float | list[float] | None:
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 def _label(value: Any) -> Any:
     """A JSON-able coordinate label."""
     if isinstance(value, np.datetime64):
         return str(value)
+    if is_cftime_axis(np.asarray([value], dtype=object)):
+        return format_time(value)
     if isinstance(value, np.generic):
         return value.item()
     return value

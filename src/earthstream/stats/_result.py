@@ -54,7 +54,7 @@ class VariableStats:
     max: np.ndarray
     quantiles: Mapping[float, np.ndarray]
     labels: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    nodata: float | None = None
+    nodata: float | list[float] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
