@@ -35,6 +35,7 @@ __all__ = [
     "UnsupportedGeometryError",
     "VariableNotFoundError",
     "WindowError",
+    "CorruptFileError",
 ]
 
 
@@ -135,3 +136,7 @@ class StatsFileError(EarthstreamError, ValueError):
 
 class StatsMismatchError(EarthstreamError, ValueError):
     """Statistics that do not fit the data they should normalize (variables, levels)."""
+
+
+class CorruptFileError(EarthstreamError, ValueError):
+    """A file whose structure is damaged: a truncated header, offsets past its end."""
