@@ -543,3 +543,41 @@ def test_remote_stream_merges_tile_ranges(
     n_tiles = (H // BLOCK) * (W // BLOCK)
     assert 1 <= len(gets) < n_tiles  # adjacent tiles of a row come in one request
     assert all(r.status == 206 for r in gets)
+
+
+def test_bands_iterated_when_not_windowed(files: dict[str, Path]) -> None:
+    """Without ``"band": None`` the band dim is iterated like any other: one-band chips,
+    and still one decode per tile (the chunk holds every band)."""
+    path = files["cog-zstd-p2-u16x4"]
+    stream = es.Stream(open_tiff(path), window={"y": 128, "x": 128}, batch_size=6, seed=2)
+    with rasterio.open(path) as ds:
+        full = ds.read()
+    n = 0
+    for batch in stream:
+        assert batch["band_data"].shape[1:] == (128, 128)
+        for i in range(batch.size):
+            b, y, x = (int(batch.starts[d][i]) for d in ("band", "y", "x"))
+            np.testing.assert_array_equal(batch["band_data"][i], full[b, y : y + 128, x : x + 128])
+            n += 1
+    assert n == 4 * (H // 128) * (W // 128)
+    assert stream.report is not None and max(stream.report.decodes.values()) == 1
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_read_their_own_tiles(files: dict[str, Path], context: str) -> None:
+    pytest.importorskip("torch")
+    path = files["cog-deflate-p2-u16x4"]
+    stream = es.Stream(
+        open_tiff(path), window={"band": None, "y": 64, "x": 64}, batch_size=4, shuffle="full"
+    )
+    with rasterio.open(path) as ds:
+        full = ds.read()
+    ids = []
+    for batch in stream.to_torch().loader(num_workers=2, multiprocessing_context=context):
+        for i, wid in enumerate(batch.window_ids.tolist()):
+            y, x = int(batch.starts["y"][i]), int(batch.starts["x"][i])
+            np.testing.assert_array_equal(
+                batch["band_data"][i].numpy(), full[:, y : y + 64, x : x + 64]
+            )
+            ids.append(wid)
+    assert sorted(ids) == list(range(stream.n_windows))
