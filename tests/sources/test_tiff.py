@@ -581,3 +581,31 @@ def test_dataloader_workers_read_their_own_tiles(files: dict[str, Path], context
             )
             ids.append(wid)
     assert sorted(ids) == list(range(stream.n_windows))
+
+
+def test_remote_tiles_retried_and_in_flight_together(
+    nginx: NginxServer, files: dict[str, Path], tiff_dir: Path
+) -> None:
+    """Tile fetches go through the same reader as Zarr chunks: transient faults are
+    retried and counted in the epoch report, and requests overlap (latency hidden)."""
+    from tests._faults import FaultProxy
+
+    path = tiff_dir / "fresh-faults.tif"
+    shutil.copy(files["cog-deflate-p2-u16x4"], path)
+    window = {"band": None, "y": 64, "x": 64}
+    with FaultProxy(nginx.base_url) as proxy:
+        url = f"{proxy.base_url}/{path.name}"
+        remote = open_tiff(url, storage_options=HTTP)
+        proxy.add(r"/fresh-faults\.tif$", "status", status=503, times=3)
+        proxy.set_delay(0.03)
+        stream = es.Stream(remote, window=window, batch_size=4, shuffle="full", seed=5)
+        got = _epoch(stream)
+        assert proxy.max_in_flight >= 2  # tile rows fetched side by side (3 rows here)
+    want = _epoch(es.Stream(open_tiff(path), window=window, batch_size=4, shuffle="full", seed=5))
+    assert got.keys() == want.keys()
+    for wid in want:
+        np.testing.assert_array_equal(got[wid][-1], want[wid][-1])
+    report = stream.report
+    assert report is not None
+    assert report.retries == 3 and report.failures == {"server": 3}
+    assert max(report.decodes.values()) == 1

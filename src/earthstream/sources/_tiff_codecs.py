@@ -87,7 +87,8 @@ class _Scratch(threading.local):
 class BlockDecoder:
     """Decodes the blocks of one TIFF image into ``(bands, rows, cols)`` slots (thread-safe).
 
-    ``bands`` are the 0-based samples to keep, in slot order; ``byteorder`` the
+    ``bands`` are the 0-based samples to keep, in slot order (planar files store
+    one block per band and get the segments of these bands); ``byteorder`` the
     file's (``"<"`` or ``">"``).
     """
 

@@ -144,7 +144,6 @@ def gdal_info(
     safe = name.replace("/", "_") or "file.tif"
     env = {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-        "GTIFF_READ_ALL_IFDS": "NO",
         "GDAL_PAM_ENABLED": "NO",  # no .aux.xml sidecar
     }
     try:

@@ -239,7 +239,6 @@ class TiffSource:
         decoder = self._decoders.get(f)
         if decoder is None:
             image = self.images[f]
-            bands = self.bands if image.planar == 1 else tuple(range(len(self.bands)))
             decoder = BlockDecoder(
                 compression=image.compression,
                 predictor=image.predictor,
@@ -248,7 +247,7 @@ class TiffSource:
                 samples=image.samples,
                 planar=image.planar,
                 block_shape=image.block_shape,
-                bands=bands,
+                bands=self.bands,
             )
             with self._lock:
                 self._decoders[f] = decoder
@@ -327,7 +326,8 @@ class TiffSource:
         )
 
     def select_bands(self, bands: Sequence[int | str]) -> TiffSource:
-        """The same files restricted to ``bands`` (1-based numbers or descriptions)."""
+        """The same files restricted to ``bands`` of the file (1-based numbers or
+        descriptions, in the order given); no I/O."""
         chosen = _band_indexes(self.files[0], bands)
         return TiffSource(
             self.files,
