@@ -688,7 +688,7 @@ def open_tiff(
     >>> source.overviews, source.coords["x"][:2]
     ((2, 4), array([500005., 500015.]))
     >>> tile = source.read_chunk("band_data", (0, 1, 2))   # tile row 1, column 2
-    >>> bool((tile[:, :600 - 256, :700 - 512] == data[:, 256:600, 512:700]).all())
+    >>> bool((tile[:, :, :700 - 512] == data[:, 256:512, 512:700]).all())
     True
 
     Chips on the file's own grid stream through the engine, each tile decoded once:
