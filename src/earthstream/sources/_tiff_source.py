@@ -647,7 +647,10 @@ def open_tiff(
 ) -> TiffSource:
     """Open a (Cloud-Optimized) GeoTIFF, or a stack of them, as a chunked source of its tiles.
 
-    Reads each file's header (one request for a COG) and nothing else.
+    Reads each file's header (one request for a COG) and nothing else; the source
+    keeps it, so DataLoader workers do not read it again.  In a ``Stream``, name
+    ``"band": None`` in the window to keep every band in each chip; a dim left out
+    of the window is iterated, so without it each sample is one band.
 
     Parameters
     ----------
