@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .geo import GridSpec, PixelWindow
     from .geo._chips import ChipStream, stream_chips
     from .sources._cog import COGSource, open_cog
+    from .sources._tiff_source import TiffSource, open_tiff
     from .stac import freeze_items, load_items, search_items
     from .vector import VectorSource, open_vector
 
@@ -44,10 +45,12 @@ _LAZY = {
     "ChipStream": ("earthstream.geo._chips", "ChipStream"),
     "GridSpec": ("earthstream.geo._grid", "GridSpec"),
     "PixelWindow": ("earthstream.geo._grid", "PixelWindow"),
+    "TiffSource": ("earthstream.sources._tiff_source", "TiffSource"),
     "VectorSource": ("earthstream.vector._source", "VectorSource"),
     "freeze_items": ("earthstream.stac._items", "freeze_items"),
     "load_items": ("earthstream.stac._items", "load_items"),
     "open_cog": ("earthstream.sources._cog", "open_cog"),
+    "open_tiff": ("earthstream.sources._tiff_source", "open_tiff"),
     "open_vector": ("earthstream.vector._source", "open_vector"),
     "search_items": ("earthstream.stac._items", "search_items"),
     "stream_chips": ("earthstream.geo._chips", "stream_chips"),
@@ -86,6 +89,7 @@ __all__ = [
     "PixelWindow",
     "Stats",
     "Stream",
+    "TiffSource",
     "VariableInfo",
     "VectorSource",
     "XarraySource",
@@ -97,6 +101,7 @@ __all__ = [
     "freeze_items",
     "load_items",
     "open_cog",
+    "open_tiff",
     "open_vector",
     "open_xarray",
     "open_zarr",

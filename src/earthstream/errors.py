@@ -38,6 +38,7 @@ __all__ = [
     "UnsupportedInputError",
     "VariableNotFoundError",
     "WindowError",
+    "CorruptFileError",
 ]
 
 
@@ -152,3 +153,7 @@ class StatsFileError(EarthstreamError, ValueError):
 
 class StatsMismatchError(EarthstreamError, ValueError):
     """Statistics that do not fit the data they should normalize (variables, levels)."""
+
+
+class CorruptFileError(EarthstreamError, ValueError):
+    """A file whose structure is damaged: a truncated header, offsets past its end."""

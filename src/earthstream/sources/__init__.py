@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from ._base import ChunkedSource, SelectedSource, VariableInfo, source_selection
 from ._memory import ArraySource
+from ._tiff_source import TiffSource, open_tiff
 from ._xarray import XarraySource, is_xarray, open_xarray
 from ._zarr import ZarrSource, is_zarr_input, open_zarr
 
@@ -15,12 +16,14 @@ __all__ = [
     "ArraySource",
     "ChunkedSource",
     "SelectedSource",
+    "TiffSource",
     "VariableInfo",
     "XarraySource",
     "ZarrSource",
     "as_source",
     "is_xarray",
     "is_zarr_input",
+    "open_tiff",
     "open_xarray",
     "open_zarr",
     "source_selection",

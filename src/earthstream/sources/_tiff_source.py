@@ -1,0 +1,731 @@
+"""GeoTIFF tiles as chunks: a COG (or a stack of same-grid COGs) as a chunked array.
+
+:func:`open_tiff` reads each file's header once (one request for a COG, see
+:mod:`earthstream.sources._tiff`) and describes the image as one variable,
+``band_data`` with dims ``("band", "y", "x")`` (as ``xarray.open_dataset(path,
+engine="rasterio")`` names them), whose chunks are the file's tiles (or
+strips): ``(bands, tile rows, tile cols)``.  The engine fetches tile bytes
+through ``storage/`` (merged ranges of adjacent tiles, many in flight, with the
+same retries and report as Zarr chunks) and decodes each tile once into its
+cache slot, however many chips and bands use it.
+
+Why one ``(band, y, x)`` variable and not one variable per band: the samples
+of a pixel-interleaved COG (GDAL's default) share each tile, so a variable per
+band would decode every tile once per band; with one variable a tile is
+decoded once and a chip comes out as ``(B, bands, H, W)``, already stacked.
+
+Each overview level is its own source (:meth:`TiffSource.overview`); tiles with
+codecs decoded here are read natively (see :mod:`~earthstream.sources._tiff_codecs`),
+others (JPEG, WebP, LERC, odd bit depths) through GDAL, tile by tile (slower,
+and GDAL does its own I/O: shown in ``repr`` and ``TiffSource.fallback``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._names import suggest
+from .._units import format_bytes
+from ..errors import (
+    ChunkDecodeError,
+    ConfigError,
+    CRSError,
+    DimensionError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+    VariableNotFoundError,
+)
+from ..storage import StoreLocation, parse_location
+from ..storage._readers import ByteReader, keep_inherited, open_reader, split_options
+from ._base import VariableInfo
+from ._tiff import COMPRESSIONS, HEADER_BYTES, TiffHeader, TiffImage, read_header
+from ._tiff_codecs import BlockDecoder, native_reason
+from ._tiff_gdal import GdalInfo, gdal_info
+
+__all__ = ["TiffFile", "TiffSource", "open_tiff"]
+
+
+@dataclass(frozen=True)
+class TiffFile:
+    """One GeoTIFF: where it is, its parsed header and GDAL's view of it (picklable)."""
+
+    url: str
+    location: StoreLocation  # the directory (or URL prefix) holding it
+    key: str  # its name in ``location``
+    header: TiffHeader
+    info: GdalInfo
+
+    @property
+    def size(self) -> int:
+        return self.header.size
+
+    @property
+    def gdal_path(self) -> str:
+        from ..geo._gdal import gdal_path
+
+        return gdal_path(self.url)
+
+    def image(self, level: int | None) -> TiffImage:
+        """The full-resolution image (``None``) or overview ``level``."""
+        if level is None:
+            return self.header.main
+        overviews = self.header.overviews
+        if not 0 <= level < len(overviews):
+            raise ConfigError(
+                f"overview={level} but {self.url!r} has {len(overviews)} overviews; use "
+                f"0..{len(overviews) - 1} or None (full resolution)."
+            )
+        return overviews[level]
+
+    def transform(self, level: int | None) -> tuple[float, float, float, float, float, float]:
+        """The affine transform of ``level`` (GDAL scales the full one by the size ratio)."""
+        a, b, c, d, e, f = self.info.transform
+        if level is None:
+            return (a, b, c, d, e, f)
+        main, image = self.header.main, self.image(level)
+        sx, sy = main.width / image.width, main.height / image.height
+        return (a * sx, b * sy, c, d * sx, e * sy, f)
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """The stored bytes of one chunk: one buffer per segment (``None``: sparse)."""
+
+    segments: tuple[Any, ...]
+    where: str
+
+
+@dataclass(frozen=True)
+class _Bad:
+    message: str
+
+
+_GDAL = object()  # fetch result of images read through GDAL at decode time
+
+
+class TiffSource:
+    """Tiles of one or more GeoTIFFs as the chunks of one variable (see :func:`open_tiff`).
+
+    Holds only metadata (headers, grid, bands); readers and decoders are created
+    lazily in each process, so the source pickles to DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[TiffFile],
+        *,
+        level: int | None = None,
+        bands: Sequence[int] | None = None,
+        name: str = "band_data",
+        stack_dim: str | None = None,
+        stack_coords: Any = None,
+    ) -> None:
+        if not files:
+            raise ConfigError("open_tiff needs at least one file.")
+        if len(files) > 1 and stack_dim is None:
+            raise ConfigError("several files need stack_dim= (the name of the dim they form).")
+        self.files = tuple(files)
+        self.level = level
+        self.name = name
+        self.stack_dim = stack_dim
+        first = self.files[0]
+        count = first.info.count
+        self.bands = tuple(range(count)) if bands is None else tuple(int(b) for b in bands)
+        for b in self.bands:
+            if not 0 <= b < count:
+                raise VariableNotFoundError(
+                    f"band {b + 1} is not in {first.url!r}; it has bands 1..{count}."
+                )
+        if not self.bands:
+            raise VariableNotFoundError("no bands were selected; pass at least one.")
+        self.images = tuple(f.image(level) for f in self.files)
+        self.fallback = tuple(
+            self._fallback_reason(f, im) for f, im in zip(self.files, self.images, strict=True)
+        )
+        self.dtype = self._dtype(0)
+        self._check_stack()
+        if stack_dim is not None:
+            values = np.arange(len(files)) if stack_coords is None else np.asarray(stack_coords)
+            if values.shape != (len(files),):
+                raise ConfigError(
+                    f"stack_coords has shape {values.shape}; it needs one value per file "
+                    f"({len(files)})."
+                )
+            self._stack_values: np.ndarray | None = values
+        else:
+            self._stack_values = None
+        self._init_lazy()
+
+    # -- checks -----------------------------------------------------------------------
+    @staticmethod
+    def _fallback_reason(file: TiffFile, image: TiffImage) -> str | None:
+        reason = native_reason(image)
+        if reason is None:
+            if image.samples != file.info.count:
+                reason = f"{image.samples} samples where GDAL sees {file.info.count} bands"
+            elif image.dtype != np.dtype(file.info.dtypes[0]):
+                reason = f"samples stored as {image.dtype} that GDAL reads as {file.info.dtypes[0]}"
+        return reason
+
+    def _dtype(self, i: int) -> np.dtype[Any]:
+        image, info = self.images[i], self.files[i].info
+        if self.fallback[i] is None and image.dtype is not None:
+            return image.dtype
+        return np.dtype(info.dtypes[self.bands[0]])
+
+    def _check_stack(self) -> None:
+        first, image = self.files[0], self.images[0]
+        for i, (file, other) in enumerate(zip(self.files, self.images, strict=True)):
+            if i == 0:
+                continue
+            problems = []
+            if other.shape != image.shape:
+                problems.append(f"shape {other.shape} (the first: {image.shape})")
+            if other.block_shape != image.block_shape or other.tiled != image.tiled:
+                problems.append(f"blocks {other.block_shape} (the first: {image.block_shape})")
+            if file.info.count != first.info.count:
+                problems.append(f"{file.info.count} bands (the first: {first.info.count})")
+            if self._dtype(i) != self.dtype:
+                problems.append(f"dtype {self._dtype(i)} (the first: {self.dtype})")
+            if problems:
+                raise DimensionError(
+                    f"{file.url!r} cannot be stacked with {first.url!r}: it has "
+                    f"{'; '.join(problems)}. Stack files of one shape, tiling, band count "
+                    "and dtype (e.g. one tile grid of a time series)."
+                )
+
+    # -- process-local state, rebuilt after unpickling ------------------------------------
+    def _init_lazy(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._readers: dict[str, ByteReader] = {}
+        self._decoders: dict[int, BlockDecoder] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_lock", "_pid", "_readers", "_decoders"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_lazy()
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():  # forked: never share clients across processes
+            keep_inherited(self._readers)
+            self._init_lazy()
+
+    def _reader(self, file: TiffFile) -> ByteReader:
+        self._check_process()
+        url = file.location.url
+        reader = self._readers.get(url)
+        if reader is None:
+            with self._lock:
+                reader = self._readers.get(url)
+                if reader is None:
+                    reader = self._readers[url] = open_reader(file.location)
+        return reader
+
+    def _decoder(self, f: int) -> BlockDecoder:
+        self._check_process()
+        decoder = self._decoders.get(f)
+        if decoder is None:
+            image = self.images[f]
+            decoder = BlockDecoder(
+                compression=image.compression,
+                predictor=image.predictor,
+                dtype=self.dtype,
+                byteorder=self.files[f].header.byteorder,
+                samples=image.samples,
+                planar=image.planar,
+                block_shape=image.block_shape,
+                bands=self.bands,
+            )
+            with self._lock:
+                self._decoders[f] = decoder
+        return decoder
+
+    # -- description --------------------------------------------------------------------
+    @property
+    def stacked(self) -> bool:
+        return self.stack_dim is not None
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        base = ("band", "y", "x")
+        return (self.stack_dim, *base) if self.stack_dim is not None else base
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        image = self.images[0]
+        base = (len(self.bands), image.height, image.width)
+        return (len(self.files), *base) if self.stacked else base
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        bh, bw = self.images[0].block_shape
+        base = (len(self.bands), bh, bw)
+        return (1, *base) if self.stacked else base
+
+    @property
+    def fill_value(self) -> Any:
+        """What sparse tiles (and padded edges) hold: GDAL's nodata, else 0."""
+        nodata = self.files[0].info.nodata
+        if nodata is None:
+            return np.zeros((), self.dtype).item()
+        if np.isnan(nodata):
+            return float("nan") if self.dtype.kind == "f" else 0
+        value = np.asarray(nodata)
+        if self.dtype.kind in "iu":
+            info = np.iinfo(self.dtype)
+            if not (info.min <= nodata <= info.max and float(nodata).is_integer()):
+                return 0
+        return value.astype(self.dtype).item()
+
+    @property
+    def transform(self) -> tuple[float, float, float, float, float, float]:
+        """The affine transform of this level (of the first file)."""
+        return self.files[0].transform(self.level)
+
+    @property
+    def crs(self) -> str | None:
+        return self.files[0].info.crs
+
+    @property
+    def grid(self) -> Any:
+        """The :class:`~earthstream.geo.GridSpec` of this level (of the first file)."""
+        from ..geo._grid import GridSpec
+
+        if self.crs is None:
+            raise CRSError(f"{self.files[0].url!r} has no CRS in its header.")
+        return GridSpec(self.crs, self.transform, self.images[0].shape)
+
+    @property
+    def overviews(self) -> tuple[int, ...]:
+        """Decimation factor of each overview level (GDAL's ``overviews(1)``)."""
+        main = self.files[0].header.main
+        return tuple(round(main.width / im.width) for im in self.files[0].header.overviews)
+
+    def overview(self, level: int | None) -> TiffSource:
+        """The same files at overview ``level`` (``None``: full resolution); no I/O."""
+        return TiffSource(
+            self.files,
+            level=level,
+            bands=self.bands,
+            name=self.name,
+            stack_dim=self.stack_dim,
+            stack_coords=self._stack_values,
+        )
+
+    def select_bands(self, bands: Sequence[int | str]) -> TiffSource:
+        """The same files restricted to ``bands`` of the file (1-based numbers or
+        descriptions, in the order given); no I/O."""
+        chosen = _band_indexes(self.files[0], bands)
+        return TiffSource(
+            self.files,
+            level=self.level,
+            bands=chosen,
+            name=self.name,
+            stack_dim=self.stack_dim,
+            stack_coords=self._stack_values,
+        )
+
+    @property
+    def variables(self) -> Mapping[str, VariableInfo]:
+        info = self.files[0].info
+        image = self.images[0]
+        attrs = {
+            "crs": self.crs,
+            "transform": self.transform,
+            "nodata": info.nodata,
+            "scales": tuple(info.scales[b] for b in self.bands),
+            "offsets": tuple(info.offsets[b] for b in self.bands),
+            "descriptions": tuple(info.descriptions[b] for b in self.bands),
+            "overview_level": self.level,
+            "compression": image.compression_name,
+            "predictor": image.predictor,
+            "interleave": "pixel" if image.planar == 1 else "band",
+        }
+        codecs = (image.compression_name,) + (
+            (f"predictor{image.predictor}",) if image.predictor != 1 else ()
+        )
+        return {
+            self.name: VariableInfo(
+                name=self.name,
+                dims=self.dims,
+                shape=self.shape,
+                dtype=self.dtype,
+                chunks=self.chunks,
+                fill_value=self.fill_value,
+                codecs=codecs,
+                attrs=attrs,
+            )
+        }
+
+    @property
+    def coords(self) -> Mapping[str, np.ndarray]:
+        """``band`` (1-based numbers), ``y``/``x`` pixel centres (north-up grids shared by
+        every file), and the stack dim's values."""
+        out: dict[str, np.ndarray] = {}
+        if self._stack_values is not None and self.stack_dim is not None:
+            out[self.stack_dim] = self._stack_values
+        out["band"] = np.asarray(self.bands, dtype=np.int64) + 1
+        t = self.transform
+        same = all(f.transform(self.level) == t for f in self.files)
+        if same and t[1] == 0 and t[3] == 0:
+            a, _, c, _, e, f = t
+            h, w = self.images[0].shape
+            # as affine (rasterio, rioxarray): transform * (col + 0.5, row + 0.5)
+            out["x"] = (np.arange(w) + 0.5) * a + c
+            out["y"] = (np.arange(h) + 0.5) * e + f
+        return out
+
+    def select(self, variables: Sequence[str]) -> TiffSource:
+        names = [variables] if isinstance(variables, str) else list(variables)
+        for n in names:
+            if n != self.name:
+                raise VariableNotFoundError(
+                    f"variable {n!r} is not in the source.{suggest(n, [self.name])} "
+                    f"Available variables: {self.name}. (Select bands with select_bands.)"
+                )
+        if not names:
+            raise VariableNotFoundError(f"no variables were selected; pass [{self.name!r}].")
+        return self
+
+    # -- chunk addressing ------------------------------------------------------------------
+    def _split(self, index: tuple[int, ...]) -> tuple[int, int, int]:
+        if self.stacked:
+            f, b, r, c = index
+        else:
+            f = 0
+            b, r, c = index
+        if b != 0:
+            raise IndexError(f"band chunk index {b}: the bands are one chunk (index 0)")
+        return f, r, c
+
+    def _segments(self, f: int, r: int, c: int) -> list[tuple[int, int]]:
+        """(offset, byte count) of each stored block of chunk ``(r, c)`` of file ``f``."""
+        image = self.images[f]
+        if image.planar == 1:
+            return [(int(image.offsets[0, r, c]), int(image.bytecounts[0, r, c]))]
+        return [(int(image.offsets[b, r, c]), int(image.bytecounts[b, r, c])) for b in self.bands]
+
+    def chunk_location(self, name: str, index: tuple[int, ...]) -> str:
+        """Where chunk ``index`` is stored (for messages and reports)."""
+        f, r, c = self._split(index)
+        image = self.images[f]
+        kind = "tile" if image.tiled else "strip"
+        level = "full resolution" if self.level is None else f"overview {self.level}"
+        spans = ", ".join(f"bytes {o}-{o + n}" for o, n in self._segments(f, r, c))
+        return f"{self.files[f].url} {kind} (row {r}, col {c}) of {level} ({spans})"
+
+    # -- data ------------------------------------------------------------------------------
+    def read_chunk(
+        self, name: str, index: tuple[int, ...], out: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Decode chunk ``index``: all selected bands of one tile (``None``: sparse tile)."""
+        (raw,) = self.fetch_chunks(name, [index])
+        return self.decode_chunk(name, index, raw, out)
+
+    @property
+    def io_concurrency(self) -> int:
+        """Requests worth keeping in flight: 0 for local files (one stage is enough)."""
+        location = self.files[0].location
+        if location.is_local:
+            return 0
+        _, max_requests, _ = split_options(dict(location.options))
+        return max_requests
+
+    def fetch_group(self, name: str, index: tuple[int, ...]) -> Any:
+        """Tiles of one tile row are fetched together: their byte ranges merge."""
+        return index[:-1]
+
+    def fetch_chunks(self, name: str, indices: Sequence[tuple[int, ...]]) -> list[Any]:
+        """The stored bytes of several chunks (I/O only; ``None``: every block sparse).
+
+        The byte ranges of one file go out as one ``get_ranges`` call: adjacent
+        tiles merge into one request.
+        """
+        out: list[Any] = [None] * len(indices)
+        by_file: dict[int, list[tuple[int, int, int]]] = {}
+        for i, index in enumerate(indices):
+            f, r, c = self._split(index)
+            by_file.setdefault(f, []).append((i, r, c))
+        for f, members in by_file.items():
+            if self.fallback[f] is not None:
+                for i, _, _ in members:
+                    out[i] = _GDAL
+                continue
+            file = self.files[f]
+            segments: dict[int, list[Any]] = {}
+            wanted: list[tuple[int, int, int, int]] = []  # (i, segment, start, end)
+            for i, r, c in members:
+                parts = self._segments(f, r, c)
+                segments[i] = [None] * len(parts)
+                for k, (offset, count) in enumerate(parts):
+                    if offset == 0 or count == 0:
+                        continue  # sparse: not stored
+                    if offset + count > file.size:
+                        out[i] = _Bad(
+                            f"{self.chunk_location(name, indices[i])} lies past the end of "
+                            f"the file ({file.size} bytes): the file is truncated."
+                        )
+                        break
+                    wanted.append((i, k, offset, offset + count))
+            wanted = [w for w in wanted if not isinstance(out[w[0]], _Bad)]
+            if wanted:
+                reader = self._reader(file)
+                starts = [w[2] for w in wanted]
+                ends = [w[3] for w in wanted]
+                if len(wanted) == 1:
+                    one = reader.get_range(file.key, starts[0], ends[0])
+                    got = None if one is None else [one]
+                else:
+                    got = reader.get_ranges(file.key, starts, ends)
+                if got is None:
+                    raise StoreNotFoundError(f"{file.url!r} disappeared after it was opened.")
+                for (i, k, _, _), data in zip(wanted, got, strict=True):
+                    segments[i][k] = data
+            for i, _, _ in members:
+                if isinstance(out[i], _Bad):
+                    continue
+                parts = segments[i]
+                if any(p is not None for p in parts):
+                    out[i] = _Tile(tuple(parts), "")
+        return out
+
+    def decode_chunk(
+        self, name: str, index: tuple[int, ...], raw: Any, out: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        """Decode what :meth:`fetch_chunks` returned for chunk ``index`` into ``out``."""
+        if raw is None:
+            return None
+        if isinstance(raw, _Bad):
+            raise ChunkDecodeError(raw.message)
+        f, r, c = self._split(index)
+        if out is None:
+            out = np.full(self.chunks, self.fill_value, dtype=self.dtype)
+        target = out[0] if self.stacked else out
+        if raw is _GDAL:
+            self._read_gdal(f, r, c, target)
+            return out
+        image = self.images[f]
+        rows = image.block_rows(r)
+        decoder = self._decoder(f)
+        try:
+            decoder.decode(raw.segments, rows, target, self.fill_value)
+        except ChunkDecodeError as exc:
+            raise ChunkDecodeError(
+                f"{self.chunk_location(name, index)} could not be decoded "
+                f"({self.images[f].compression_name}): {exc}"
+            ) from exc.__cause__
+        return out
+
+    def _read_gdal(self, f: int, r: int, c: int, out: np.ndarray) -> None:
+        """Read one block's window through GDAL (images this package does not decode)."""
+        from rasterio.errors import RasterioIOError
+        from rasterio.windows import Window
+
+        from ..geo._gdal import gdal_env, open_dataset
+
+        image = self.images[f]
+        bh, bw = image.block_shape
+        row0, col0 = r * bh, c * bw
+        h, w = min(bh, image.height - row0), min(bw, image.width - col0)
+        file = self.files[f]
+        try:
+            with gdal_env():
+                ds = open_dataset(file.gdal_path, self.level)
+                data = ds.read([b + 1 for b in self.bands], window=Window(col0, row0, w, h))
+        except RasterioIOError as exc:
+            raise ChunkDecodeError(
+                f"GDAL could not read block (row {r}, col {c}) of {file.url!r}: {exc}"
+            ) from None
+        out[:, :h, :w] = data
+
+    def request_stats(self) -> dict[str, Any]:
+        """Requests, retries, bytes and failures of this process's readers (all files)."""
+        total: dict[str, Any] = {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
+        if self._pid != os.getpid():
+            return total
+        for reader in list(self._readers.values()):
+            snap = reader.stats.snapshot()
+            total["requests"] += snap["requests"]
+            total["retries"] += snap["retries"]
+            total["bytes"] += snap["bytes"]
+            for kind, n in snap["failures"].items():  # type: ignore[attr-defined]
+                total["failures"][kind] = total["failures"].get(kind, 0) + n
+        return total
+
+    def __repr__(self) -> str:
+        image = self.images[0]
+        first = self.files[0]
+        where = first.url if len(self.files) == 1 else f"{len(self.files)} files from {first.url}"
+        level = "full resolution" if self.level is None else f"overview {self.level}"
+        info = self.variables[self.name]
+        lines = [
+            f"<TiffSource {where!r} ({level})>",
+            f"  {self.name}  ({', '.join(self.dims)})  {self.dtype}  shape={self.shape}  "
+            f"chunks={self.chunks}  {'+'.join(info.codecs)}  {format_bytes(info.nbytes)}",
+            f"  crs={self.crs}  overviews={list(self.overviews)}  "
+            f"{'tiles' if image.tiled else 'strips'} {image.block_shape}",
+        ]
+        reasons = {r for r in self.fallback if r is not None}
+        if reasons:
+            lines.append(f"  (read through GDAL, slower: {'; '.join(sorted(reasons))})")
+        return "\n".join(lines)
+
+
+def _band_indexes(file: TiffFile, bands: Sequence[int | str]) -> list[int]:
+    """0-based band indexes of ``bands`` (1-based numbers or descriptions)."""
+    names = [d or f"b{i + 1}" for i, d in enumerate(file.info.descriptions)]
+    out = []
+    for b in bands:
+        if isinstance(b, int | np.integer) and not isinstance(b, bool):
+            if not 1 <= int(b) <= file.info.count:
+                raise VariableNotFoundError(
+                    f"band {b} is not in {file.url!r}; it has bands 1..{file.info.count}."
+                )
+            out.append(int(b) - 1)
+        elif b in names:
+            out.append(names.index(str(b)))
+        else:
+            raise VariableNotFoundError(
+                f"band {b!r} is not in {file.url!r}.{suggest(str(b), names)} "
+                f"Bands: {', '.join(names)}."
+            )
+    return out
+
+
+def _open_file(
+    url_or_path: str | os.PathLike[str], options: Mapping[str, Any] | None, prefix: int
+) -> TiffFile:
+    location = parse_location(url_or_path, options)
+    if location.is_local:
+        parent, name = os.path.split(location.path)
+        parent_location = parse_location(parent)
+    else:
+        parent, _, name = location.url.rpartition("/")
+        parent_location = parse_location(parent, options)
+    reader = open_reader(parent_location)
+    header, buf = read_header(reader, name, location.url, prefix=prefix)
+    for image in (header.main, *header.overviews):
+        if image.compression not in COMPRESSIONS:
+            raise UnsupportedFormatError(
+                f"{location.url!r} uses {image.compression_name}, which neither earthstream nor "
+                "GDAL decodes. Convert it (e.g. gdal_translate -of COG -co COMPRESS=DEFLATE)."
+            )
+
+    def fetch(start: int, end: int) -> bytes:  # a read GDAL needs beyond the header
+        data = reader.get_range(name, start, end)
+        if data is None:
+            raise StoreNotFoundError(f"{location.url!r} disappeared while it was opened.")
+        return bytes(data)
+
+    info = gdal_info(buf, name, location.url, fetch)
+    return TiffFile(url=location.url, location=parent_location, key=name, header=header, info=info)
+
+
+def open_tiff(
+    url_or_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    bands: Sequence[int | str] | None = None,
+    overview: int | None = None,
+    name: str = "band_data",
+    stack_dim: str = "scene",
+    stack_coords: Any = None,
+    storage_options: Mapping[str, Any] | None = None,
+    header_bytes: int = HEADER_BYTES,
+) -> TiffSource:
+    """Open a (Cloud-Optimized) GeoTIFF, or a stack of them, as a chunked source of its tiles.
+
+    Reads each file's header (one request for a COG) and nothing else; the source
+    keeps it, so DataLoader workers do not read it again.  In a ``Stream``, name
+    ``"band": None`` in the window to keep every band in each chip; a dim left out
+    of the window is iterated, so without it each sample is one band.
+
+    Parameters
+    ----------
+    url_or_path
+        A local path, ``file://`` or object-store URL (``s3://``, ``gs://``, ``az://``,
+        ``http(s)://``); or a list of them with one shape, tiling, band count and
+        dtype, stacked along ``stack_dim``.
+    bands
+        Bands to read (1-based numbers or descriptions); default all.
+    overview
+        Overview level to read (0: the first, 2x coarser, as rasterio's
+        ``overview_level``); default full resolution.  ``source.overview(k)``
+        gives another level without reading again.
+    name
+        The variable's name.
+    stack_dim, stack_coords
+        With several files: the name of the leading dim and its coordinate values
+        (default ``0 .. n-1``).
+    storage_options
+        Options for the object-store client of remote URLs (never logged).
+    header_bytes
+        Bytes read from the start of each file for its header.
+
+    Examples
+    --------
+    >>> import numpy as np, rasterio
+    >>> from affine import Affine
+    >>> path = str(tmp_path / "a.tif")
+    >>> data = np.arange(2 * 600 * 700, dtype=np.uint16).reshape(2, 600, 700)
+    >>> with rasterio.open(path, "w", driver="COG", width=700, height=600, count=2,
+    ...                    dtype="uint16", crs="EPSG:32633", blocksize=256,
+    ...                    compress="zstd", transform=Affine(10, 0, 5e5, 0, -10, 5e6)) as dst:
+    ...     dst.write(data)
+    >>> source = open_tiff(path)
+    >>> info = source.variables["band_data"]
+    >>> info.dims, info.shape, info.chunks
+    (('band', 'y', 'x'), (2, 600, 700), (2, 256, 256))
+    >>> source.overviews, source.coords["x"][:2]
+    ((2, 4), array([500005., 500015.]))
+    >>> tile = source.read_chunk("band_data", (0, 1, 2))   # tile row 1, column 2
+    >>> bool((tile[:, :, :700 - 512] == data[:, 256:512, 512:700]).all())
+    True
+
+    Chips on the file's own grid stream through the engine, each tile decoded once:
+
+    >>> import earthstream as es
+    >>> stream = es.Stream(source, window={"band": None, "y": 128, "x": 128},
+    ...                    batch_size=4, shuffle=False)
+    >>> batch = next(iter(stream))
+    >>> batch["band_data"].shape
+    (4, 2, 128, 128)
+    """
+    if isinstance(url_or_path, str | os.PathLike):
+        paths = [url_or_path]
+        stacked = False
+    else:
+        paths = list(url_or_path)
+        stacked = True
+        if not paths:
+            raise ConfigError("open_tiff got an empty list of files.")
+    if header_bytes < 16:
+        raise ConfigError(f"header_bytes={header_bytes} must be at least 16.")
+    remote = not parse_location(paths[0], storage_options).is_local
+    if len(paths) > 1 and remote:
+        with ThreadPoolExecutor(min(len(paths), 16)) as pool:
+            files = list(pool.map(lambda p: _open_file(p, storage_options, header_bytes), paths))
+    else:
+        files = [_open_file(p, storage_options, header_bytes) for p in paths]
+    source = TiffSource(
+        files,
+        level=overview,
+        name=name,
+        stack_dim=stack_dim if stacked else None,
+        stack_coords=stack_coords,
+    )
+    if bands is not None:
+        source = source.select_bands(bands)
+    return source
