@@ -44,6 +44,7 @@ DEFAULT_MAX_REQUESTS = 64
 #: Per-request timeout when none is given (and never more than the retry budget).
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
+_MAX_DURATION_S = 7 * 86400.0
 
 # -- obstore's configuration keys (obstore 0.12: S3Config, GCSConfig, AzureConfig,
 #    ClientConfig), by the type of their values ----------------------------------------
@@ -533,8 +534,10 @@ def _duration(value: Any, where: str) -> dt.timedelta | str:
             f"{where} must be a duration: seconds (a number), a timedelta or a string "
             "such as '30s'."
         )
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"{where}={value!r} must be a positive, finite duration.")
+    if not math.isfinite(seconds) or seconds <= 0 or seconds > _MAX_DURATION_S:
+        raise ConfigError(
+            f"{where}={value!r} must be a positive duration of at most {_MAX_DURATION_S:.0f} s."
+        )
     return dt.timedelta(seconds=seconds)
 
 

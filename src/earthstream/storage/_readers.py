@@ -10,12 +10,14 @@ in each process from a :class:`StoreLocation` and never pickled.
 
 from __future__ import annotations
 
+import base64
 import mmap
 import os
 import random
 import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigError, ForkError, ShortReadError
 from ._location import StoreLocation
@@ -346,6 +348,12 @@ def make_object_store(location: StoreLocation) -> Any:
     client = options.client_options()
     if location.scheme == "http":
         client.setdefault("allow_http", True)
+    url = location.url
+    if location.family == "http":
+        url, auth = basic_auth(url)
+        headers = dict(client.get("default_headers", {}))
+        if auth and not any(k.lower() == "authorization" for k in headers):
+            client["default_headers"] = {**headers, "Authorization": auth}
     kwargs: dict[str, Any] = {"client_options": client, "retry_config": {"max_retries": 0}}
     if options.config:
         kwargs["config"] = options.config
@@ -353,7 +361,7 @@ def make_object_store(location: StoreLocation) -> Any:
         kwargs["credential_provider"] = options.credential_provider
     problem: BaseException | None = None
     try:
-        return from_url(location.url, **kwargs)
+        return from_url(url, **kwargs)
     except BaseException as exc:  # a Rust panic is a BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             raise
@@ -365,6 +373,22 @@ def make_object_store(location: StoreLocation) -> Any:
         f"the object-store client for {location.display} refused its configuration "
         f"({kind}: {detail}). Check storage_options (keys and values) and the URL."
     )
+
+
+def basic_auth(url: str) -> tuple[str, str]:
+    """``url`` without its user info, and that user info as an HTTP Basic
+    ``Authorization`` value ("" when none): obstore's HTTP client would otherwise
+    drop ``https://user:password@host/`` credentials instead of sending them.
+
+    >>> basic_auth("https://me:pw@host/x.zarr")
+    ('https://host/x.zarr', 'Basic bWU6cHc=')
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, ""
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    token = base64.b64encode(unquote(userinfo).encode()).decode()
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
 
 
 def open_reader(location: StoreLocation) -> ByteReader:

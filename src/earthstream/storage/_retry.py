@@ -42,7 +42,7 @@ class RetryPolicy:
     budget_s: float = 60.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2**attempt))
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** min(attempt, 60)))
 
 
 def classify(exc: BaseException) -> tuple[str, bool, int | None]:

@@ -14,6 +14,7 @@ is shown is redacted.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -120,7 +121,7 @@ def url_secrets(url: str) -> tuple[str, ...]:
     """The secret parts of a URL: its user info and secret query values.
 
     >>> url_secrets("https://me:pw123@host/x.zarr?sig=abc&a=1")
-    ('me:pw123', 'pw123', 'abc')
+    ('me:pw123', 'pw123', 'bWU6cHcxMjM=', 'abc')
     """
     try:
         parts = urlsplit(url)
@@ -132,6 +133,7 @@ def url_secrets(url: str) -> tuple[str, ...]:
         out.append(userinfo)
         if ":" in userinfo:
             out.append(userinfo.split(":", 1)[1])
+        out.append(base64.b64encode(unquote(userinfo).encode()).decode())  # as Basic auth
     for item in parts.query.replace(";", "&").split("&"):
         name, _, value = item.partition("=")
         if value and is_secret_name(unquote(name)):
