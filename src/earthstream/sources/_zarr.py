@@ -20,6 +20,7 @@ from ..errors import (
     VariableNotFoundError,
 )
 from ..storage import StoreLocation, parse_location
+from ..storage._location import join_key
 from ..storage._readers import ByteReader, keep_inherited, open_reader
 from ._base import VariableInfo
 from ._cftime import decode_cf_time, is_cf_time
@@ -263,8 +264,8 @@ class ZarrSource:
         """Where chunk ``index`` of ``name`` is stored (for messages and reports)."""
         spec = self._specs[name]
         if not spec.fast:
-            return f"{self.location.display}/{spec.path} chunk {index}"
-        return f"{self.location.display}/{self._decoder(name).where(index)}"
+            return f"{join_key(self.location.display, spec.path)} chunk {index}"
+        return join_key(self.location.display, self._decoder(name).where(index))
 
     def request_stats(self) -> dict[str, Any]:
         """Requests, retries, bytes and failures by kind of this process's reader."""
@@ -283,12 +284,12 @@ class ZarrSource:
     def _read_fallback(self, name: str, index: tuple[int, ...]) -> np.ndarray:
         """Read a chunk through zarr-python, for codec chains the fast path lacks."""
         self._check_process()
+        reader = None if self.location.is_local else self.reader  # before the lock: it locks
         with self._lock:
             array = self._fallback.get(name)
             if array is None:
                 import zarr
 
-                reader = None if self.location.is_local else self.reader
                 store = _zarr_store(self.location, reader)
                 path = self._specs[name].path
                 array = call_zarr(

@@ -26,6 +26,7 @@ from zarr.storage import WrapperStore
 
 from ..errors import EarthstreamError, MetadataError, UnsupportedFormatError
 from ..storage import StoreLocation
+from ..storage._location import join_key
 
 __all__ = ["METADATA_KEYS", "CheckedStore", "call_zarr", "check_document"]
 
@@ -59,7 +60,7 @@ class CheckedStore(WrapperStore[Store]):
     ) -> Buffer | None:
         value = await self._store.get(key, prototype, byte_range)
         if value is not None and byte_range is None and key.rsplit("/", 1)[-1] in METADATA_KEYS:
-            check_document(key, value.to_bytes(), f"{self.name.rstrip('/')}/{key}")
+            check_document(key, value.to_bytes(), join_key(self.name, key))
         return value
 
 

@@ -76,8 +76,7 @@ class StoreLocation:
         if self.is_local:
             path = os.path.join(self.path, relative)
             return StoreLocation(url=path, scheme="file", path=path, options=self.options)
-        parts = urlsplit(self.url)  # a query (signed URLs) stays at the end
-        url = urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/" + relative))
+        url = join_key(self.url, relative)  # a query (signed URLs) stays at the end
         return StoreLocation(url=url, scheme=self.scheme, path=url, options=self.options)
 
     def __repr__(self) -> str:
@@ -85,6 +84,16 @@ class StoreLocation:
 
     def __str__(self) -> str:
         return self.display
+
+
+def join_key(url: str, key: str) -> str:
+    """``url`` + ``/key``, the query (of a signed URL) kept at the end.
+
+    >>> join_key("https://h/x.zarr?sig=***", "t2m/zarr.json")
+    'https://h/x.zarr/t2m/zarr.json?sig=***'
+    """
+    base, sep, query = url.partition("?")
+    return f"{base.rstrip('/')}/{key.lstrip('/')}{sep}{query}"
 
 
 def parse_location(

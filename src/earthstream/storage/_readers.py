@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..errors import ConfigError, ForkError, ShortReadError
-from ._location import StoreLocation
+from ._location import StoreLocation, join_key
 from ._options import DEFAULT_MAX_REQUESTS
 from ._retry import RequestStats, RetryPolicy, call_with_retries
 from ._secrets import redact
@@ -204,7 +204,7 @@ class ObjectStoreReader:
         try:
             return call_with_retries(
                 fn,
-                what=f"{self.url}/{where}",
+                what=join_key(self.url, where),
                 policy=self.policy,
                 stats=self.stats,
                 rng=self._rng(),
@@ -227,7 +227,7 @@ class ObjectStoreReader:
 
         def fetch() -> Buffer:
             data = memoryview(obstore.get_range(self.store, key, start=start, end=end))
-            return _check_length(data, end - start, f"{self.url}/{key}[{start}:{end}]")
+            return _check_length(data, end - start, join_key(self.url, f"{key}[{start}:{end}]"))
 
         data: Buffer | None = self._call(fetch, f"{key}[{start}:{end}]")
         return data
@@ -240,7 +240,7 @@ class ObjectStoreReader:
         def fetch() -> list[Buffer]:
             parts = obstore.get_ranges(self.store, key, starts=list(starts), ends=list(ends))
             return [
-                _check_length(memoryview(p), e - s, f"{self.url}/{key}[{s}:{e}]")
+                _check_length(memoryview(p), e - s, join_key(self.url, f"{key}[{s}:{e}]"))
                 for p, s, e in zip(parts, starts, ends, strict=True)
             ]
 
