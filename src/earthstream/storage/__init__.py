@@ -2,6 +2,7 @@
 
 from ._location import StoreLocation, parse_location
 from ._readers import ByteReader, LocalReader, ObjectStoreReader, open_reader
+from ._secrets import redact
 
 __all__ = [
     "ByteReader",
@@ -10,4 +11,5 @@ __all__ = [
     "StoreLocation",
     "open_reader",
     "parse_location",
+    "redact",
 ]
