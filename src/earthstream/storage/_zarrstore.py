@@ -11,7 +11,10 @@ zarr-python expects.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from zarr.abc.store import (
     ByteRequest,
@@ -26,6 +29,8 @@ from ._readers import Buffer as Bytes
 from ._readers import ByteReader, KeyLister
 
 __all__ = ["ReaderStore"]
+
+T = TypeVar("T")
 
 
 class ReaderStore(Store):
@@ -45,6 +50,18 @@ class ReaderStore(Store):
         self.reader = reader
         self.name = name
         self._lister = reader if isinstance(reader, KeyLister) else None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking reader call off zarr-python's event loop, with as many in
+        flight as the reader wants (``max_requests``), not the loop's default few."""
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    workers = max(4, min(self.reader.max_requests or 4, 32))
+                    self._pool = ThreadPoolExecutor(workers, thread_name_prefix="es-zarrstore")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReaderStore) and other.reader is self.reader
@@ -80,7 +97,7 @@ class ReaderStore(Store):
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        data = await asyncio.to_thread(self._read, key, byte_range)
+        data = await self._run(self._read, key, byte_range)
         if data is None:
             return None
         return prototype.buffer.from_bytes(bytes(data))
@@ -95,7 +112,7 @@ class ReaderStore(Store):
         )
 
     async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self.reader.get, key) is not None
+        return await self._run(self.reader.get, key) is not None
 
     # -- no writes ----------------------------------------------------------------------
     async def set(self, key: str, value: Buffer) -> None:
@@ -111,13 +128,13 @@ class ReaderStore(Store):
         return self._lister
 
     async def list(self) -> AsyncIterator[str]:
-        for key in await asyncio.to_thread(self._listing().list_prefix, ""):
+        for key in await self._run(self._listing().list_prefix, ""):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
-        for key in await asyncio.to_thread(self._listing().list_prefix, prefix):
+        for key in await self._run(self._listing().list_prefix, prefix):
             yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
-        for name in await asyncio.to_thread(self._listing().list_dir, prefix):
+        for name in await self._run(self._listing().list_dir, prefix):
             yield name
