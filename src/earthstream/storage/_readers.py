@@ -343,7 +343,7 @@ def make_object_store(location: StoreLocation) -> Any:
     """
     from obstore.store import from_url
 
-    check_fork(location.url)
+    check_fork(location.display)
     options = location.store_options()
     client = options.client_options()
     if location.scheme == "http":
