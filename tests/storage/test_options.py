@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -355,9 +356,15 @@ def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MotoS3,
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     root = tmp_path_factory.mktemp("s3opts")
     path = es.datasets.era5_like(root / "era5.zarr", n_times=4, n_lat=8, n_lon=16)
+    bare = root / "bare.zarr"  # no consolidated metadata: arrays are found by listing
+    shutil.copytree(path, bare)
+    doc = json.loads((bare / "zarr.json").read_text())
+    doc.pop("consolidated_metadata", None)
+    (bare / "zarr.json").write_text(json.dumps(doc))
     server = moto_s3()
     server.create_bucket("opts")
     server.upload("opts", "era5.zarr", path)
+    server.upload("opts", "bare.zarr", bare)
     yield server, path
     server.stop()
 
@@ -398,3 +405,11 @@ def test_s3_read_with_fsspec_spellings(s3_store: tuple[MotoS3, Path], style: str
     for name, info in source.variables.items():
         index = (1,) + (0,) * (len(info.dims) - 1)
         np.testing.assert_array_equal(source.read_chunk(name, index), local.read_chunk(name, index))
+
+
+def test_s3_store_without_consolidated_metadata_is_listed(s3_store: tuple[MotoS3, Path]) -> None:
+    server, path = s3_store
+    options = {"anon": False, **server.options(), "retry": {"max_attempts": 2}}
+    source = es.open_zarr("s3://opts/bare.zarr", storage_options=options)
+    local = es.open_zarr(path)
+    assert list(source.variables) == list(local.variables)  # found by listing, in name order
