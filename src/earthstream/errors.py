@@ -20,12 +20,14 @@ __all__ = [
     "ForecastError",
     "ForkError",
     "GridMismatchError",
+    "MetadataError",
     "MemoryBudgetError",
     "MissingChunkError",
     "MissingModalityError",
     "MissingProjectionError",
     "ResumeError",
     "SelectionError",
+    "ShortReadError",
     "StatsFileError",
     "StatsMismatchError",
     "StoreAccessError",
@@ -91,6 +93,12 @@ class UnsupportedInputError(EarthstreamError, TypeError):
     store object that cannot be sent to worker processes."""
 
 
+class MetadataError(UnsupportedFormatError):
+    """A Zarr metadata document (``zarr.json``, ``.zarray``, ``.zgroup``, ``.zattrs``,
+    ``.zmetadata``) that is not valid JSON or does not describe a valid node; the
+    message names the file and what is wrong."""
+
+
 class ChunkDecodeError(EarthstreamError, ValueError):
     """A chunk's bytes could not be decoded with the array's codecs."""
 
@@ -109,6 +117,14 @@ class StoreAccessError(EarthstreamError, PermissionError):
 
 class StoreRequestError(EarthstreamError, OSError):
     """A storage request failed: at once for non-retryable errors, or after retries."""
+
+
+class ShortReadError(EarthstreamError, OSError):
+    """A storage answer had fewer bytes than asked for.
+
+    Readers retry it (a truncated answer is never used as data); it is an
+    ``OSError`` so that storage-failure handling treats it as I/O.
+    """
 
 
 class ForkError(EarthstreamError, RuntimeError):

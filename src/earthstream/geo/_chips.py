@@ -32,6 +32,7 @@ from .._batch import Batch
 from .._sharding import ShardedStream
 from ..errors import ConfigError
 from ..sampling import OrderSpec, build_window_grid, normalize_shuffle
+from ..storage._secrets import redact
 from ._grid import GridSpec, PixelWindow, transformer
 from ._plan import ChipPlan, build_plan
 from ._read import decode, read_chip
@@ -374,7 +375,7 @@ class ChipStream(ShardedStream):
             f"time={self.plan.time!r} ({self.plan.n_time} slots); chips {h}x{w} on "
             f"{self.plan.grid!r}; {self.n_windows} chips in {len(self)} batches of "
             f"{self.order.batch_size}; shuffle={self.order.shuffle!r} seed={self.order.seed}"
-            f"{'; labels ' + repr(self.labels.source.url) if self.labels else ''}>"
+            f"{'; labels ' + repr(redact(self.labels.source.url)) if self.labels else ''}>"
         )
 
 

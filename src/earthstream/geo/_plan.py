@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, CRSError, VariableNotFoundError, WindowError
+from ..storage._secrets import redact
 from ._grid import Bounds, GridSpec, crs_units, is_geographic, normalize_crs, reproject_bounds
 from ._read import RasterBand, RasterRef, check_resampling
 
@@ -79,7 +80,7 @@ def _cog_scenes(sources: Sequence[Any], bands: Sequence[str | int] | None) -> li
             names = cog.band_names
         elif cog.band_names != names:
             raise VariableNotFoundError(
-                f"COG {cog.ref.href!r} has bands {list(cog.band_names)}, the first has "
+                f"COG {redact(cog.ref.href)!r} has bands {list(cog.band_names)}, the first has "
                 f"{list(names)}; pass bands=[...] naming bands all files share."
             )
         ref = cog.ref

@@ -132,7 +132,7 @@ class _Gridded(_Reader):
             dims=(first, *(d for d, _ in sample)),
             channels=tuple(v.name for v in infos),
             shape=shape,
-            source=str(getattr(getattr(source, "location", None), "url", type(source).__name__)),
+            source=str(getattr(source, "location", type(source).__name__)),  # redacted
             resolution=(
                 abs(float(np.diff(coords[lat][:2])[0])),
                 abs(float(np.diff(coords[lon][:2])[0])),
@@ -434,7 +434,7 @@ class MultiStream(Stream):
                 dims=(first_role, *dims0),
                 channels=tuple(inputs),
                 shape=(len(inputs), *(lengths[d] for d in dims0)),
-                source=str(getattr(getattr(self.source, "location", None), "url", "memory")),
+                source=str(getattr(self.source, "location", "memory")),  # redacted
                 crs=crs,
                 resolution=(abs(self.lat_step), abs(self.lon_step)),
                 static=self.time_dim is None,

@@ -21,7 +21,7 @@ from ..errors import ConfigError, VariableNotFoundError
 from ..geo._gdal import gdal_env, gdal_path, open_dataset
 from ..geo._grid import GridSpec, PixelWindow, normalize_crs, reproject_bounds
 from ..geo._read import ChipRead, RasterBand, RasterRef, decode, read_chip
-from ..storage import parse_location
+from ..storage import parse_location, redact
 
 __all__ = ["COGSource", "open_cog"]
 
@@ -165,7 +165,7 @@ class COGSource:
 
     def __repr__(self) -> str:
         return (
-            f"<COGSource {self.ref.href!r} {self.grid!r} bands={list(self.band_names)} "
+            f"<COGSource {redact(self.ref.href)!r} {self.grid!r} bands={list(self.band_names)} "
             f"{self.dtype} tiles={self.block_shape} overviews={list(self.overviews)}>"
         )
 
@@ -231,7 +231,7 @@ def open_cog(
             from ..errors import CRSError
 
             raise CRSError(
-                f"{location.url!r} has no CRS in its header; pass crs= (e.g. "
+                f"{location.display} has no CRS in its header; pass crs= (e.g. "
                 "open_cog(path, crs='EPSG:32633'))."
             )
         grid = GridSpec(

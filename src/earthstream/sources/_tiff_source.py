@@ -43,7 +43,7 @@ from ..errors import (
     VariableNotFoundError,
 )
 from ..storage import StoreLocation, parse_location
-from ..storage._readers import ByteReader, keep_inherited, open_reader, split_options
+from ..storage._readers import ByteReader, keep_inherited, open_reader
 from ._base import VariableInfo
 from ._tiff import COMPRESSIONS, HEADER_BYTES, TiffHeader, TiffImage, read_header
 from ._tiff_codecs import BlockDecoder, native_reason
@@ -441,8 +441,7 @@ class TiffSource:
         location = self.files[0].location
         if location.is_local:
             return 0
-        _, max_requests, _ = split_options(dict(location.options))
-        return max_requests
+        return int(location.store_options().max_requests)
 
     def fetch_group(self, name: str, index: tuple[int, ...]) -> Any:
         """Tiles of one tile row are fetched together: their byte ranges merge."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -14,6 +15,7 @@ import numpy as np
 from .._names import suggest
 from .._units import format_bytes
 from ..errors import (
+    ChunkDecodeError,
     ConfigError,
     StoreNotFoundError,
     UnsupportedFormatError,
@@ -22,18 +24,14 @@ from ..errors import (
 )
 from ..sampling._select import Span
 from ..storage import StoreLocation, parse_location
-from ..storage._readers import (
-    ByteReader,
-    keep_inherited,
-    make_object_store,
-    open_reader,
-    split_options,
-)
+from ..storage._location import join_key
+from ..storage._readers import ByteReader, keep_inherited, open_reader
 from ..storage._zarr_store import StoreHandle, is_zarr_store
 from ._base import ChunkedSource, VariableInfo
 from ._cf import CFOptions, DecodedDtype, backend_attrs, cf_coder, decode_reference
 from ._cftime import decode_cf_time, is_cf_time
 from ._zarr_codecs import ChunkDecoder, ZarrArraySpec, spec_from_metadata
+from ._zarr_meta import CheckedStore, call_zarr
 
 __all__ = [
     "ZarrInput",
@@ -47,28 +45,37 @@ __all__ = [
 _FALLBACK = object()  # fetch result of arrays read through zarr-python at decode time
 
 
-def _zarr_store(location: StoreLocation) -> Any:
-    """A read-only zarr-python store for metadata (and the slow fallback path).
+def _zarr_store(location: StoreLocation, reader: ByteReader | None = None) -> Any:
+    """A read-only zarr-python store for metadata, coordinates and the slow fallback path.
 
-    Metadata reads keep obstore's own retries; chunk reads go through
-    :class:`~earthstream.storage.ObjectStoreReader`, which retries itself.
+    Remote bytes come through earthstream's reader (``reader``, or a new one): the
+    same retry policy, budget, timeouts, error classes and redaction as chunk reads.
+    Every metadata document is checked as it is read (:class:`CheckedStore`).
     """
     import zarr.storage
 
     if location.is_local:
-        return zarr.storage.LocalStore(location.path, read_only=True)
-    return zarr.storage.ObjectStore(make_object_store(location, retries=True), read_only=True)
+        return CheckedStore(zarr.storage.LocalStore(location.path, read_only=True), location.path)
+    from ..storage._reader_store import ReaderStore
+
+    inner = ReaderStore(reader if reader is not None else open_reader(location), location.display)
+    return CheckedStore(inner, location.display)
 
 
 #: Where a source's bytes come from: a path/URL, or a zarr-python store object.
 Location = StoreLocation | StoreHandle
 
 
-def _metadata_store(location: Location) -> tuple[Any, str]:
-    """The zarr-python store for metadata (and fallback) reads, and the node's path in it."""
+def _metadata_store(location: Location, reader: ByteReader | None = None) -> tuple[Any, str]:
+    """The zarr-python store for metadata (and fallback) reads, and the node's path in it.
+
+    For a path or URL, remote bytes come through ``reader`` (or a new one) with
+    earthstream's retries; a store object reads through its own client, its
+    failures typed and redacted.
+    """
     if isinstance(location, StoreHandle):
-        return location.metadata_store(), location.root
-    return _zarr_store(location), ""
+        return CheckedStore(location.metadata_store(), location.display), location.root
+    return _zarr_store(location, reader), ""
 
 
 def _chunk_reader(location: Location) -> ByteReader:
@@ -257,11 +264,19 @@ class ZarrSource:
         if self._coords is None:
             import zarr
 
-            store, root = _metadata_store(self.location)
+            store, root = _metadata_store(
+                self.location, None if self.location.is_local else self.reader
+            )
 
             def load(item: tuple[str, tuple[str, Mapping[str, Any]]]) -> tuple[str, np.ndarray]:
                 dim, (path, attrs) = item
-                values = np.asarray(zarr.open_array(store, path=_join(root, path), mode="r")[...])
+                values = call_zarr(
+                    lambda: np.asarray(
+                        zarr.open_array(store, path=_join(root, path), mode="r")[...]
+                    ),
+                    self.location,
+                    f"the coordinate {dim!r}",
+                )
                 return dim, _decode_coord(dim, values, attrs, self.cf)
 
             items = list(self._coord_arrays.items())
@@ -354,8 +369,9 @@ class ZarrSource:
         """Requests worth keeping in flight: 0 for local files (one stage is enough)."""
         if self.location.is_local:
             return 0
-        _, max_requests, _ = split_options(dict(self.location.options))
-        return max_requests
+        if isinstance(self.location, StoreHandle):
+            return self.location.max_requests
+        return self.location.store_options().max_requests
 
     def fetch_chunks(self, name: str, indices: Sequence[tuple[int, ...]]) -> list[Any]:
         """The stored bytes of several chunks of ``name`` (I/O only; ``None``: not stored).
@@ -398,8 +414,8 @@ class ZarrSource:
         """Where chunk ``index`` of ``name`` is stored (for messages and reports)."""
         spec = self._specs[name]
         if not spec.fast:
-            return f"{self.location.url}/{spec.path} chunk {index}"
-        return f"{self.location.url}/{self._decoder(name).where(index)}"
+            return f"{join_key(self.location.display, spec.path)} chunk {index}"
+        return join_key(self.location.display, self._decoder(name).where(index))
 
     def request_stats(self) -> dict[str, Any]:
         """Requests, retries, bytes and failures by kind of this process's reader, and
@@ -428,27 +444,38 @@ class ZarrSource:
     def _read_fallback(self, name: str, index: tuple[int, ...]) -> np.ndarray:
         """Read a chunk through zarr-python, for codec chains the fast path lacks."""
         self._check_process()
+        reader = None if self.location.is_local else self.reader  # before the lock: it locks
         with self._lock:
             array = self._fallback.get(name)
             if array is None:
                 import zarr
 
-                store, root = _metadata_store(self.location)
-                array = zarr.open_array(store, path=_join(root, self._specs[name].path), mode="r")
+                store, root = _metadata_store(self.location, reader)
+                path = _join(root, self._specs[name].path)
+                array = call_zarr(
+                    lambda: zarr.open_array(store, path=path, mode="r"),
+                    self.location,
+                    f"the metadata of {name!r}",
+                )
                 self._fallback[name] = array
         info = self._variables[name]
         region = tuple(
             slice(i * c, min((i + 1) * c, s))
             for i, c, s in zip(index, info.chunks, info.shape, strict=True)
         )
-        chunk = np.asarray(array[region])
+        chunk = call_zarr(
+            lambda: np.asarray(array[region]),
+            self.location,
+            f"chunk {index} of {name!r}",
+            error=ChunkDecodeError,
+        )
         with self._lock:
             self._fallback_reads += 1
         return chunk
 
     def __repr__(self) -> str:
         fast = all(s.fast for s in self._specs.values())
-        lines = [f"<ZarrSource {self.location.url!r}>"]
+        lines = [f"<ZarrSource {self.location.display!r}>"]
         lines.append("Dimensions: " + ", ".join(f"{d}: {n}" for d, n in self.dims.items()))
         lines.append("Variables:")
         width = max((len(n) for n in self._variables), default=0)
@@ -484,12 +511,6 @@ def _decode_coord(
     return values
 
 
-def _cannot_list(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    signs = ("notsupported", "not supported", "not implemented", "propfind", "405", "not allowed")
-    return any(sign in text for sign in signs)
-
-
 def _named_members(
     group: Any, location: Location, variables: Sequence[str] | str
 ) -> list[tuple[str, str, Any]]:
@@ -499,17 +520,25 @@ def _named_members(
     members: list[tuple[str, str, Any]] = []
     for name in names:
         try:
-            members.append((name, name, group[name]))
+            member = call_zarr(
+                functools.partial(group.__getitem__, name),
+                location,
+                f"the metadata of {name!r}",
+                (KeyError,),
+            )
         except KeyError:
+            member = None
+        if member is None:
             try:
                 available = [key for key, _ in group.arrays()]
-            except Exception:
+            except Exception:  # only a hint: listing may be impossible (HTTP)
                 available = []
             hint = f" Available variables: {', '.join(available)}." if available else ""
             raise VariableNotFoundError(
-                f"variable {name!r} is not in the store at {location.url!r}."
+                f"variable {name!r} is not in the store at {location.display}."
                 f"{suggest(name, available)}{hint}"
-            ) from None
+            )
+        members.append((name, name, member))
     seen = {name for name, _, _ in members}
     for _, _, arr in list(members):
         for dim in _dims_of(arr):
@@ -517,7 +546,12 @@ def _named_members(
                 continue
             seen.add(dim)
             try:
-                coord = group[dim]
+                coord = call_zarr(
+                    functools.partial(group.__getitem__, dim),
+                    location,
+                    f"the metadata of {dim!r}",
+                    (KeyError,),
+                )
             except KeyError:
                 continue
             members.append((dim, dim, coord))
@@ -601,7 +635,8 @@ def resolve_input(obj: Any, storage_options: Mapping[str, Any] | None = None) ->
     else:  # an fsspec mapper
         store, root = FsspecStore.from_mapper(obj, read_only=True), ""
     handle = StoreHandle(store, root, storage_options)
-    return ZarrInput(handle, handle.metadata_store(), handle.root, array_name)
+    metadata = CheckedStore(handle.metadata_store(), handle.display)
+    return ZarrInput(handle, metadata, handle.root, array_name)
 
 
 @overload
@@ -747,13 +782,21 @@ def open_zarr(
             f"variables={variables!r} was given with the zarr.Array {target.array_name!r}, "
             "which is one variable; leave variables out, or pass its group."
         )
+    missing = ""
     try:
-        node = zarr.open(store=target.store, path=target.path, mode="r")
+        node = call_zarr(
+            lambda: zarr.open(store=target.store, path=target.path, mode="r"),
+            location,
+            "the root metadata",
+            (FileNotFoundError, KeyError),
+        )
     except (FileNotFoundError, KeyError) as exc:
+        missing = type(exc).__name__
+    if missing:  # raised here, not chained: zarr-python's message may name the raw URL
         raise StoreNotFoundError(
-            f"no Zarr group or array at {location.url!r} ({type(exc).__name__}). Point at the "
+            f"no Zarr group or array at {location.display} ({missing}). Point at the "
             "directory that holds zarr.json (v3) or .zgroup/.zarray (v2)."
-        ) from exc
+        )
     if target.array_name is not None and not isinstance(node, zarr.Array):
         variables = [target.array_name]
 
@@ -767,20 +810,26 @@ def open_zarr(
     elif variables is not None:
         members = _named_members(node, location, variables)
     else:
+        unlistable = False
         try:
             # in name order: a store without consolidated metadata lists its keys in
             # whatever order the file system returns, and two opens of the same store
             # must stack their channels alike
-            members = [(key, key, arr) for key, arr in sorted(node.arrays(), key=lambda m: m[0])]
-        except Exception as exc:  # e.g. HTTP stores cannot list keys
-            if not _cannot_list(exc):
-                raise
-            lister = f"{location.scheme}://" if isinstance(location, StoreLocation) else "it"
+            members = call_zarr(
+                lambda: [(k, k, a) for k, a in sorted(node.arrays(), key=lambda m: m[0])],
+                location,
+                "the list of arrays",
+                (NotImplementedError,),
+            )
+        except NotImplementedError:  # HTTP stores cannot list keys
+            unlistable = True
+        if unlistable:
             raise UnsupportedFormatError(
-                f"the store at {location.url!r} has no consolidated metadata and "
-                f"{lister} cannot list its keys, so its arrays cannot be found. "
+                f"the store at {location.display} has no consolidated metadata and "
+                f"{f'{location.scheme}://' if isinstance(location, StoreLocation) else 'it'} "
+                "cannot list its keys, so its arrays cannot be found. "
                 "Consolidate the metadata (zarr.consolidate_metadata) or pass variables=[...]."
-            ) from None
+            )
 
     dims_by_name = {name: _dims_of(arr) for name, _, arr in members}
     listed_coords: set[str] = set()
@@ -802,7 +851,7 @@ def open_zarr(
         source = source.select(variables)
     elif not infos:
         raise StoreNotFoundError(
-            f"the store at {location.url!r} has no data variables (only coordinates: "
+            f"the store at {location.display} has no data variables (only coordinates: "
             f"{', '.join(coord_arrays) or 'none'}). Check the path."
         )
     return source

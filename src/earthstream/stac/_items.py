@@ -55,12 +55,12 @@ def _read_bytes(url_or_path: str) -> bytes:
                 return bytes(response.read())
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
-                raise StoreNotFoundError(f"no STAC file at {location.url!r}.") from None
+                raise StoreNotFoundError(f"no STAC file at {location.display}.") from None
             raise
     parent, _, name = location.url.rpartition("/")
     data = open_reader(parse_location(parent)).get(name)
     if data is None:
-        raise StoreNotFoundError(f"no STAC file at {location.url!r}.")
+        raise StoreNotFoundError(f"no STAC file at {location.display}.")
     return bytes(data)
 
 

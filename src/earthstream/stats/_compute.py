@@ -559,7 +559,7 @@ def compute_stats(
             "dtype": str(info.dtype),
         }
     location = getattr(source, "location", None)
-    url = getattr(location, "url", None) or type(source).__name__
+    url = str(location) if location is not None else type(source).__name__  # redacted
     chunks = sum(len(t.indices) for t in tasks)
     return Stats(
         variables=out,

@@ -2,6 +2,7 @@
 
 from ._location import StoreLocation, parse_location
 from ._readers import ByteReader, LocalReader, ObjectStoreReader, open_reader
+from ._secrets import redact
 from ._zarr_store import StoreHandle, ZarrStoreReader
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "ZarrStoreReader",
     "open_reader",
     "parse_location",
+    "redact",
 ]

@@ -10,24 +10,29 @@ in each process from a :class:`StoreLocation` and never pickled.
 
 from __future__ import annotations
 
+import base64
 import mmap
 import os
 import random
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..errors import ConfigError, ForkError
-from ._location import StoreLocation
+from ..errors import ConfigError, ForkError, ShortReadError
+from ._location import StoreLocation, join_key
+from ._options import DEFAULT_MAX_REQUESTS
 from ._retry import RequestStats, RetryPolicy, call_with_retries
+from ._secrets import redact
 
 __all__ = [
     "MMAP_MIN_BYTES",
     "Buffer",
     "ByteReader",
+    "KeyLister",
     "LocalReader",
     "ObjectStoreReader",
-    "ShortReadError",
+    "ShortReadError",  # defined in errors.py; kept importable from here
     "open_reader",
 ]
 
@@ -36,9 +41,6 @@ Buffer = bytes | memoryview | mmap.mmap
 #: Files at least this large are mapped rather than copied: decoders read the
 #: page cache directly (about 10% less CPU per 4 MB chunk than ``read``).
 MMAP_MIN_BYTES = 256 * 1024
-
-#: Requests in flight to an object store, by default.
-DEFAULT_MAX_REQUESTS = 64
 
 
 class ByteReader(Protocol):
@@ -67,8 +69,17 @@ class ByteReader(Protocol):
         ...
 
 
-class ShortReadError(OSError):
-    """A storage answer had fewer bytes than asked for (retried, never used as data)."""
+@runtime_checkable
+class KeyLister(Protocol):
+    """A reader that can also list keys (object stores other than plain HTTP)."""
+
+    def list_dir(self, prefix: str) -> list[str]:
+        """Names directly under ``prefix``, relative to it."""
+        ...
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        """Every key starting with ``prefix``."""
+        ...
 
 
 def _check_length(data: Buffer, expected: int, where: str) -> Buffer:
@@ -159,7 +170,9 @@ class ObjectStoreReader:
     """Reads keys through an obstore store (S3, GCS, Azure, HTTP), with classified retries.
 
     obstore's own retries are switched off so that every attempt is counted
-    and classified here (see :mod:`earthstream.storage._retry`).
+    and classified here (see :mod:`earthstream.storage._retry`).  ``url`` is
+    only used in messages, redacted (also of ``secrets``, e.g. the values of
+    secret storage options).
     """
 
     def __init__(
@@ -169,11 +182,15 @@ class ObjectStoreReader:
         *,
         policy: RetryPolicy | None = None,
         max_requests: int = DEFAULT_MAX_REQUESTS,
+        secrets: Sequence[str] = (),
+        can_list: bool = True,
     ) -> None:
         self.store = store
-        self.url = url
+        self.secrets = tuple(secrets)
+        self.url = redact(url, self.secrets)
         self.policy = policy or RetryPolicy()
         self.max_requests = max_requests
+        self.can_list = can_list
         self.stats = RequestStats()
         self._local = threading.local()
 
@@ -187,11 +204,12 @@ class ObjectStoreReader:
         try:
             return call_with_retries(
                 fn,
-                what=f"{self.url}/{where}",
+                what=join_key(self.url, where),
                 policy=self.policy,
                 stats=self.stats,
                 rng=self._rng(),
                 size=_nbytes,
+                secrets=self.secrets,
             )
         except FileNotFoundError:
             return None
@@ -209,7 +227,7 @@ class ObjectStoreReader:
 
         def fetch() -> Buffer:
             data = memoryview(obstore.get_range(self.store, key, start=start, end=end))
-            return _check_length(data, end - start, f"{self.url}/{key}[{start}:{end}]")
+            return _check_length(data, end - start, join_key(self.url, f"{key}[{start}:{end}]"))
 
         data: Buffer | None = self._call(fetch, f"{key}[{start}:{end}]")
         return data
@@ -222,7 +240,7 @@ class ObjectStoreReader:
         def fetch() -> list[Buffer]:
             parts = obstore.get_ranges(self.store, key, starts=list(starts), ends=list(ends))
             return [
-                _check_length(memoryview(p), e - s, f"{self.url}/{key}[{s}:{e}]")
+                _check_length(memoryview(p), e - s, join_key(self.url, f"{key}[{s}:{e}]"))
                 for p, s, e in zip(parts, starts, ends, strict=True)
             ]
 
@@ -239,6 +257,36 @@ class ObjectStoreReader:
         data: Buffer | None = self._call(fetch, f"{key}[-{length}:]")
         return data
 
+    def list_dir(self, prefix: str) -> list[str]:
+        """Names directly under ``prefix`` (objects and "directories"), relative to it."""
+        import obstore
+
+        prefix = prefix.rstrip("/")
+        if not self.can_list:
+            raise NotImplementedError(f"{self.url} cannot list keys (plain HTTP)")
+
+        def fetch() -> list[str]:
+            result = obstore.list_with_delimiter(self.store, prefix=prefix or None)
+            paths = [*result["common_prefixes"], *(o["path"] for o in result["objects"])]
+            return [p[len(prefix) :].lstrip("/") if prefix else p for p in paths]
+
+        names: list[str] | None = self._call(fetch, f"{prefix}/ (listing)")
+        return names or []
+
+    def list_prefix(self, prefix: str) -> list[str]:
+        """Every key that starts with ``prefix`` (relative to the store's root)."""
+        import obstore
+
+        if not self.can_list:
+            raise NotImplementedError(f"{self.url} cannot list keys (plain HTTP)")
+
+        def fetch() -> list[str]:
+            stream = obstore.list(self.store, prefix=prefix.rstrip("/") or None)
+            return [o["path"] for chunk in stream for o in chunk]
+
+        keys: list[str] | None = self._call(fetch, f"{prefix} (listing)")
+        return [k for k in keys or [] if k.startswith(prefix)]
+
     def __repr__(self) -> str:
         return f"ObjectStoreReader({self.url!r})"
 
@@ -247,27 +295,6 @@ def _nbytes(result: Any) -> int:
     if isinstance(result, list):
         return sum(len(p) for p in result)
     return len(result)
-
-
-#: storage_options keys earthstream reads itself; the rest configure obstore.
-EARTHSTREAM_OPTIONS = ("retry", "max_requests")
-
-
-def split_options(options: dict[str, Any]) -> tuple[RetryPolicy, int, dict[str, Any]]:
-    """Separate earthstream's own storage options from obstore's."""
-    retry = options.get("retry", {}) or {}
-    try:
-        policy = RetryPolicy(**retry)
-    except TypeError as exc:
-        raise ConfigError(
-            f"storage_options['retry'] has an unknown key ({exc}); use max_attempts, "
-            "base_delay, max_delay and budget_s."
-        ) from None
-    max_requests = int(options.get("max_requests", DEFAULT_MAX_REQUESTS))
-    if max_requests < 1:
-        raise ConfigError(f"storage_options['max_requests']={max_requests} must be at least 1.")
-    rest = {k: v for k, v in options.items() if k not in EARTHSTREAM_OPTIONS}
-    return policy, max_requests, rest
 
 
 #: Processes that have started obstore's runtime (inherited by forked children).
@@ -306,31 +333,74 @@ def check_fork(url: str) -> None:
     _OBSTORE_PIDS.add(pid)
 
 
-def make_object_store(location: StoreLocation, *, retries: bool = False) -> Any:
+def make_object_store(location: StoreLocation) -> Any:
     """An obstore store for a remote location; credentials from options or environment.
 
-    With ``retries=False`` (chunk reads) obstore's internal retries are disabled:
-    :class:`ObjectStoreReader` retries, counts and classifies instead.
+    obstore's internal retries are disabled: :class:`ObjectStoreReader` retries,
+    counts and classifies every request instead, and obstore's per-request timeout
+    is bounded by the retry budget (:meth:`StoreOptions.client_options`).  Options
+    obstore refuses (or panics on) raise :class:`ConfigError`, redacted.
     """
     from obstore.store import from_url
 
-    check_fork(location.url)
-    _, _, options = split_options(dict(location.options))
-    if not retries:
-        options.setdefault("retry_config", {"max_retries": 0})
-    client = dict(options.pop("client_options", {}) or {})
+    check_fork(location.display)
+    options = location.store_options()
+    client = options.client_options()
     if location.scheme == "http":
         client.setdefault("allow_http", True)
-    client.setdefault("timeout", "60s")
-    client.setdefault("connect_timeout", "10s")
-    return from_url(location.url, client_options=client, **options)  # type: ignore[call-overload]
+    url = location.url
+    if location.family == "http":
+        url, auth = basic_auth(url)
+        headers = dict(client.get("default_headers", {}))
+        if auth and not any(k.lower() == "authorization" for k in headers):
+            client["default_headers"] = {**headers, "Authorization": auth}
+    kwargs: dict[str, Any] = {"client_options": client, "retry_config": {"max_retries": 0}}
+    if options.config:
+        kwargs["config"] = options.config
+    if options.credential_provider is not None:
+        kwargs["credential_provider"] = options.credential_provider
+    problem: BaseException | None = None
+    try:
+        return from_url(url, **kwargs)
+    except BaseException as exc:  # a Rust panic is a BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        problem = exc
+    detail = location.redact(str(problem).splitlines()[0] if str(problem) else "")
+    kind = type(problem).__name__
+    del problem
+    raise ConfigError(  # outside the except block: the client's message is not chained
+        f"the object-store client for {location.display} refused its configuration "
+        f"({kind}: {detail}). Check storage_options (keys and values) and the URL."
+    )
+
+
+def basic_auth(url: str) -> tuple[str, str]:
+    """``url`` without its user info, and that user info as an HTTP Basic
+    ``Authorization`` value ("" when none): obstore's HTTP client would otherwise
+    drop ``https://user:password@host/`` credentials instead of sending them.
+
+    >>> basic_auth("https://me:pw@host/x.zarr")
+    ('https://host/x.zarr', 'Basic bWU6cHc=')
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, ""
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    token = base64.b64encode(unquote(userinfo).encode()).decode()
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
 
 
 def open_reader(location: StoreLocation) -> ByteReader:
     """The reader for ``location``: plain file reads locally, obstore remotely."""
     if location.is_local:
         return LocalReader(location.path)
-    policy, max_requests, _ = split_options(dict(location.options))
+    options = location.store_options()
     return ObjectStoreReader(
-        make_object_store(location), location.url, policy=policy, max_requests=max_requests
+        make_object_store(location),
+        location.url,
+        policy=options.retry,
+        max_requests=options.max_requests,
+        secrets=location.secrets,
+        can_list=location.family != "http",
     )

@@ -14,30 +14,17 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import StoreAccessError, StoreRequestError
+from ..errors import ShortReadError, StoreAccessError, StoreRequestError
+from ._secrets import redact
 
-__all__ = ["RequestStats", "RetryPolicy", "classify", "redact"]
+__all__ = ["RequestStats", "RetryPolicy", "call_with_retries", "classify", "redact"]
 
 T = TypeVar("T")
-_STATUS = re.compile(r"status code:? (\d{3})")
-_USERINFO = re.compile(r"(://)[^/@\s]+@")
-_SECRETS = re.compile(
-    r"((?:secret|token|password|key|signature|credential)[\w-]*[=:]\s*)[^&\s,;\"']+",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """Strip credentials from a message: URL userinfo and ``key=value`` secrets.
-
-    >>> redact("GET https://user:pw@host/x?X-Amz-Signature=abc&a=1")
-    'GET https://***@host/x?X-Amz-Signature=***&a=1'
-    """
-    return _SECRETS.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+_STATUS = re.compile(r"status code:? (\d{3})|HTTP status(?: code)?:? (\d{3})")
 
 
 @dataclass(frozen=True)
@@ -55,7 +42,7 @@ class RetryPolicy:
     budget_s: float = 60.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2**attempt))
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2 ** min(attempt, 60)))
 
 
 def classify(exc: BaseException) -> tuple[str, bool, int | None]:
@@ -66,8 +53,6 @@ def classify(exc: BaseException) -> tuple[str, bool, int | None]:
     >>> classify(OSError("Server returned non-2xx status code: 400 Bad Request"))
     ('client', False, 400)
     """
-    from ._readers import ShortReadError
-
     if isinstance(exc, FileNotFoundError):
         return "missing", False, 404
     if isinstance(exc, ShortReadError):
@@ -75,7 +60,7 @@ def classify(exc: BaseException) -> tuple[str, bool, int | None]:
     name = type(exc).__name__
     message = str(exc)
     match = _STATUS.search(message)
-    status = int(match.group(1)) if match else None
+    status = int(match.group(1) or match.group(2)) if match else None
     if name in ("PermissionDeniedError", "UnauthenticatedError") or status in (401, 403):
         return "denied", False, status or 403
     if isinstance(exc, PermissionError):  # e.g. from a zarr store object
@@ -142,49 +127,77 @@ def call_with_retries(
     stats: RequestStats,
     rng: random.Random,
     size: Callable[[T], int] = lambda _: 0,
+    secrets: Sequence[str] = (),
 ) -> T:
     """Run one request, retrying transient failures; ``what`` names URL and key.
 
     Raises ``FileNotFoundError`` for a missing object, :class:`StoreAccessError`
     for refused access and :class:`StoreRequestError` for other failures (at once
     when not retryable, after the budget otherwise).  Messages never carry
-    credentials.
+    credentials (``what`` and the client's message are redacted, also of the
+    given ``secrets``), and the raised error chains nothing: the client's own
+    exception, which may quote a signed URL, is neither ``__cause__`` nor
+    ``__context__``.  A Rust panic of the client becomes a
+    :class:`StoreRequestError` too.
     """
     started = time.monotonic()
     attempt = 0
+    what = redact(what, secrets)
     while True:
         attempt += 1
         stats.record(requests=1, retries=1 if attempt > 1 else 0)
+        failure: BaseException | None = None
         try:
             result = fn()
-        except Exception as exc:  # classified below; nothing is swallowed
-            kind, retryable, status = classify(exc)
-            name = type(exc).__name__
-            if kind == "missing":
+        except FileNotFoundError:
+            raise
+        except BaseException as exc:  # classified below; nothing is swallowed
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
-            stats.record(failure=kind)
-            detail = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            if kind == "denied":
-                raise StoreAccessError(
-                    f"access to {what} was refused ({f'HTTP {status}' if status else name}): "
-                    f"{detail}. Check the "
-                    "credentials (environment or storage_options) and their permissions."
-                ) from None
-            out_of_budget = (
-                attempt >= policy.max_attempts or time.monotonic() - started >= policy.budget_s
-            )
-            if not retryable or out_of_budget:
-                why = (
-                    f"failed after {attempt} attempts in {time.monotonic() - started:.1f} s"
-                    if retryable
-                    else "failed and cannot succeed by retrying"
-                )
-                raise StoreRequestError(
-                    f"reading {what} {why} ({kind}{f', HTTP {status}' if status else ''}): "
-                    f"{detail}. Check the URL and the store; for flaky networks raise the retry "
-                    "budget (storage_options={'retry': {'max_attempts': ..., 'budget_s': ...}})."
-                ) from None
-            time.sleep(policy.delay(attempt, rng))
-            continue
-        stats.record(nbytes=size(result))
-        return result
+            failure = exc
+        if failure is None:
+            stats.record(nbytes=size(result))
+            return result
+        error = _failure_error(failure, what, attempt, started, policy, stats, secrets)
+        del failure
+        if error is not None:
+            raise error  # outside the except block: no __context__ to leak
+        time.sleep(policy.delay(attempt, rng))
+
+
+def _failure_error(
+    exc: BaseException,
+    what: str,
+    attempt: int,
+    started: float,
+    policy: RetryPolicy,
+    stats: RequestStats,
+    secrets: Sequence[str],
+) -> Exception | None:
+    """The error to raise for a failed attempt, or ``None`` to retry it."""
+    kind, retryable, status = classify(exc)
+    if type(exc).__name__ == "PanicException":
+        kind, retryable = "client panic", False
+    stats.record(failure=kind)
+    text = str(exc)
+    detail = redact(text.splitlines()[0] if text else type(exc).__name__, secrets)
+    if kind == "denied":
+        return StoreAccessError(
+            f"access to {what} was refused "
+            f"({f'HTTP {status}' if status else type(exc).__name__}): {detail}. Check the "
+            "credentials (environment or storage_options) and their permissions."
+        )
+    elapsed = time.monotonic() - started
+    out_of_budget = attempt >= policy.max_attempts or elapsed >= policy.budget_s
+    if retryable and not out_of_budget:
+        return None
+    why = (
+        f"failed after {attempt} attempts in {elapsed:.1f} s"
+        if retryable
+        else "failed and cannot succeed by retrying"
+    )
+    return StoreRequestError(
+        f"reading {what} {why} ({kind}{f', HTTP {status}' if status else ''}): "
+        f"{detail}. Check the URL and the store; for flaky networks raise the retry "
+        "budget (storage_options={'retry': {'max_attempts': ..., 'budget_s': ...}})."
+    )

@@ -44,7 +44,8 @@ from ..errors import (
     StoreRequestError,
     UnsupportedInputError,
 )
-from ._readers import Buffer, LocalReader, ShortReadError, split_options
+from ._options import own_options
+from ._readers import Buffer, LocalReader, ShortReadError
 from ._retry import RequestStats, RetryPolicy, call_with_retries, classify, redact
 
 __all__ = ["StoreHandle", "ZarrStoreReader", "is_zarr_store"]
@@ -138,7 +139,7 @@ class StoreHandle:
                 "credentials, endpoints and retries when you create it. Only "
                 f"{', '.join(HANDLE_OPTIONS)} apply."
             )
-        split_options(options)  # validates retry and max_requests
+        own_options(options)  # validates retry and max_requests
         self.store = store
         self.root = root.strip("/")
         self.options: tuple[tuple[str, Any], ...] = tuple(sorted(options.items()))
@@ -190,7 +191,7 @@ class StoreHandle:
 
     def open_reader(self) -> ZarrStoreReader | LocalReader:
         """A chunk reader for this process (a LocalStore reads its files directly)."""
-        policy, max_requests, _ = split_options(dict(self.options))
+        policy, max_requests = own_options(dict(self.options))
         store = self.current()
         if self.kind == "files":
             inner = _innermost(store)
@@ -230,6 +231,20 @@ class StoreHandle:
         self.kind = state["kind"]
         self.url = describe_store(self.store, self.root)
         self._init_process()
+
+    @property
+    def max_requests(self) -> int:
+        """Requests worth keeping in flight through this store."""
+        return own_options(dict(self.options))[1]
+
+    @property
+    def display(self) -> str:
+        """The store as shown in messages (already free of credentials)."""
+        return self.url
+
+    def redact(self, text: str) -> str:
+        """``text`` without credentials."""
+        return redact(text)
 
     def __repr__(self) -> str:
         return f"StoreHandle({self.url!r})"

@@ -56,6 +56,7 @@ class ProxiedRequest:
     range: str
     action: str  # "forward" or the injected fault
     status: int
+    authorization: str = ""  # the Authorization header as received ("" when none)
 
 
 @dataclass
@@ -81,7 +82,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self.state.lock:
             self.state.log.append(
                 ProxiedRequest(
-                    self.command, self.path, self.headers.get("Range", ""), action, status
+                    self.command,
+                    self.path,
+                    self.headers.get("Range", ""),
+                    action,
+                    status,
+                    self.headers.get("Authorization", ""),
                 )
             )
 

@@ -31,7 +31,7 @@ import numpy as np
 from .._names import suggest
 from ..errors import ConfigError, CRSError, UnsupportedGeometryError, VariableNotFoundError
 from ..geo._grid import Bounds, GridSpec, normalize_crs, reproject_bounds, transformer
-from ..storage import open_reader, parse_location
+from ..storage import open_reader, parse_location, redact
 
 __all__ = ["Features", "LabelIndex", "VectorSource", "open_vector"]
 
@@ -221,7 +221,7 @@ class VectorSource:
             i = int(np.flatnonzero(bad)[0])
             kind = _LINEAR_TYPES.get(int(types[i]), str(types[i]))
             raise UnsupportedGeometryError(
-                f"{self.url!r}: feature {i} is a {kind}, which geometry_types="
+                f"{redact(self.url)!r}: feature {i} is a {kind}, which geometry_types="
                 f"{self.geometry_types} excludes; pass open_vector(..., geometry_types=(...)) "
                 f"including {_kind_of(int(types[i]))!r}, or filter those features out."
             )
