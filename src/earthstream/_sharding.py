@@ -33,6 +33,7 @@ from .sampling import (
 
 if TYPE_CHECKING:
     from .delivery._torch import TorchStream
+    from .engine import CorruptCount
 
 __all__ = ["ShardedStream", "detect_placement"]
 
@@ -58,6 +59,12 @@ class ShardedStream:
 
     order: OrderSpec
     num_threads: int
+    _report: Any = None
+
+    @property
+    def report(self) -> Any:
+        """What the last (or current) pass did (the subclass's report type)."""
+        return self._report
 
     def _init_sharding(self, rank: int | None, world_size: int | None, remainder: str) -> None:
         if remainder not in REMAINDERS:
@@ -84,6 +91,12 @@ class ShardedStream:
         self._pending: Cursor | None = None  # a loaded state, not yet started
         self._live: Cursor | None = None  # the current (or last) iteration's progress
         self._fingerprint: str | None = None
+        #: Corrupt chunks counted with the other DataLoader workers (set by DeviceLoader).
+        self._corrupt_count: CorruptCount | None = None
+
+    def _merge_reports(self, reports: Sequence[Any]) -> None:
+        """The main process of DataLoader workers: its report is the sum of theirs."""
+        self._report = type(reports[0]).merge(reports, shard=self.rank, num_shards=self.world_size)
 
     def _identity(self) -> tuple[dict[str, Any], Mapping[str, np.ndarray]]:
         """A JSON-able description and named arrays the order depends on."""

@@ -107,8 +107,12 @@ class Stream(ShardedStream):
         samples that read it are dropped from their batch, counted and logged with
         the chunk's key (``stream.report.corrupt_chunks``).
     max_corrupt
-        With ``corrupt="skip"``, the number of corrupt chunks a pass tolerates
-        before it stops with :class:`~earthstream.errors.CorruptChunksError`.
+        With ``corrupt="skip"``, the number of corrupt chunks an epoch tolerates
+        before it stops with :class:`~earthstream.errors.CorruptChunksError`: per
+        process, and for all DataLoader workers of :meth:`TorchStream.loader
+        <earthstream.delivery.TorchStream.loader>` together (a counter they
+        share); per rank under ``torch.distributed``.  A plain ``DataLoader``
+        over ``stream.to_torch()`` counts per worker.
     rank, world_size
         This process's part of a distributed job.  Default: taken from
         ``torch.distributed`` when it is initialized, else ``0`` of ``1``.  Ranks
@@ -290,7 +294,9 @@ class Stream(ShardedStream):
 
     @property
     def report(self) -> EpochReport | None:
-        """What the last (or current) pass in this process did: decodes, bytes, memory."""
+        """What the last (or current) pass did: decodes, bytes, memory, requests, corrupt
+        chunks.  After an epoch through :meth:`TorchStream.loader
+        <earthstream.delivery.TorchStream.loader>` with workers: the sum of its workers'."""
         return self._report
 
     def _run(
@@ -298,7 +304,13 @@ class Stream(ShardedStream):
     ) -> Iterator[Batch]:
         order = self.order.epoch(self._epoch)
         engine = self._engine_for(num_threads or self.num_threads)
-        runner = engine.run(order, batches, shard=shard, num_shards=num_shards)
+        runner = engine.run(
+            order,
+            batches,
+            shard=shard,
+            num_shards=num_shards,
+            corrupt_count=self._corrupt_count,
+        )
         self._report = engine.report
         finish = self._finishes()
         for batch in runner:

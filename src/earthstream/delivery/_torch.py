@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from .._sharding import ShardedStream
     from ..stats import Normalizer
 
-__all__ = ["DeviceLoader", "TorchBatch", "TorchStream", "to_tensor"]
+__all__ = ["DeviceLoader", "SharedCount", "TorchBatch", "TorchStream", "WorkerReport", "to_tensor"]
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor | np.ndarray:
@@ -180,6 +180,31 @@ class TorchBatch:
         return f"{head} {body} on {device}>"
 
 
+@dataclass(frozen=True)
+class WorkerReport:
+    """A DataLoader worker's last item under :meth:`TorchStream.loader`: what its pass
+    did (taken by :class:`DeviceLoader`, never handed to the training loop)."""
+
+    worker: int
+    report: Any
+
+
+class SharedCount:
+    """A count shared by the DataLoader workers of one loader (``multiprocessing.Value``)."""
+
+    def __init__(self, context: Any) -> None:
+        self._value = context.Value("q", 0)
+
+    def add(self, n: int) -> int:
+        with self._value.get_lock():
+            self._value.value += n
+            return int(self._value.value)
+
+    @property
+    def value(self) -> int:
+        return int(self._value.value)
+
+
 def _views(stream: ShardedStream) -> dict[str, _View]:
     layout = getattr(stream, "layout", None)
     if layout is None or not layout.stack:  # a ChipStream has no chunk layout
@@ -234,6 +259,12 @@ class TorchStream(IterableDataset[TorchBatch]):
     Under ``torch.distributed`` (or with ``rank``/``world_size`` given to the
     :class:`~earthstream.Stream`) each rank gets its part of the epoch and all
     ranks yield ``len(ds)`` batches.  Call :meth:`set_epoch` before each epoch.
+
+    Under :meth:`loader` the workers of a rank share one count of corrupt chunks
+    (``corrupt="skip"``: ``max_corrupt`` holds for the epoch as a whole), and
+    after the epoch ``stream.report`` in the main process is the sum of the
+    workers' reports.  A plain ``DataLoader`` with workers does neither: each
+    worker counts for itself and the main process has no report.
     :meth:`state_dict` / :meth:`load_state_dict` resume mid-epoch; they make the
     dataset ``Stateful`` for torchdata's ``StatefulDataLoader``.
 
@@ -344,6 +375,8 @@ class TorchStream(IterableDataset[TorchBatch]):
             if info is None:  # in the main process: the last stage runs here
                 out = self.to_device(out)
             yield out
+        if info is not None and self._device_stage:  # DeviceLoader sums the workers' reports
+            yield WorkerReport(worker, self.stream.report)  # type: ignore[misc]
 
     def to_device(self, batch: TorchBatch) -> TorchBatch:
         """Move a batch to the target device (pinning first when asked), then normalize it
@@ -414,8 +447,16 @@ class DeviceLoader:
         self.loader = loader
         self.dataset = dataset
 
+    @property
+    def report(self) -> Any:
+        """The last epoch's report in this process: with workers, the sum of theirs
+        (see ``Stream.report``); set when an epoch ends."""
+        return self.dataset.stream.report
+
     def __len__(self) -> int:
-        return len(self.loader)
+        # len(dataset), not len(self.loader): the DataLoader would warn about the workers'
+        # reports, which it counts as items beyond that length.
+        return len(self.dataset)
 
     def state_dict(self) -> dict[str, Any]:
         """The stream state after the batches this loader handed out (see ``Stream.state_dict``)."""
@@ -433,11 +474,26 @@ class DeviceLoader:
         stream = self.dataset.stream
         cursor = stream._hand_over(num_workers)
         self.dataset._device_stage = True  # the workers' copies know the last stage runs here
+        context = self.loader.multiprocessing_context or torch.multiprocessing.get_context()
+        # max_corrupt for all workers together; kept alive here while the workers run
+        # (spawned ones open it after iter() returns).
+        count = stream._corrupt_count = SharedCount(context)
         try:
             batches = iter(self.loader)  # starts the workers, each with a copy of the stream
         finally:
             stream._handed_over()
             self.dataset._device_stage = False
-        for position, batch in enumerate(batches, cursor.position + 1):
+            stream._corrupt_count = None
+        reports: list[Any] = []
+        position = cursor.position
+        for batch in batches:
+            if isinstance(batch, WorkerReport):
+                if batch.report is not None:
+                    reports.append(batch.report)
+                continue
+            position += 1
             stream._consumed(cursor, position)
             yield self.dataset.to_device(batch)
+        if reports:
+            stream._merge_reports(reports)
+        del count

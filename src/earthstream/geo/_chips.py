@@ -69,6 +69,23 @@ class ChipReport:
     elapsed_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    @classmethod
+    def merge(
+        cls, reports: Sequence[ChipReport], *, shard: int = 0, num_shards: int = 1
+    ) -> ChipReport:
+        """One report for the DataLoader workers of rank ``shard``: counts add up,
+        ``elapsed_s`` is the longest pass."""
+        merged = cls(epoch=reports[0].epoch, shard=shard, num_shards=num_shards)
+        for r in reports:
+            merged.batches += r.batches
+            merged.chips += r.chips
+            merged.raster_reads += r.raster_reads
+            merged.aligned_reads += r.aligned_reads
+            merged.skipped += r.skipped
+            merged.overview_levels.update(r.overview_levels)
+        merged.elapsed_s = max(r.elapsed_s for r in reports)
+        return merged
+
     @property
     def chips_per_s(self) -> float:
         return self.chips / self.elapsed_s if self.elapsed_s else 0.0
