@@ -486,7 +486,18 @@ class DeviceLoader:
             stream._corrupt_count = None
         reports: list[Any] = []
         position = cursor.position
-        for batch in batches:
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # a worker failed (torch re-raises its error here)
+                # Drop the traceback (it holds the DataLoader iterator) and the iterator,
+                # so the other workers stop now rather than at a later garbage collection;
+                # torch's message carries the worker's own traceback.
+                exc = exc.with_traceback(None)
+                del batches
+                raise exc
             if isinstance(batch, WorkerReport):
                 if batch.report is not None:
                     reports.append(batch.report)

@@ -44,13 +44,56 @@ __all__ = ["ChipReport", "ChipStream", "LabelSpec", "stream_chips"]
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """How labels are burned into each chip."""
+    """How labels are burned into each chip.
+
+    ``fill`` is the background (no feature); ``ignore`` marks pixels past the
+    target grid's edge (``edges="pad"``), where there is no data to label.
+    """
 
     source: VectorSource
     name: str = "label"
     all_touched: bool = False
     fill: int = 0
     dtype: str = "uint8"
+    ignore: int = 255
+
+
+def label_values(dtype: Any, fill: Any, ignore: Any) -> tuple[str, int, int]:
+    """Check the label dtype, background and ignore values: ``(dtype, fill, ignore)``.
+
+    ``ignore=None`` takes the dtype's largest value (255 for uint8), or -1 for
+    signed dtypes.
+
+    >>> label_values("uint8", 0, None)
+    ('uint8', 0, 255)
+    >>> label_values("int16", 0, None)
+    ('int16', 0, -1)
+    """
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        np_dtype = np.dtype("O")
+    if np_dtype.kind not in "iu":
+        raise ConfigError(
+            f"label_dtype={dtype!r} must be an integer dtype, e.g. 'uint8' or 'int32'."
+        )
+    info = np.iinfo(np_dtype)
+    if ignore is None:
+        ignore = info.max if np_dtype.kind == "u" else -1
+    for name, value in (("label_fill", fill), ("label_ignore", ignore)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ConfigError(f"{name}={value!r} must be a whole number.")
+        if not info.min <= value <= info.max:
+            raise ConfigError(
+                f"{name}={value} does not fit label_dtype={np_dtype.name} "
+                f"({info.min}..{info.max}); pick another value or a wider dtype."
+            )
+    if ignore == fill:
+        raise ConfigError(
+            f"label_ignore={ignore} equals label_fill={fill}: pixels past the grid's edge "
+            "(edges='pad') would look like background. Give them different values."
+        )
+    return np_dtype.name, int(fill), int(ignore)
 
 
 @dataclass
@@ -186,7 +229,8 @@ class ChipStream(ShardedStream):
     def read_chip(self, window_id: int) -> dict[str, np.ndarray]:
         """Image, validity and label of one chip (what a batch holds for it)."""
         out = self._allocate(1)
-        self._fill(0, self.chip_grid(window_id), out, None)
+        row, col = (int(v) for v in self.order.grid.starts_of(np.array([window_id]))[0])
+        self._fill(0, PixelWindow(row, col, *self.chip_shape), out, None)
         return {k: v[0] for k, v in out.items()}
 
     def _allocate(self, n: int) -> dict[str, np.ndarray]:
@@ -204,9 +248,17 @@ class ChipStream(ShardedStream):
         return out
 
     def _fill(
-        self, i: int, chip: GridSpec, out: dict[str, np.ndarray], report: ChipReport | None
+        self, i: int, window: PixelWindow, out: dict[str, np.ndarray], report: ChipReport | None
     ) -> None:
+        """Read chip ``window`` (pixels of the target grid) into row ``i`` of ``out``.
+
+        With ``edges="pad"`` the part past the target grid's edge is not read: it stays
+        NaN (image), False (mask) and ``label_ignore`` (labels).
+        """
         plan = self.plan
+        inside = window.intersection(plan.grid.full_window())  # pad chips start inside
+        h, w = inside.height, inside.width
+        chip = plan.grid.window(inside)
         left, bottom, right, top = chip.bounds
         fp = self._footprints
         touches = (fp[:, 0] < right) & (fp[:, 2] > left) & (fp[:, 1] < top) & (fp[:, 3] > bottom)
@@ -214,8 +266,8 @@ class ChipStream(ShardedStream):
         reads = aligned = skipped = 0
         levels: Counter[int | None] = Counter()
         for t, slot in enumerate(plan.slots):
-            image = out["image"][i, t] if stack else out["image"][i]
-            valid = out["valid"][i, t] if stack else out["valid"][i]
+            image = (out["image"][i, t] if stack else out["image"][i])[:, :h, :w]
+            valid = (out["valid"][i, t] if stack else out["valid"][i])[:, :h, :w]
             for s in slot:
                 if not touches[s]:
                     continue
@@ -246,7 +298,8 @@ class ChipStream(ShardedStream):
         if self.labels is not None:
             spec = self.labels
             index = spec.source.index(plan.grid.crs, plan.grid.bounds)
-            out["label"][i] = index.rasterize(
+            out["label"][i] = spec.ignore  # past the edge; the inside is burned next
+            out["label"][i, :h, :w] = index.rasterize(
                 chip, all_touched=spec.all_touched, fill=spec.fill, dtype=spec.dtype
             )
         if report is not None:
@@ -304,9 +357,12 @@ class ChipStream(ShardedStream):
         image_dims = ("time", "band", "y", "x") if stack else ("band", "y", "x")
         data = {"image": out["image"]}
         dims: dict[str, tuple[str, ...]] = {"image": image_dims}
+        attrs: dict[str, Any] = {"grid": plan.grid, "crs": plan.grid.crs, "time": plan.time}
         if self.labels is not None:
             data[self.labels.name] = out["label"]
             dims[self.labels.name] = ("y", "x")
+            attrs["label_fill"] = self.labels.fill
+            attrs["label_ignore"] = self.labels.ignore
         return Batch(
             data=data,
             dims=dims,
@@ -318,7 +374,7 @@ class ChipStream(ShardedStream):
             mask=out["valid"],
             mask_dims=image_dims,
             channels=plan.channels,
-            attrs={"grid": plan.grid, "crs": plan.grid.crs, "time": plan.time},
+            attrs=attrs,
         )
 
     def _identity(self) -> tuple[dict[str, Any], Mapping[str, np.ndarray]]:
@@ -356,11 +412,7 @@ class ChipStream(ShardedStream):
                         starts = self.order.grid.starts_of(ids)
                         futures = [
                             pool.submit(
-                                self._fill,
-                                i,
-                                self.plan.grid.window(PixelWindow(int(r), int(c), h, w)),
-                                out,
-                                report,
+                                self._fill, i, PixelWindow(int(r), int(c), h, w), out, report
                             )
                             for i, (r, c) in enumerate(starts)
                         ]
@@ -433,6 +485,7 @@ def stream_chips(
     all_touched: bool = False,
     label_fill: int = 0,
     label_dtype: str = "uint8",
+    label_ignore: int | None = None,
     projection: Mapping[str, Any] | None = None,
     missing_projection: str = "error",
     edges: str = "drop",
@@ -479,12 +532,20 @@ def stream_chips(
         always full resolution.
     labels
         A :func:`~earthstream.open_vector` source burned per chip into
-        ``batch[label_name]`` (``all_touched``, ``label_fill``, ``label_dtype``).
+        ``batch[label_name]`` (``all_touched``, ``label_fill``: the background,
+        ``label_dtype``).
+    label_ignore
+        The label of pixels past the target grid's edge (``edges="pad"``), for a
+        loss to ignore; must differ from ``label_fill``.  Default: the dtype's
+        largest value (255 for uint8), -1 for signed dtypes.  Also in
+        ``batch.attrs["label_ignore"]``.
     projection, missing_projection
         For STAC assets without projection metadata: the grid to assume
         (``{"crs", "transform", "shape"}``), or ``"read"`` the file headers.
     edges
-        ``"drop"`` chips reaching past the target grid, or ``"pad"`` them (NaN).
+        ``"drop"`` chips reaching past the target grid, or ``"pad"`` them: past
+        the grid's edge nothing is read, the image is NaN, ``batch.mask`` False
+        and labels ``label_ignore``.
     batch_size, shuffle, shuffle_block, shuffle_buffer, seed, drop_last
         As :class:`earthstream.Stream`; ``shuffle="chunks"`` mixes chips of
         ``shuffle_buffer`` blocks of ``shuffle_block`` x ``shuffle_block`` chips.
@@ -547,7 +608,8 @@ def stream_chips(
     )
     label_spec = None
     if labels is not None:
-        label_spec = LabelSpec(labels, label_name, all_touched, label_fill, label_dtype)
+        dtype_name, fill, ignore = label_values(label_dtype, label_fill, label_ignore)
+        label_spec = LabelSpec(labels, label_name, all_touched, fill, dtype_name, ignore)
     return ChipStream(
         plan,
         order,
