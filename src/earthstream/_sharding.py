@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._batch import Batch
+from ._validate import check_whole
 from .errors import ConfigError, ResumeError
 from .sampling import (
     REMAINDERS,
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
     from .engine import CorruptCount
 
 __all__ = ["ShardedStream", "detect_placement"]
+
+#: Most DataLoader workers per rank (a plan is built per worker).
+MAX_WORKERS = 4096
+#: Largest epoch number (kept in resume states as a JSON integer).
+MAX_EPOCH = 2**62
 
 
 def detect_placement() -> tuple[int, int]:
@@ -148,8 +154,7 @@ class ShardedStream:
         A state loaded with :meth:`load_state_dict` resumes its epoch; setting
         that same epoch keeps it, another epoch starts from its beginning.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
-            raise ConfigError(f"epoch={epoch!r} must be a non-negative whole number.")
+        epoch = check_whole(epoch, "epoch", maximum=MAX_EPOCH)
         if int(epoch) != self._epoch:
             self._pending = self._live = None
         self._epoch = int(epoch)
@@ -333,8 +338,9 @@ class ShardedStream:
         workers and ranks an epoch serves every window once (plus the declared
         padding).  Progress is recorded for :meth:`state_dict`.
         """
-        if not 0 <= worker < max(1, num_workers):
-            raise ConfigError(f"worker {worker} is outside 0..{max(1, num_workers) - 1}.")
+        num_workers = check_whole(num_workers, "num_workers", maximum=MAX_WORKERS)
+        worker = check_whole(worker, "worker", maximum=max(1, num_workers) - 1)
+        num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
         return self._iter_worker(worker, num_workers, num_threads)
 
     def _iter_worker(
@@ -372,5 +378,8 @@ class ShardedStream:
         :meth:`iter_worker` honour them).  The union over shards is the epoch,
         each window exactly once.
         """
+        num_shards = check_whole(num_shards, "num_shards", minimum=1, maximum=2**31)
+        shard = check_whole(shard, "shard", maximum=num_shards - 1)
+        num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
         batches = shard_range(self.order.n_batches, shard, num_shards)
         return self._run(batches, shard, num_shards, num_threads)

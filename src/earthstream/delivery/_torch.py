@@ -26,6 +26,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .._batch import Batch
+from .._sharding import MAX_WORKERS
+from .._validate import check_flag, check_whole
 from ..errors import ConfigError, ResumeError
 
 if TYPE_CHECKING:
@@ -308,9 +310,13 @@ class TorchStream(IterableDataset[TorchBatch]):
     ) -> None:
         super().__init__()
         self.stream = stream
-        self.device = torch.device(device)
-        self.non_blocking = non_blocking
-        self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
+        self.device = _device(device)
+        self.non_blocking = check_flag(non_blocking, "non_blocking")
+        self.pin_memory = (
+            self.device.type == "cuda"
+            if pin_memory is None
+            else check_flag(pin_memory, "pin_memory")
+        )
         self._views = _views(stream)
         self.normalizer = _normalizer(normalize)
         self._device_stage = False  # set while DeviceLoader starts workers: it calls to_device
@@ -396,6 +402,7 @@ class TorchStream(IterableDataset[TorchBatch]):
         go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``).  The
         loader has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
         """
+        num_workers = check_whole(num_workers, "num_workers", maximum=MAX_WORKERS)
         if kwargs.get("persistent_workers"):
             raise ConfigError(
                 "persistent_workers=True keeps each worker's copy of the dataset across "
@@ -415,6 +422,21 @@ class TorchStream(IterableDataset[TorchBatch]):
         return DeviceLoader(loader, self)
 
 
+def _device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device``; a :class:`ConfigError` naming it otherwise."""
+    if not isinstance(device, str | torch.device):
+        raise ConfigError(
+            f"device={device!r} is not a device; pass e.g. 'cpu', 'cuda', 'cuda:1' or a "
+            "torch.device."
+        )
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"device={device!r} is not a device ({exc}); pass e.g. 'cpu', 'cuda' or 'cuda:1'."
+        ) from None
+
+
 def _normalizer(normalize: Any) -> Normalizer | None:
     if normalize is None:
         return None
@@ -422,7 +444,8 @@ def _normalizer(normalize: Any) -> Normalizer | None:
 
     if isinstance(normalize, Normalizer):
         return normalize
-    if isinstance(normalize, Stats | str | os.PathLike | list | tuple):
+    parts = normalize if isinstance(normalize, list | tuple) else [normalize]
+    if parts and all(isinstance(p, Stats | str | os.PathLike) for p in parts):
         return Normalizer(normalize)
     raise ConfigError(
         f"normalize={type(normalize).__name__}: pass the path of a statistics file "

@@ -24,16 +24,25 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .._batch import Batch
 from .._sharding import ShardedStream
+from .._validate import (
+    MAX_SEED,
+    Shuffle,
+    check_choice,
+    check_flag,
+    check_names,
+    check_numbers,
+    check_whole,
+)
 from ..errors import ConfigError
-from ..sampling import OrderSpec, build_window_grid, normalize_shuffle
+from ..sampling import EDGES, Edges, OrderSpec, Remainder, build_window_grid, normalize_shuffle
 from ._grid import GridSpec, PixelWindow, transformer
-from ._plan import ChipPlan, build_plan
+from ._plan import GROUP_BY, TIME_MODES, ChipPlan, GroupBy, TimeMode, build_plan
 from ._read import decode, read_chip
 
 if TYPE_CHECKING:
@@ -447,6 +456,16 @@ class ChipStream(ShardedStream):
         )
 
 
+def _pixels(value: Any, name: str) -> tuple[int, int]:
+    """A size or step in pixels: one whole number, or ``(rows, columns)``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ConfigError(f"{name}={value!r} must be one number of pixels or (rows, columns).")
+        return check_whole(value[0], name, minimum=1), check_whole(value[1], name, minimum=1)
+    n = check_whole(value, name, minimum=1)
+    return n, n
+
+
 def _file_dtype(ref: Any) -> str:
     dtype = ref.bands[0].dtype
     if dtype is None:
@@ -477,8 +496,8 @@ def stream_chips(
     bounds: Sequence[float] | None = None,
     bounds_crs: Any = None,
     resampling: str | Mapping[str, str] = "nearest",
-    time: str = "mosaic",
-    group_by: str = "datetime",
+    time: TimeMode = "mosaic",
+    group_by: GroupBy = "datetime",
     overview: str | int | None = "auto",
     labels: VectorSource | None = None,
     label_name: str = "label",
@@ -487,10 +506,10 @@ def stream_chips(
     label_dtype: str = "uint8",
     label_ignore: int | None = None,
     projection: Mapping[str, Any] | None = None,
-    missing_projection: str = "error",
-    edges: str = "drop",
+    missing_projection: Literal["error", "read"] = "error",
+    edges: Edges = "drop",
     batch_size: int = 16,
-    shuffle: bool | str = "chunks",
+    shuffle: Shuffle = "chunks",
     shuffle_block: int = 4,
     shuffle_buffer: int = 4,
     seed: int = 0,
@@ -500,7 +519,7 @@ def stream_chips(
     apply_scale: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
-    remainder: str = "pad",
+    remainder: Remainder = "pad",
 ) -> ChipStream:
     """Stream chips from STAC items or COGs on one target grid, with optional label masks.
 
@@ -558,20 +577,53 @@ def stream_chips(
         share of the epoch, every rank the same number of batches; the stream
         has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
     """
-    ch, cw = (chip_size, chip_size) if isinstance(chip_size, int) else chip_size
-    if ch < 1 or cw < 1:
-        raise ConfigError(f"chip_size={chip_size!r} must be at least 1 pixel.")
-    if stride is None:
-        sh, sw = ch, cw
-    else:
-        sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    for name, value in (
-        ("batch_size", batch_size),
-        ("prefetch", prefetch),
-        ("shuffle_block", shuffle_block),
+    # -- every argument checked before anything is read (ConfigError) --
+    ch, cw = _pixels(chip_size, "chip_size")
+    sh, sw = (ch, cw) if stride is None else _pixels(stride, "stride")
+    assets = check_names(assets, "assets")
+    if bands is not None and (
+        isinstance(bands, str)
+        or not isinstance(bands, Sequence)
+        or not all(isinstance(b, str | int) and not isinstance(b, bool) for b in bands)
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}={value!r} must be a whole number >= 1.")
+        raise ConfigError(f"bands={bands!r} must be a list of band names or 1-based indexes.")
+    if resolution is not None:
+        check_numbers(resolution, "resolution", lengths=(2,), scalar=True, above=0)
+    if bounds is not None:
+        check_numbers(bounds, "bounds", lengths=(4,))
+    elif bounds_crs is not None:
+        raise ConfigError(
+            f"bounds_crs={bounds_crs!r} is the CRS of bounds=, which was not given; pass "
+            "bounds=(left, bottom, right, top) too, or leave bounds_crs out."
+        )
+    if not isinstance(resampling, str | Mapping):
+        raise ConfigError(
+            f"resampling={resampling!r} must be a method name or {{channel: method}}."
+        )
+    time = check_choice(time, "time", TIME_MODES)
+    group_by = check_choice(group_by, "group_by", GROUP_BY)
+    if not (overview is None or (isinstance(overview, str) and overview == "auto")):
+        check_whole(overview, "overview", maximum=64)
+    if not isinstance(label_name, str) or not label_name:
+        raise ConfigError(f"label_name={label_name!r} must be a non-empty name.")
+    all_touched = check_flag(all_touched, "all_touched")
+    if projection is not None and not isinstance(projection, Mapping):
+        raise ConfigError(
+            f"projection={projection!r} must be a mapping with 'crs', 'transform' and 'shape'."
+        )
+    missing_projection = check_choice(missing_projection, "missing_projection", ("error", "read"))
+    edges = check_choice(edges, "edges", EDGES)
+    batch_size = check_whole(batch_size, "batch_size", minimum=1)
+    normalize_shuffle(shuffle)
+    shuffle_block = check_whole(shuffle_block, "shuffle_block", minimum=1)
+    shuffle_buffer = check_whole(shuffle_buffer, "shuffle_buffer", minimum=1)
+    seed = check_whole(seed, "seed", maximum=MAX_SEED)
+    drop_last = check_flag(drop_last, "drop_last")
+    prefetch = check_whole(prefetch, "prefetch", minimum=1)
+    num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
+    apply_scale = check_flag(apply_scale, "apply_scale")
+    label_values(label_dtype, label_fill, label_ignore)
+
     plan = build_plan(
         sources,
         assets=assets,

@@ -7,14 +7,16 @@ from ._plan import (
     REMAINDERS,
     BatchRuns,
     EpochPlan,
+    Remainder,
     round_robin_counts,
     round_robin_index,
     round_robin_next,
 )
 from ._resume import STATE_FORMAT, STATE_VERSION, Cursor, cursor_from_state
-from ._windows import AxisWindows, WindowGrid, build_window_grid
+from ._windows import EDGES, AxisWindows, Edges, WindowGrid, build_window_grid
 
 __all__ = [
+    "EDGES",
     "REMAINDERS",
     "SHUFFLES",
     "STATE_FORMAT",
@@ -23,10 +25,12 @@ __all__ = [
     "BatchRuns",
     "Cursor",
     "EpochOrder",
+    "Edges",
     "EpochPlan",
     "Forecast",
     "ForecastPlan",
     "OrderSpec",
+    "Remainder",
     "WindowGrid",
     "build_window_grid",
     "cursor_from_state",

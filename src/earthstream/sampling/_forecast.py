@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from .._validate import check_names, check_whole
 from ..errors import ConfigError, ForecastError, TimeAxisError
 
 __all__ = ["Forecast", "ForecastPlan", "parse_timedelta", "plan_forecast", "split_forecast"]
@@ -91,16 +92,16 @@ class Forecast:
     every: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.inputs, bool) or not isinstance(self.inputs, int) or self.inputs < 1:
-            raise ConfigError(f"Forecast(inputs={self.inputs!r}) must be a whole number >= 1.")
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ConfigError(f"Forecast(every={self.every!r}) must be a whole number >= 1.")
+        object.__setattr__(
+            self, "inputs", check_whole(self.inputs, "Forecast(inputs)", minimum=1, maximum=2**31)
+        )
+        object.__setattr__(
+            self, "every", check_whole(self.every, "Forecast(every)", minimum=1, maximum=2**31)
+        )
+        if not isinstance(self.dim, str):
+            raise ConfigError(f"Forecast(dim={self.dim!r}) must be the name of the time dim.")
         for name in ("targets", "input_variables"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, (value,))
-            elif value is not None:
-                object.__setattr__(self, name, tuple(value))
+            object.__setattr__(self, name, check_names(getattr(self, name), f"Forecast({name})"))
         for lead in self.leads:
             if lead <= np.timedelta64(0, "ns"):
                 raise ForecastError(
@@ -235,6 +236,11 @@ def plan_forecast(
                 "steps to forecast; stream it in its own modality or leave it out of the "
                 "forecast variables."
             )
+    if forecast.inputs >= len(time):
+        raise ForecastError(
+            f"Forecast(inputs={forecast.inputs}) needs more steps than the {dim!r} axis has "
+            f"({len(time)}) to leave room for a target; use fewer inputs."
+        )
     if len(time) < 2:
         raise ForecastError(
             f"the {dim!r} axis has {len(time)} step(s); a forecast needs at least an input and "

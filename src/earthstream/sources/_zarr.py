@@ -12,6 +12,7 @@ import numpy as np
 
 from .._names import suggest
 from .._units import format_bytes
+from .._validate import check_flag, check_names
 from ..errors import StoreNotFoundError, UnsupportedFormatError, VariableNotFoundError
 from ..storage import StoreLocation, parse_location
 from ..storage._readers import (
@@ -407,6 +408,9 @@ def open_zarr(
     """
     import zarr
 
+    chosen = check_names(variables, "variables")
+    variables = list(chosen) if chosen is not None else None
+    decode_times = check_flag(decode_times, "decode_times")
     location = parse_location(url_or_path, storage_options)
     if location.is_local and not os.path.exists(location.path):
         raise StoreNotFoundError(

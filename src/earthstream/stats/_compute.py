@@ -25,6 +25,7 @@ import numpy as np
 
 from .._names import suggest
 from .._units import parse_bytes
+from .._validate import check_flag, check_names, check_number, check_whole
 from ..errors import ConfigError, DimensionError
 from ..sources import ChunkedSource, VariableInfo, open_zarr
 from ._moments import DEFAULT_COMPRESSION, Moments
@@ -142,8 +143,14 @@ def resolve_selection(
             if _is_label(lo) or _is_label(hi):
                 values = np.asarray(source.coords.get(dim, np.arange(sizes[dim])))
                 if values.dtype.kind == "M":
-                    lo = None if lo is None else np.datetime64(lo)
-                    hi = None if hi is None else np.datetime64(hi)
+                    try:
+                        lo = None if lo is None else np.datetime64(lo)
+                        hi = None if hi is None else np.datetime64(hi)
+                    except ValueError as exc:
+                        raise ConfigError(
+                            f"selection[{dim!r}]={sel!r}: {exc}; {dim!r} holds dates, give "
+                            "them as e.g. '2020-01-31' or '2020-01-31T06:00'."
+                        ) from None
                 start = 0 if lo is None else int(np.searchsorted(values, lo, side="left"))
                 stop = sizes[dim] if hi is None else int(np.searchsorted(values, hi, side="right"))
             else:
@@ -160,6 +167,20 @@ def resolve_selection(
             )
         out[dim] = (start, stop)
     return out
+
+
+def _check_nodata(nodata: Any) -> None:
+    """``"fill"``, ``None``, a finite number, or a name -> one of those; else ConfigError."""
+    values = nodata.values() if isinstance(nodata, Mapping) else [nodata]
+    for value in values:
+        if value is None or (isinstance(value, str) and value == "fill"):
+            continue
+        if isinstance(value, str):
+            raise ConfigError(
+                f"nodata={nodata!r}: use 'fill' (each variable's fill value and nodata "
+                "attributes), None (only NaN is excluded), a number, or a name -> value mapping."
+            )
+        check_number(value, "nodata")
 
 
 def _nodata_of(info: VariableInfo, nodata: Any) -> float | None:
@@ -398,29 +419,51 @@ def compute_stats(
     >>> 250 < float(stats["t2m"].mean) < 300
     True
     """
+    # -- every argument checked before anything is read (ConfigError) --
+    if not isinstance(source, str | os.PathLike | ChunkedSource):
+        raise ConfigError(
+            f"source={source!r} is not a source; pass a path or URL of a Zarr store, or a "
+            "source such as es.open_zarr(...)."
+        )
+    chosen = check_names(variables, "variables")
+    per = check_names(per, "per")
+    if selection is not None and not isinstance(selection, Mapping):
+        raise ConfigError(
+            f"selection={selection!r} must be a mapping of dim -> range, e.g. "
+            "{'time': slice('2020-01-01', '2020-06-30')}."
+        )
+    if not isinstance(quantiles, Sequence) or isinstance(quantiles, str):  # type: ignore[unreachable]
+        raise ConfigError(f"quantiles={quantiles!r} must be a list of levels in [0, 1].")
+    qs = tuple(check_number(q, "quantiles", minimum=0.0, maximum=1.0) for q in quantiles)
+    _check_nodata(nodata)
+    if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
+        raise ConfigError(
+            f"scheduler={scheduler!r}: pass a scheduler address such as 'tcp://host:8786', "
+            "a distributed.Client, 'sync' (this process), or None (a LocalCluster)."
+        )
+    n_workers = check_whole(n_workers, "n_workers", minimum=1, maximum=1024)
+    threads_per_worker = check_whole(
+        threads_per_worker, "threads_per_worker", minimum=1, maximum=1024
+    )
+    task_nbytes = parse_bytes(task_bytes, name="task_bytes")
+    compression = check_number(compression, "compression", minimum=10, maximum=10_000)
+    progress = check_flag(progress, "progress")
+
     if isinstance(source, str | os.PathLike):
         source = open_zarr(source, storage_options=storage_options)
-    if variables is not None:
-        source = source.select([variables] if isinstance(variables, str) else list(variables))
+    if chosen is not None:
+        source = source.select(list(chosen))
     names = list(source.variables)
     all_dims = {d for info in source.variables.values() for d in info.dims}
     if per is None:
         per = tuple(d for d in DEFAULT_PER if d in all_dims)
     else:
-        per = (per,) if isinstance(per, str) else tuple(per)
         for dim in per:
             if dim not in all_dims:
                 raise DimensionError(
                     f"per={dim!r}: no selected variable has that dim.{suggest(dim, list(all_dims))}"
                     f" Dims: {', '.join(sorted(all_dims))}."
                 )
-    qs = tuple(float(q) for q in quantiles)
-    if any(not 0.0 <= q <= 1.0 for q in qs):
-        raise ConfigError(f"quantiles={list(quantiles)!r} must lie in [0, 1].")
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise ConfigError(f"n_workers={n_workers!r} must be a whole number >= 1.")
-    if threads_per_worker < 1:
-        raise ConfigError(f"threads_per_worker={threads_per_worker!r} must be at least 1.")
     if isinstance(scheduler, str) and scheduler != "sync" and "://" not in scheduler:
         raise ConfigError(
             f"scheduler={scheduler!r}: pass a scheduler address such as 'tcp://host:8786', "
@@ -433,7 +476,7 @@ def compute_stats(
         ranges,
         per,
         nodata,
-        max(1, parse_bytes(task_bytes, name="task_bytes")),
+        task_nbytes,
         compression,
     )
     total = sum(t.nbytes for t in tasks)

@@ -61,6 +61,16 @@ def parse_location(
     Local paths become absolute.  ``storage_options`` are passed to the object
     store client (obstore) for remote URLs; they are not allowed for local paths.
     """
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise ConfigError(
+            f"storage_options must be a mapping of option -> value (a "
+            f"{type(storage_options).__name__} was given), e.g. {{'region': 'us-west-2'}}."
+        )
+    if not isinstance(url_or_path, str | os.PathLike):
+        raise ConfigError(
+            f"store location {url_or_path!r} must be a path or URL (a "
+            f"{type(url_or_path).__name__} was given)."
+        )
     options = tuple(sorted((storage_options or {}).items()))
     text = os.fspath(url_or_path)
     if not isinstance(text, str) or not text:

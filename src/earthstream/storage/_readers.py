@@ -14,9 +14,10 @@ import mmap
 import os
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from .._validate import check_number, check_whole
 from ..errors import ConfigError, ForkError
 from ._location import StoreLocation
 from ._retry import RequestStats, RetryPolicy, call_with_retries
@@ -295,6 +296,11 @@ EARTHSTREAM_OPTIONS = ("retry", "max_requests")
 def split_options(options: dict[str, Any]) -> tuple[RetryPolicy, int, dict[str, Any]]:
     """Separate earthstream's own storage options from obstore's."""
     retry = options.get("retry", {}) or {}
+    if not isinstance(retry, Mapping):
+        raise ConfigError(
+            f"storage_options['retry']={retry!r} must be a mapping, e.g. "
+            "{'max_attempts': 5, 'budget_s': 30}."
+        )
     try:
         policy = RetryPolicy(**retry)
     except TypeError as exc:
@@ -302,9 +308,17 @@ def split_options(options: dict[str, Any]) -> tuple[RetryPolicy, int, dict[str, 
             f"storage_options['retry'] has an unknown key ({exc}); use max_attempts, "
             "base_delay, max_delay and budget_s."
         ) from None
-    max_requests = int(options.get("max_requests", DEFAULT_MAX_REQUESTS))
-    if max_requests < 1:
-        raise ConfigError(f"storage_options['max_requests']={max_requests} must be at least 1.")
+    where = "storage_options['retry']"
+    check_whole(policy.max_attempts, f"{where}['max_attempts']", minimum=1, maximum=1000)
+    check_number(policy.base_delay, f"{where}['base_delay']", minimum=0)
+    check_number(policy.max_delay, f"{where}['max_delay']", minimum=0)
+    check_number(policy.budget_s, f"{where}['budget_s']", above=0)
+    max_requests = check_whole(
+        options.get("max_requests", DEFAULT_MAX_REQUESTS),
+        "storage_options['max_requests']",
+        minimum=1,
+        maximum=4096,
+    )
     rest = {k: v for k, v in options.items() if k not in EARTHSTREAM_OPTIONS}
     return policy, max_requests, rest
 
