@@ -236,11 +236,6 @@ def plan_forecast(
                 "steps to forecast; stream it in its own modality or leave it out of the "
                 "forecast variables."
             )
-    if forecast.inputs >= len(time):
-        raise ForecastError(
-            f"Forecast(inputs={forecast.inputs}) needs more steps than the {dim!r} axis has "
-            f"({len(time)}) to leave room for a target; use fewer inputs."
-        )
     if len(time) < 2:
         raise ForecastError(
             f"the {dim!r} axis has {len(time)} step(s); a forecast needs at least an input and "
@@ -251,6 +246,11 @@ def plan_forecast(
     k_step = _steps(step, spacing, "the input step")
     if k_step < 1:
         raise ForecastError(f"Forecast(step={forecast.step!r}) must be positive.")
+    if (forecast.inputs - 1) * k_step >= len(time):  # before listing the input offsets
+        raise ForecastError(
+            f"{forecast.inputs} inputs {_fmt(step)} apart span more than the {dim!r} axis, "
+            f"which covers only {_fmt(time[-1] - time[0])}; use fewer inputs or a shorter lead."
+        )
     ins = [-(forecast.inputs - 1 - j) * k_step for j in range(forecast.inputs)]
     outs = [_steps(lead, spacing, "the lead") for lead in forecast.leads]
     offsets = np.array(sorted(set(ins) | set(outs)), dtype=np.int64)

@@ -346,6 +346,10 @@ class ChunkDecoder:
             spec.order == "C" and self._inverse is None and not spec.filters and self.dtype.isnative
         )
         self._max_stored = max_encoded_nbytes(self._nbytes, spec.bytes_codecs)
+        self._codec_label = "+".join(spec.codec_names) or "none"
+        if spec.shard is not None:  # the inner chunks' own chain
+            inner = "+".join(str(c["id"]) for c in spec.bytes_codecs) or "bytes"
+            self._codec_label = f"sharding_indexed({inner})"
         self._index_cache: dict[str, _ShardIndex | None] = {}
         self._index_lock = threading.Lock()
         self._index_loading: dict[str, threading.Lock] = {}
@@ -414,8 +418,8 @@ class ChunkDecoder:
             raise
         except Exception as exc:
             raise ChunkDecodeError(
-                f"chunk {where!r} could not be decoded with codecs "
-                f"{'+'.join(spec.codec_names) or 'none'}: {exc}. The stored bytes are damaged or "
+                f"chunk {where!r} could not be decoded with codecs {self._codec_label}: {exc}. "
+                "The stored bytes are damaged or "
                 "do not match the array metadata; rewrite the chunk or check the store."
             ) from exc
         if self._inverse is not None:
@@ -493,7 +497,10 @@ class ChunkDecoder:
             if parts is None:  # the shard vanished after its index was read
                 continue
             for i, data, lo, hi in zip(wanted, parts, starts, ends, strict=True):
-                out[i] = RawChunk(data, f"{key}[{lo}:{hi}]")
+                inner = tuple(
+                    j % n for j, n in zip(indices[i], shard.chunks_per_shard, strict=True)
+                )
+                out[i] = RawChunk(data, f"{key}[{lo}:{hi}] (inner chunk {inner})")
         return out
 
     def read(
