@@ -189,11 +189,6 @@ class Stream(ShardedStream):
         encodings: Sequence[str] = (),
     ) -> None:
         # -- every argument checked before anything is read (ConfigError) --
-        if not isinstance(source, str | os.PathLike | ChunkedSource):
-            raise ConfigError(
-                f"source={source!r} is not a source; pass a path or URL of a Zarr store, or a "
-                "source such as es.open_zarr(...) or es.ArraySource(...)."
-            )
         chosen = check_names(variables, "variables")
         edges = check_choice(edges, "edges", EDGES)
         stack = check_flag(stack, "stack")
@@ -212,6 +207,11 @@ class Stream(ShardedStream):
 
         if isinstance(source, str | os.PathLike):
             source = open_zarr(source)
+        if not isinstance(source, ChunkedSource):
+            raise ConfigError(
+                f"source={source!r} is not a source; pass a path or URL of a Zarr store, or a "
+                "source such as es.open_zarr(...) or es.ArraySource(...)."
+            )
         if chosen is not None:
             source = source.select(list(chosen))
         infos = list(source.variables.values())

@@ -261,14 +261,14 @@ class TorchStream(IterableDataset[TorchBatch]):
     Under ``torch.distributed`` (or with ``rank``/``world_size`` given to the
     :class:`~earthstream.Stream`) each rank gets its part of the epoch and all
     ranks yield ``len(ds)`` batches.  Call :meth:`set_epoch` before each epoch.
-
-    Under :meth:`loader` the workers of a rank share one count of corrupt chunks
-    (``corrupt="skip"``: ``max_corrupt`` holds for the epoch as a whole), and
-    after the epoch ``stream.report`` in the main process is the sum of the
-    workers' reports.  A plain ``DataLoader`` with workers does neither: each
-    worker counts for itself and the main process has no report.
     :meth:`state_dict` / :meth:`load_state_dict` resume mid-epoch; they make the
     dataset ``Stateful`` for torchdata's ``StatefulDataLoader``.
+
+    Under :meth:`loader` the workers of a rank share one count of corrupt chunks
+    (``corrupt="skip"``: ``max_corrupt`` holds for the epoch as a whole, per
+    rank), and after the epoch ``stream.report`` in the main process is the sum
+    of the workers' reports.  A plain ``DataLoader`` with workers does neither:
+    each worker counts for itself and the main process has no report.
 
     Parameters
     ----------

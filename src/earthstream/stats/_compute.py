@@ -420,11 +420,6 @@ def compute_stats(
     True
     """
     # -- every argument checked before anything is read (ConfigError) --
-    if not isinstance(source, str | os.PathLike | ChunkedSource):
-        raise ConfigError(
-            f"source={source!r} is not a source; pass a path or URL of a Zarr store, or a "
-            "source such as es.open_zarr(...)."
-        )
     chosen = check_names(variables, "variables")
     per = check_names(per, "per")
     if selection is not None and not isinstance(selection, Mapping):
@@ -451,6 +446,11 @@ def compute_stats(
 
     if isinstance(source, str | os.PathLike):
         source = open_zarr(source, storage_options=storage_options)
+    if not isinstance(source, ChunkedSource):
+        raise ConfigError(
+            f"source={source!r} is not a source; pass a path or URL of a Zarr store, or a "
+            "source such as es.open_zarr(...)."
+        )
     if chosen is not None:
         source = source.select(list(chosen))
     names = list(source.variables)
