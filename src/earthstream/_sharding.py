@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._batch import Batch
+from ._validate import check_whole
 from .errors import ConfigError, ResumeError
 from .sampling import (
     REMAINDERS,
@@ -33,8 +34,14 @@ from .sampling import (
 
 if TYPE_CHECKING:
     from .delivery._torch import TorchStream
+    from .engine import CorruptCount
 
 __all__ = ["ShardedStream", "detect_placement"]
+
+#: Most DataLoader workers per rank (a plan is built per worker).
+MAX_WORKERS = 4096
+#: Largest epoch number (kept in resume states as a JSON integer).
+MAX_EPOCH = 2**62
 
 
 def detect_placement() -> tuple[int, int]:
@@ -58,6 +65,12 @@ class ShardedStream:
 
     order: OrderSpec
     num_threads: int
+    _report: Any = None
+
+    @property
+    def report(self) -> Any:
+        """What the last (or current) pass did (the subclass's report type)."""
+        return self._report
 
     def _init_sharding(self, rank: int | None, world_size: int | None, remainder: str) -> None:
         if remainder not in REMAINDERS:
@@ -84,6 +97,12 @@ class ShardedStream:
         self._pending: Cursor | None = None  # a loaded state, not yet started
         self._live: Cursor | None = None  # the current (or last) iteration's progress
         self._fingerprint: str | None = None
+        #: Corrupt chunks counted with the other DataLoader workers (set by DeviceLoader).
+        self._corrupt_count: CorruptCount | None = None
+
+    def _merge_reports(self, reports: Sequence[Any]) -> None:
+        """The main process of DataLoader workers: its report is the sum of theirs."""
+        self._report = type(reports[0]).merge(reports, shard=self.rank, num_shards=self.world_size)
 
     def _identity(self) -> tuple[dict[str, Any], Mapping[str, np.ndarray]]:
         """A JSON-able description and named arrays the order depends on."""
@@ -135,8 +154,7 @@ class ShardedStream:
         A state loaded with :meth:`load_state_dict` resumes its epoch; setting
         that same epoch keeps it, another epoch starts from its beginning.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, int | np.integer) or epoch < 0:
-            raise ConfigError(f"epoch={epoch!r} must be a non-negative whole number.")
+        epoch = check_whole(epoch, "epoch", maximum=MAX_EPOCH)
         if int(epoch) != self._epoch:
             self._pending = self._live = None
         self._epoch = int(epoch)
@@ -320,8 +338,9 @@ class ShardedStream:
         workers and ranks an epoch serves every window once (plus the declared
         padding).  Progress is recorded for :meth:`state_dict`.
         """
-        if not 0 <= worker < max(1, num_workers):
-            raise ConfigError(f"worker {worker} is outside 0..{max(1, num_workers) - 1}.")
+        num_workers = check_whole(num_workers, "num_workers", maximum=MAX_WORKERS)
+        worker = check_whole(worker, "worker", maximum=max(1, num_workers) - 1)
+        num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
         return self._iter_worker(worker, num_workers, num_threads)
 
     def _iter_worker(
@@ -359,5 +378,8 @@ class ShardedStream:
         :meth:`iter_worker` honour them).  The union over shards is the epoch,
         each window exactly once.
         """
+        num_shards = check_whole(num_shards, "num_shards", minimum=1, maximum=2**31)
+        shard = check_whole(shard, "shard", maximum=num_shards - 1)
+        num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
         batches = shard_range(self.order.n_batches, shard, num_shards)
         return self._run(batches, shard, num_shards, num_threads)

@@ -13,6 +13,18 @@ import numpy as np
 from ._batch import Batch
 from ._sharding import ShardedStream
 from ._units import format_bytes, parse_bytes
+from ._validate import (
+    CORRUPT,
+    MAX_SEED,
+    MISSING,
+    Corrupt,
+    Missing,
+    Shuffle,
+    check_choice,
+    check_flag,
+    check_names,
+    check_whole,
+)
 from .engine import (
     ChunkPolicy,
     Engine,
@@ -24,7 +36,7 @@ from .engine import (
     union_dims,
 )
 from .errors import ConfigError, DimensionError
-from .sampling import OrderSpec, build_window_grid, normalize_shuffle
+from .sampling import EDGES, Edges, OrderSpec, Remainder, build_window_grid, normalize_shuffle
 from .sampling._forecast import (
     Forecast,
     ForecastPlan,
@@ -112,8 +124,12 @@ class Stream(ShardedStream):
         samples that read it are dropped from their batch, counted and logged with
         the chunk's key (``stream.report.corrupt_chunks``).
     max_corrupt
-        With ``corrupt="skip"``, the number of corrupt chunks a pass tolerates
-        before it stops with :class:`~earthstream.errors.CorruptChunksError`.
+        With ``corrupt="skip"``, the number of corrupt chunks an epoch tolerates
+        before it stops with :class:`~earthstream.errors.CorruptChunksError`: per
+        process, and for all DataLoader workers of :meth:`TorchStream.loader
+        <earthstream.delivery.TorchStream.loader>` together (a counter they
+        share); per rank under ``torch.distributed``.  A plain ``DataLoader``
+        over ``stream.to_torch()`` counts per worker.
     rank, world_size
         This process's part of a distributed job.  Default: taken from
         ``torch.distributed`` when it is initialized, else ``0`` of ``1``.  Ranks
@@ -178,9 +194,9 @@ class Stream(ShardedStream):
         stride: Mapping[str, int] | None = None,
         *,
         variables: Sequence[str] | str | None = None,
-        edges: str = "drop",
+        edges: Edges = "drop",
         stack: bool = False,
-        shuffle: bool | str = "chunks",
+        shuffle: Shuffle = "chunks",
         seed: int = 0,
         batch_size: int = 32,
         drop_last: bool = False,
@@ -188,30 +204,38 @@ class Stream(ShardedStream):
         prefetch: int = 2,
         num_threads: int | None = None,
         shuffle_buffer: int | None = None,
-        missing: str = "fill",
-        corrupt: str = "error",
+        missing: Missing = "fill",
+        corrupt: Corrupt = "error",
         max_corrupt: int = 10,
         rank: int | None = None,
         world_size: int | None = None,
-        remainder: str = "pad",
+        remainder: Remainder = "pad",
         forecast: Forecast | Mapping[str, Any] | None = None,
         encodings: Sequence[str] = (),
         sel: Mapping[str, Any] | None = None,
         isel: Mapping[str, Any] | None = None,
     ) -> None:
-        source = as_source(source)
-        if variables is not None:
-            source = source.select([variables] if isinstance(variables, str) else variables)
-        infos = list(source.variables.values())
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1.")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
-            raise ConfigError(f"prefetch={prefetch!r} must be a whole number >= 1.")
-        if num_threads is not None and num_threads < 1:
-            raise ConfigError(f"num_threads={num_threads!r} must be at least 1 (or None).")
-        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-            raise ConfigError(f"seed={seed!r} must be a non-negative whole number.")
+        # -- every argument checked before anything is read (ConfigError) --
+        chosen = check_names(variables, "variables")
+        edges = check_choice(edges, "edges", EDGES)
+        stack = check_flag(stack, "stack")
+        seed = check_whole(seed, "seed", maximum=MAX_SEED)
+        batch_size = check_whole(batch_size, "batch_size", minimum=1)
+        drop_last = check_flag(drop_last, "drop_last")
+        limit = parse_bytes(memory_limit)
+        prefetch = check_whole(prefetch, "prefetch", minimum=1)
+        num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
+        shuffle_buffer = check_whole(shuffle_buffer, "shuffle_buffer", minimum=1, none=True)
+        missing = check_choice(missing, "missing", MISSING)
+        corrupt = check_choice(corrupt, "corrupt", CORRUPT)
+        max_corrupt = check_whole(max_corrupt, "max_corrupt")
+        encodings = check_names(encodings, "encodings", none=False) or ()
         order_kind = normalize_shuffle(shuffle)
+
+        source = as_source(source)
+        if chosen is not None:
+            source = source.select(list(chosen))
+        infos = list(source.variables.values())
         self.policy = ChunkPolicy(missing=missing, corrupt=corrupt, max_corrupt=max_corrupt)
         self._init_sharding(rank, world_size, remainder)
 
@@ -239,7 +263,6 @@ class Stream(ShardedStream):
             grid = grid.with_starts(self.forecast.dim, self.forecast.starts)
         self.encodings = self._check_encodings(encodings, sizes)
         self.layout: StreamLayout = build_layout(infos, grid, stack=stack, coords=self._coords)
-        limit = parse_bytes(memory_limit)
         self.budget = plan_budget(self.layout, batch_size, limit, prefetch)
         self.num_threads = num_threads or default_threads()
 
@@ -344,7 +367,9 @@ class Stream(ShardedStream):
 
     @property
     def report(self) -> EpochReport | None:
-        """What the last (or current) pass in this process did: decodes, bytes, memory."""
+        """What the last (or current) pass did: decodes, bytes, memory, requests, corrupt
+        chunks.  After an epoch through :meth:`TorchStream.loader
+        <earthstream.delivery.TorchStream.loader>` with workers: the sum of its workers'."""
         return self._report
 
     def _run(
@@ -352,7 +377,13 @@ class Stream(ShardedStream):
     ) -> Iterator[Batch]:
         order = self.order.epoch(self._epoch)
         engine = self._engine_for(num_threads or self.num_threads)
-        runner = engine.run(order, batches, shard=shard, num_shards=num_shards)
+        runner = engine.run(
+            order,
+            batches,
+            shard=shard,
+            num_shards=num_shards,
+            corrupt_count=self._corrupt_count,
+        )
         self._report = engine.report
         finish = self._finishes()
         for batch in runner:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -18,6 +21,8 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
+#: Sizes from this on are refused (no machine has them; they would overflow int64 math).
+MAX_BYTES = 2**60
 _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
@@ -33,18 +38,27 @@ def parse_bytes(value: int | float | str, *, name: str = "memory_limit") -> int:
     1536
     >>> parse_bytes(2048)
     2048
+    >>> parse_bytes("1e400")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    earthstream.errors.ConfigError: memory_limit='1e400' is not a size a machine has; ...
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str | np.number):
         raise ConfigError(f"{name}={value!r} is not a size; pass bytes as an int or e.g. '1GB'.")
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | np.number):
         number, unit = float(value), ""
     else:
-        match = _PATTERN.match(str(value))
+        match = _PATTERN.match(value)
         if match is None or match.group(2).lower() not in _UNITS:
             raise ConfigError(
                 f"{name}={value!r} is not a size; write e.g. '1GB', '512MiB' or a number of bytes."
             )
         number, unit = float(match.group(1)), match.group(2).lower()
+    if not math.isfinite(number) or number * _UNITS[unit] >= MAX_BYTES:
+        raise ConfigError(
+            f"{name}={value!r} is not a size a machine has; pass a finite size below "
+            "2**60 bytes, e.g. '1GB'."
+        )
     nbytes = int(number * _UNITS[unit])
     if nbytes <= 0:
         raise ConfigError(f"{name}={value!r} must be a positive size, e.g. '1GB'.")

@@ -226,7 +226,7 @@ def test_placement_from_arguments_and_errors() -> None:
         make(rank=0, world_size=0)
     with pytest.raises(ConfigError, match="remainder='even'"):
         make(remainder="even")
-    with pytest.raises(ConfigError, match=r"worker 2 is outside 0\.\.1"):
+    with pytest.raises(ConfigError, match=r"worker=2 must be a whole number in 0\.\.1"):
         make().iter_worker(2, 2)
 
 

@@ -267,3 +267,90 @@ def test_ranks_share_the_epoch_and_resume(catalog) -> None:
     other = es.stream_chips(catalog, **{**kwargs, "seed": 3})
     with pytest.raises(es.errors.ResumeError):
         other.load_state_dict(state)
+
+
+def _edge_labels(path):
+    """Points, lines and polygons in UTM: inside the target grid, crossing its right and
+    bottom edges, and wholly past them (over real image pixels of scene utm-a)."""
+    import geopandas as gpd
+    from shapely.geometry import LineString, Point, box
+
+    x1, y0 = 502130.0, 4982000.0  # the target grid's right and bottom edges
+    geoms = [
+        box(500600, 4983000, 500900, 4983300),  # inside
+        box(x1 - 100, 4983000, x1 + 150, 4983200),  # crossing the right edge
+        box(x1 + 40, 4983400, x1 + 300, 4983700),  # wholly past the right edge
+        box(500800, y0 - 300, 501100, y0 - 50),  # wholly past the bottom edge
+        LineString([(x1 - 200, 4982500), (x1 + 300, 4982600)]),  # crossing
+        LineString([(x1 + 50, 4984000), (x1 + 320, 4984200)]),  # past
+        Point(x1 - 15, 4983900),  # inside, one pixel from the edge
+        Point(x1 + 25, 4983905),  # past the edge
+        Point(501500, y0 - 35),  # past the bottom edge
+    ]
+    frame = gpd.GeoDataFrame({"class": range(1, len(geoms) + 1)}, geometry=geoms, crs=UTM)
+    frame.to_crs(WGS84).to_parquet(path)  # stored in 4326: reprojected on both sides
+    return path
+
+
+@pytest.mark.parametrize("all_touched", [False, True])
+def test_pad_chips_are_nan_masked_and_ignored_past_the_grid(catalog, tmp_path, all_touched):
+    """edges="pad": past the target grid's edge the image is NaN, the mask False and the
+    labels label_ignore; inside it, chips equal rasterio's reproject and labels equal
+    rasterio.features.rasterize of the same features reprojected by geopandas."""
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    from earthstream.geo._read import RasterBand
+
+    path = _edge_labels(tmp_path / "edge.parquet")
+    vec = es.open_vector(path, "class")
+    bounds = (500500.0, 4982000.0, 502130.0, 4984410.0)  # 163 x 241 px: chips of 64 overhang
+    stream = es.stream_chips(
+        catalog, chip_size=64, crs=UTM, resolution=10, bounds=bounds, edges="pad",
+        labels=vec, all_touched=all_touched, shuffle=False, batch_size=4, assets=["red"],
+    )  # fmt: skip
+    height, width = stream.grid.height, stream.grid.width
+    assert (height, width) == (241, 163)
+    frame = gpd.read_parquet(path).to_crs(UTM)
+    shapes = list(zip(frame.geometry, frame["class"], strict=True))
+    band = RasterBand(1, "x", nodata=0, scale=SCALE, offset=-0.1)
+    order = {s.id: i for i, s in enumerate(stream.plan.scenes)}
+    paths = [s.rasters[0].href for s in sorted(stream.plan.scenes, key=lambda s: order[s.id])]
+    seen, past_pixels, past_features, past_data = 0, 0, 0, 0
+    for batch in stream:
+        assert batch.attrs["label_ignore"] == 255 and batch.attrs["label_fill"] == 0
+        for i, wid in enumerate(batch.window_ids):
+            chip = stream.chip_grid(int(wid))
+            r, c = int(batch.starts["y"][i]), int(batch.starts["x"][i])
+            inside = np.zeros(chip.shape, bool)
+            inside[: height - r, : width - c] = True
+            raw, ok = _reference_mosaic(paths, chip)
+            ref = decode(raw[None], ok[None], [band])[0]
+            past_data += int((ok & ~inside).sum())  # real pixels there, to be hidden
+            ref[~inside] = np.nan
+            np.testing.assert_array_equal(batch["image"][i, 0], ref)
+            np.testing.assert_array_equal(batch.mask[i, 0], ok & inside)
+            burned = rasterize(
+                shapes, out_shape=chip.shape, transform=chip.affine, fill=0,
+                all_touched=all_touched, dtype="uint8",
+            )  # fmt: skip
+            past_features += int((burned[~inside] > 0).sum())
+            burned[~inside] = 255
+            np.testing.assert_array_equal(batch["label"][i], burned)
+            past_pixels += int((~inside).sum())
+            seen += 1
+    assert seen == stream.n_windows == 4 * 3
+    # the edge, source pixels past it and features past it exist
+    assert past_pixels > 0 and past_data > 0 and past_features > 0
+
+
+def test_label_values_are_checked(catalog, labels) -> None:
+    vec = es.open_vector(labels["parquet"], "class")
+    kwargs = {"chip_size": 32, "crs": UTM, "resolution": 40, "labels": vec}
+    with pytest.raises(ConfigError, match="label_ignore=0 equals label_fill=0"):
+        es.stream_chips(catalog, label_ignore=0, **kwargs)
+    with pytest.raises(ConfigError, match="label_ignore=300 does not fit label_dtype=uint8"):
+        es.stream_chips(catalog, label_ignore=300, **kwargs)
+    with pytest.raises(ConfigError, match="label_dtype='float32' must be an integer dtype"):
+        es.stream_chips(catalog, label_dtype="float32", **kwargs)
+    assert es.stream_chips(catalog, label_dtype="int16", **kwargs).labels.ignore == -1

@@ -1,22 +1,77 @@
-"""The ``earthstream`` command: ``demo``, ``bench``, ``info``, ``stats``."""
+"""The ``earthstream`` command: ``demo``, ``bench``, ``info``, ``stats``.
+
+Errors a user can fix print one line on stderr, ``earthstream: error: ...``,
+and set the exit status: 2 for bad arguments or configuration (argparse's
+own code for usage errors), 1 for store and data errors (a missing or damaged
+store, a refused request, corrupt chunks).  ``--debug`` (or
+``EARTHSTREAM_DEBUG=1``) shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
 
-__all__ = ["main"]
+from ..errors import (
+    ConfigError,
+    DimensionError,
+    EarthstreamError,
+    MemoryBudgetError,
+    ResumeError,
+    StatsMismatchError,
+    VariableNotFoundError,
+    WindowError,
+)
+
+__all__ = ["EXIT_DATA", "EXIT_USAGE", "main"]
+
+#: Exit status for bad arguments or configuration (as argparse's usage errors).
+EXIT_USAGE = 2
+#: Exit status for store and data errors (not found, refused, damaged, failed requests).
+EXIT_DATA = 1
+#: Errors of the arguments themselves (exit 2); every other error is the store's or the data's.
+_USAGE_ERRORS = (
+    ConfigError,
+    DimensionError,
+    MemoryBudgetError,
+    ResumeError,
+    StatsMismatchError,
+    VariableNotFoundError,
+    WindowError,
+)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the traceback of an error (also EARTHSTREAM_DEBUG=1)",
+    )
     parser = argparse.ArgumentParser(
         prog="earthstream",
         description="Stream cloud-native geospatial and climate data into ML training.",
+        epilog="Exit status: 0 done, 1 store or data error, 2 bad arguments or configuration.",
+        parents=[debug],
     )
+    parser.add_argument("--version", action="version", version=f"earthstream {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser: Callable[..., argparse.ArgumentParser] = sub.add_parser
 
-    demo = sub.add_parser(
+    def command(name: str, **kwargs: object) -> argparse.ArgumentParser:
+        return add_parser(name, parents=[debug], **kwargs)
+
+    demo = command(
         "demo",
         help="generate an ERA5-like store and train a next-step CNN on it for a minute",
         description=(
@@ -41,7 +96,7 @@ def _parser() -> argparse.ArgumentParser:
         help="weather variables + pressure levels + static fields -> t2m 24 h ahead",
     )
 
-    bench = sub.add_parser(
+    bench = command(
         "bench",
         help="measure earthstream against the decode limit and the peers on one store",
         description=(
@@ -68,10 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--smoke", action="store_true", help="tiny store, one repetition, quick")
     bench.add_argument("--cache-dir", default=None, help="where the stores go")
 
-    info = sub.add_parser("info", help="describe a Zarr store: variables, dims, chunks, codecs")
+    info = command("info", help="describe a Zarr store: variables, dims, chunks, codecs")
     info.add_argument("url", help="local path or URL of the store")
 
-    stats = sub.add_parser(
+    stats = command(
         "stats",
         help="per-variable (and per-level) count, mean, std, min, max, quantiles, on Dask",
         description=(
@@ -109,7 +164,38 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``earthstream`` command; the exit status (see the module's docstring)."""
     args = _parser().parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("EARTHSTREAM_DEBUG", "") not in (
+        "",
+        "0",
+    )
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("earthstream: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"earthstream: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, _USAGE_ERRORS) else EXIT_DATA
+
+
+def _one_line(exc: BaseException) -> str:
+    """The error as one line: its message, and for errors that are not ours its type."""
+    from ..storage._retry import redact
+
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, EarthstreamError | OSError):
+        hint = " (run with --debug for the traceback)"
+        message = f"{type(exc).__name__}: {message}{hint}"
+    return redact(message)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         if args.multimodal:
             from ._demo_multimodal import run_multimodal_demo as run
@@ -143,6 +229,9 @@ def _bench(args: argparse.Namespace) -> int:
     from ._demo import cache_dir
 
     layouts = tuple(LAYOUTS) if args.layouts == "all" else tuple(args.layouts.split(","))
+    for layout in layouts:
+        if layout not in LAYOUTS:
+            raise ConfigError(f"--layouts has {layout!r}; use any of {', '.join(LAYOUTS)} or all.")
     config = BenchConfig(
         folder=cache_dir(args.cache_dir) / "bench",
         size="smoke" if args.smoke else args.size,
@@ -166,8 +255,9 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
+
+    import numpy as np
 
     from ..stats import compute_stats
 
@@ -179,26 +269,41 @@ def _stats(args: argparse.Namespace) -> int:
     if args.time:
         start, sep, end = args.time.partition(":")
         if not sep:
-            from ..errors import ConfigError
-
             raise ConfigError(f"--time {args.time!r}: give START:END (either may be empty).")
 
         def bound(text: str) -> int | str | None:  # positions if whole numbers, else labels
             text = text.strip()
-            return int(text) if text.lstrip("-").isdigit() else (text or None)
+            if text.lstrip("-").isdigit():
+                return int(text)
+            if text:
+                try:
+                    np.datetime64(text)
+                except ValueError as exc:
+                    raise ConfigError(
+                        f"--time {args.time!r}: {text!r} is neither a position nor a date "
+                        f"({exc}); write e.g. 2020-01-01:2020-06-30 or 0:100."
+                    ) from None
+            return text or None
 
         first, last = bound(start), bound(end)
         if isinstance(first, str) or isinstance(last, str):
             sel = {"time": slice(first, last)}  # labels, both ends inclusive (xarray's sel)
         else:
             isel = {"time": slice(first, last)}
+    try:
+        quantiles = [float(q) for q in args.quantiles.split(",") if q.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--quantiles {args.quantiles!r} must be comma-separated numbers in [0, 1], "
+            "e.g. 0.01,0.5,0.99."
+        ) from None
     stats = compute_stats(
         args.url,
         names(args.variables),
         per=names(args.per),
         sel=sel,
         isel=isel,
-        quantiles=[float(q) for q in args.quantiles.split(",") if q.strip()],
+        quantiles=quantiles,
         scheduler=args.scheduler,
         n_workers=args.workers,
         threads_per_worker=args.threads_per_worker,

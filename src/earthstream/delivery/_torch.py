@@ -26,13 +26,15 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .._batch import Batch
+from .._sharding import MAX_WORKERS
+from .._validate import check_flag, check_whole
 from ..errors import ConfigError, ResumeError
 
 if TYPE_CHECKING:
     from .._sharding import ShardedStream
     from ..stats import Normalizer
 
-__all__ = ["DeviceLoader", "TorchBatch", "TorchStream", "to_tensor"]
+__all__ = ["DeviceLoader", "SharedCount", "TorchBatch", "TorchStream", "WorkerReport", "to_tensor"]
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor | np.ndarray:
@@ -180,6 +182,31 @@ class TorchBatch:
         return f"{head} {body} on {device}>"
 
 
+@dataclass(frozen=True)
+class WorkerReport:
+    """A DataLoader worker's last item under :meth:`TorchStream.loader`: what its pass
+    did (taken by :class:`DeviceLoader`, never handed to the training loop)."""
+
+    worker: int
+    report: Any
+
+
+class SharedCount:
+    """A count shared by the DataLoader workers of one loader (``multiprocessing.Value``)."""
+
+    def __init__(self, context: Any) -> None:
+        self._value = context.Value("q", 0)
+
+    def add(self, n: int) -> int:
+        with self._value.get_lock():
+            self._value.value += n
+            return int(self._value.value)
+
+    @property
+    def value(self) -> int:
+        return int(self._value.value)
+
+
 def _views(stream: ShardedStream) -> dict[str, _View]:
     layout = getattr(stream, "layout", None)
     if layout is None or not layout.stack:  # a ChipStream has no chunk layout
@@ -237,6 +264,12 @@ class TorchStream(IterableDataset[TorchBatch]):
     :meth:`state_dict` / :meth:`load_state_dict` resume mid-epoch; they make the
     dataset ``Stateful`` for torchdata's ``StatefulDataLoader``.
 
+    Under :meth:`loader` the workers of a rank share one count of corrupt chunks
+    (``corrupt="skip"``: ``max_corrupt`` holds for the epoch as a whole, per
+    rank), and after the epoch ``stream.report`` in the main process is the sum
+    of the workers' reports.  A plain ``DataLoader`` with workers does neither:
+    each worker counts for itself and the main process has no report.
+
     Parameters
     ----------
     stream
@@ -277,9 +310,13 @@ class TorchStream(IterableDataset[TorchBatch]):
     ) -> None:
         super().__init__()
         self.stream = stream
-        self.device = torch.device(device)
-        self.non_blocking = non_blocking
-        self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
+        self.device = _device(device)
+        self.non_blocking = check_flag(non_blocking, "non_blocking")
+        self.pin_memory = (
+            self.device.type == "cuda"
+            if pin_memory is None
+            else check_flag(pin_memory, "pin_memory")
+        )
         self._views = _views(stream)
         self.normalizer = _normalizer(normalize)
         self._device_stage = False  # set while DeviceLoader starts workers: it calls to_device
@@ -344,6 +381,8 @@ class TorchStream(IterableDataset[TorchBatch]):
             if info is None:  # in the main process: the last stage runs here
                 out = self.to_device(out)
             yield out
+        if info is not None and self._device_stage:  # DeviceLoader sums the workers' reports
+            yield WorkerReport(worker, self.stream.report)  # type: ignore[misc]
 
     def to_device(self, batch: TorchBatch) -> TorchBatch:
         """Move a batch to the target device (pinning first when asked), then normalize it
@@ -363,6 +402,7 @@ class TorchStream(IterableDataset[TorchBatch]):
         go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``).  The
         loader has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
         """
+        num_workers = check_whole(num_workers, "num_workers", maximum=MAX_WORKERS)
         if kwargs.get("persistent_workers"):
             raise ConfigError(
                 "persistent_workers=True keeps each worker's copy of the dataset across "
@@ -382,6 +422,21 @@ class TorchStream(IterableDataset[TorchBatch]):
         return DeviceLoader(loader, self)
 
 
+def _device(device: Any) -> torch.device:
+    """``device`` as a ``torch.device``; a :class:`ConfigError` naming it otherwise."""
+    if not isinstance(device, str | torch.device):
+        raise ConfigError(
+            f"device={device!r} is not a device; pass e.g. 'cpu', 'cuda', 'cuda:1' or a "
+            "torch.device."
+        )
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            f"device={device!r} is not a device ({exc}); pass e.g. 'cpu', 'cuda' or 'cuda:1'."
+        ) from None
+
+
 def _normalizer(normalize: Any) -> Normalizer | None:
     if normalize is None:
         return None
@@ -389,7 +444,8 @@ def _normalizer(normalize: Any) -> Normalizer | None:
 
     if isinstance(normalize, Normalizer):
         return normalize
-    if isinstance(normalize, Stats | str | os.PathLike | list | tuple):
+    parts = normalize if isinstance(normalize, list | tuple) else [normalize]
+    if parts and all(isinstance(p, Stats | str | os.PathLike) for p in parts):
         return Normalizer(normalize)
     raise ConfigError(
         f"normalize={type(normalize).__name__}: pass the path of a statistics file "
@@ -414,8 +470,16 @@ class DeviceLoader:
         self.loader = loader
         self.dataset = dataset
 
+    @property
+    def report(self) -> Any:
+        """The last epoch's report in this process: with workers, the sum of theirs
+        (see ``Stream.report``); set when an epoch ends."""
+        return self.dataset.stream.report
+
     def __len__(self) -> int:
-        return len(self.loader)
+        # len(dataset), not len(self.loader): the DataLoader would warn about the workers'
+        # reports, which it counts as items beyond that length.
+        return len(self.dataset)
 
     def state_dict(self) -> dict[str, Any]:
         """The stream state after the batches this loader handed out (see ``Stream.state_dict``)."""
@@ -433,11 +497,37 @@ class DeviceLoader:
         stream = self.dataset.stream
         cursor = stream._hand_over(num_workers)
         self.dataset._device_stage = True  # the workers' copies know the last stage runs here
+        context = self.loader.multiprocessing_context or torch.multiprocessing.get_context()
+        # max_corrupt for all workers together; kept alive here while the workers run
+        # (spawned ones open it after iter() returns).
+        count = stream._corrupt_count = SharedCount(context)
         try:
             batches = iter(self.loader)  # starts the workers, each with a copy of the stream
         finally:
             stream._handed_over()
             self.dataset._device_stage = False
-        for position, batch in enumerate(batches, cursor.position + 1):
+            stream._corrupt_count = None
+        reports: list[Any] = []
+        position = cursor.position
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except Exception as exc:  # a worker failed (torch re-raises its error here)
+                # Drop the traceback (it holds the DataLoader iterator) and the iterator,
+                # so the other workers stop now rather than at a later garbage collection;
+                # torch's message carries the worker's own traceback.
+                exc = exc.with_traceback(None)
+                del batches
+                raise exc
+            if isinstance(batch, WorkerReport):
+                if batch.report is not None:
+                    reports.append(batch.report)
+                continue
+            position += 1
             stream._consumed(cursor, position)
             yield self.dataset.to_device(batch)
+        if reports:
+            stream._merge_reports(reports)
+        del count

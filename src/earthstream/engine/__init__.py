@@ -2,7 +2,7 @@
 
 from ._assemble import BatchArrays, cut_batch, validity_mask
 from ._budget import Budget, plan_budget, sweep_size
-from ._engine import ChunkPolicy, Engine
+from ._engine import ChunkPolicy, CorruptCount, Engine
 from ._layout import StreamLayout, VarLayout, build_layout, union_dims
 from ._loader import ChunkLoader
 from ._plan import BatchPlan, VarPlan, plan_span
@@ -15,6 +15,7 @@ __all__ = [
     "Budget",
     "ChunkLoader",
     "ChunkPolicy",
+    "CorruptCount",
     "Engine",
     "EpochReport",
     "SlotCache",

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -82,6 +82,14 @@ class ChunkPolicy:
             raise ConfigError(f"corrupt={self.corrupt!r} must be 'error' or 'skip'.")
         if self.max_corrupt < 0:
             raise ConfigError(f"max_corrupt={self.max_corrupt} must be 0 or more.")
+
+
+class CorruptCount(Protocol):
+    """Corrupt chunks counted across processes (the DataLoader workers of one rank)."""
+
+    def add(self, n: int) -> int:
+        """Count ``n`` more; the total so far."""
+        ...
 
 
 class _Held:
@@ -216,13 +224,20 @@ class Engine:
 
     # -- consumer side ---------------------------------------------------------------
     def run(
-        self, order: EpochOrder, batches: Sequence[int], *, shard: int = 0, num_shards: int = 1
+        self,
+        order: EpochOrder,
+        batches: Sequence[int],
+        *,
+        shard: int = 0,
+        num_shards: int = 1,
+        corrupt_count: CorruptCount | None = None,
     ) -> Iterator[Batch]:
         """Yield the batches ``batches`` of ``order``, assembled in the background.
 
         ``batches`` are global batch indices in non-decreasing order (the cache
         uses them as the time of each chunk's next use): a ``range`` or a
-        :class:`~earthstream.sampling.BatchRuns`.
+        :class:`~earthstream.sampling.BatchRuns`.  ``corrupt_count``, shared by
+        several processes, makes ``max_corrupt`` hold for all of them together.
         """
         report = EpochReport(
             epoch=order.epoch,
@@ -238,7 +253,7 @@ class Engine:
         held = _Held(self.budget.batch_slots, wake)
         worker = threading.Thread(
             target=self._schedule,
-            args=(order, batches, out, stop, held, wake, report),
+            args=(order, batches, out, stop, held, wake, report, corrupt_count),
             name="earthstream-scheduler",
             daemon=True,
         )
@@ -279,12 +294,13 @@ class Engine:
         held: _Held,
         wake: queue.SimpleQueue[Any],
         report: EpochReport,
+        corrupt_count: CorruptCount | None = None,
     ) -> None:
         cuts = ThreadPoolExecutor(self.num_threads, thread_name_prefix="earthstream-cut")
         pools, owned = self._take_pools()
         stats = getattr(self.source, "request_stats", None)
         before = stats() if stats else None
-        state = _Pass(self, pools, cuts, stop, held, wake, report)
+        state = _Pass(self, pools, cuts, stop, held, wake, report, corrupt_count)
         try:
             state.run(order, batches, out)
             out.put(_DONE)
@@ -324,8 +340,10 @@ class _Pass:
         held: _Held,
         wake: queue.SimpleQueue[Any],
         report: EpochReport,
+        corrupt_count: CorruptCount | None = None,
     ) -> None:
         self.engine = engine
+        self.corrupt_count = corrupt_count
         self.layout = engine.layout
         self.source = engine.source
         self.policy = engine.policy
@@ -387,10 +405,13 @@ class _Pass:
             self.bad.add(key)
             self.report.corrupt_chunks.append(where)
             log.warning("earthstream: skipping corrupt chunk %s: %s", where, exc)
-            if len(self.bad) > self.policy.max_corrupt:
+            shared = self.corrupt_count
+            total = len(self.bad) if shared is None else shared.add(1)
+            if total > self.policy.max_corrupt:
+                scope = "this pass" if shared is None else "this epoch by the DataLoader workers"
                 raise CorruptChunksError(
-                    f"{len(self.bad)} chunks failed to decode in this pass, more than "
-                    f"max_corrupt={self.policy.max_corrupt} (the first: "
+                    f"{total} chunks failed to decode in {scope}, more than "
+                    f"max_corrupt={self.policy.max_corrupt} (the first here: "
                     f"{self.report.corrupt_chunks[0]}). Check the store, or raise max_corrupt."
                 ) from exc
             return

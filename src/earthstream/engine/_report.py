@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .._units import format_bytes
 
 __all__ = ["EpochReport"]
+
+#: Fields that add up over the processes of one epoch.
+_SUMMED = (
+    "batches",
+    "samples",
+    "chunks_decoded",
+    "chunks_missing",
+    "chunk_uses",
+    "bytes_decoded",
+    "bytes_delivered",
+    "evictions",
+    "memory_limit",
+    "cache_capacity",
+    "peak_cache_bytes",
+    "peak_held_bytes",
+    "stall_s",
+    "backpressure_s",
+    "requests",
+    "retries",
+    "bytes_read",
+    "samples_dropped",
+)
 
 
 @dataclass
@@ -42,6 +65,38 @@ class EpochReport:
     corrupt_chunks: list[str] = field(default_factory=list)  # skipped (corrupt="skip")
     samples_dropped: int = 0  # samples dropped for reading a corrupt chunk
     finished: bool = False
+
+    @classmethod
+    def merge(
+        cls, reports: Sequence[EpochReport], *, shard: int = 0, num_shards: int = 1
+    ) -> EpochReport:
+        """One report for several processes' passes of an epoch (the DataLoader workers
+        of rank ``shard`` of ``num_shards``).
+
+        Counts, bytes, times waited, requests and failures add up; memory adds up
+        too (each process has its own ``memory_limit``); corrupt chunks are listed
+        in order of the reports; ``elapsed_s`` is the longest pass.
+
+        >>> a, b = EpochReport(epoch=1, batches=2, samples=8), EpochReport(epoch=1, batches=1)
+        >>> merged = EpochReport.merge([a, b])
+        >>> merged.batches, merged.samples, merged.epoch
+        (3, 8, 1)
+        """
+        if not reports:
+            raise ValueError("no reports to merge")
+        merged = cls(epoch=reports[0].epoch, shard=shard, num_shards=num_shards)
+        for name in _SUMMED:
+            setattr(merged, name, sum(getattr(r, name) for r in reports))
+        for r in reports:
+            merged.decodes.update(r.decodes)
+            merged.corrupt_chunks.extend(r.corrupt_chunks)
+            for kind, n in r.failures.items():
+                merged.failures[kind] = merged.failures.get(kind, 0) + n
+        merged.elapsed_s = max(r.elapsed_s for r in reports)
+        started = [r.first_batch_s for r in reports if r.batches]
+        merged.first_batch_s = min(started) if started else 0.0
+        merged.finished = all(r.finished for r in reports)
+        return merged
 
     @property
     def cache_hits(self) -> int:

@@ -24,17 +24,26 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .._batch import Batch
 from .._sharding import ShardedStream
+from .._validate import (
+    MAX_SEED,
+    Shuffle,
+    check_choice,
+    check_flag,
+    check_names,
+    check_numbers,
+    check_whole,
+)
 from ..errors import ConfigError
-from ..sampling import OrderSpec, build_window_grid, normalize_shuffle
+from ..sampling import EDGES, Edges, OrderSpec, Remainder, build_window_grid, normalize_shuffle
 from ..storage._secrets import redact
 from ._grid import GridSpec, PixelWindow, transformer
-from ._plan import ChipPlan, build_plan
+from ._plan import GROUP_BY, TIME_MODES, ChipPlan, GroupBy, TimeMode, build_plan
 from ._read import decode, read_chip
 
 if TYPE_CHECKING:
@@ -45,13 +54,56 @@ __all__ = ["ChipReport", "ChipStream", "LabelSpec", "stream_chips"]
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """How labels are burned into each chip."""
+    """How labels are burned into each chip.
+
+    ``fill`` is the background (no feature); ``ignore`` marks pixels past the
+    target grid's edge (``edges="pad"``), where there is no data to label.
+    """
 
     source: VectorSource
     name: str = "label"
     all_touched: bool = False
     fill: int = 0
     dtype: str = "uint8"
+    ignore: int = 255
+
+
+def label_values(dtype: Any, fill: Any, ignore: Any) -> tuple[str, int, int]:
+    """Check the label dtype, background and ignore values: ``(dtype, fill, ignore)``.
+
+    ``ignore=None`` takes the dtype's largest value (255 for uint8), or -1 for
+    signed dtypes.
+
+    >>> label_values("uint8", 0, None)
+    ('uint8', 0, 255)
+    >>> label_values("int16", 0, None)
+    ('int16', 0, -1)
+    """
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:
+        np_dtype = np.dtype("O")
+    if np_dtype.kind not in "iu":
+        raise ConfigError(
+            f"label_dtype={dtype!r} must be an integer dtype, e.g. 'uint8' or 'int32'."
+        )
+    info = np.iinfo(np_dtype)
+    if ignore is None:
+        ignore = info.max if np_dtype.kind == "u" else -1
+    for name, value in (("label_fill", fill), ("label_ignore", ignore)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ConfigError(f"{name}={value!r} must be a whole number.")
+        if not info.min <= value <= info.max:
+            raise ConfigError(
+                f"{name}={value} does not fit label_dtype={np_dtype.name} "
+                f"({info.min}..{info.max}); pick another value or a wider dtype."
+            )
+    if ignore == fill:
+        raise ConfigError(
+            f"label_ignore={ignore} equals label_fill={fill}: pixels past the grid's edge "
+            "(edges='pad') would look like background. Give them different values."
+        )
+    return np_dtype.name, int(fill), int(ignore)
 
 
 @dataclass
@@ -69,6 +121,23 @@ class ChipReport:
     overview_levels: Counter[int | None] = field(default_factory=Counter)
     elapsed_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def merge(
+        cls, reports: Sequence[ChipReport], *, shard: int = 0, num_shards: int = 1
+    ) -> ChipReport:
+        """One report for the DataLoader workers of rank ``shard``: counts add up,
+        ``elapsed_s`` is the longest pass."""
+        merged = cls(epoch=reports[0].epoch, shard=shard, num_shards=num_shards)
+        for r in reports:
+            merged.batches += r.batches
+            merged.chips += r.chips
+            merged.raster_reads += r.raster_reads
+            merged.aligned_reads += r.aligned_reads
+            merged.skipped += r.skipped
+            merged.overview_levels.update(r.overview_levels)
+        merged.elapsed_s = max(r.elapsed_s for r in reports)
+        return merged
 
     @property
     def chips_per_s(self) -> float:
@@ -170,7 +239,8 @@ class ChipStream(ShardedStream):
     def read_chip(self, window_id: int) -> dict[str, np.ndarray]:
         """Image, validity and label of one chip (what a batch holds for it)."""
         out = self._allocate(1)
-        self._fill(0, self.chip_grid(window_id), out, None)
+        row, col = (int(v) for v in self.order.grid.starts_of(np.array([window_id]))[0])
+        self._fill(0, PixelWindow(row, col, *self.chip_shape), out, None)
         return {k: v[0] for k, v in out.items()}
 
     def _allocate(self, n: int) -> dict[str, np.ndarray]:
@@ -188,9 +258,17 @@ class ChipStream(ShardedStream):
         return out
 
     def _fill(
-        self, i: int, chip: GridSpec, out: dict[str, np.ndarray], report: ChipReport | None
+        self, i: int, window: PixelWindow, out: dict[str, np.ndarray], report: ChipReport | None
     ) -> None:
+        """Read chip ``window`` (pixels of the target grid) into row ``i`` of ``out``.
+
+        With ``edges="pad"`` the part past the target grid's edge is not read: it stays
+        NaN (image), False (mask) and ``label_ignore`` (labels).
+        """
         plan = self.plan
+        inside = window.intersection(plan.grid.full_window())  # pad chips start inside
+        h, w = inside.height, inside.width
+        chip = plan.grid.window(inside)
         left, bottom, right, top = chip.bounds
         fp = self._footprints
         touches = (fp[:, 0] < right) & (fp[:, 2] > left) & (fp[:, 1] < top) & (fp[:, 3] > bottom)
@@ -198,8 +276,8 @@ class ChipStream(ShardedStream):
         reads = aligned = skipped = 0
         levels: Counter[int | None] = Counter()
         for t, slot in enumerate(plan.slots):
-            image = out["image"][i, t] if stack else out["image"][i]
-            valid = out["valid"][i, t] if stack else out["valid"][i]
+            image = (out["image"][i, t] if stack else out["image"][i])[:, :h, :w]
+            valid = (out["valid"][i, t] if stack else out["valid"][i])[:, :h, :w]
             for s in slot:
                 if not touches[s]:
                     continue
@@ -230,7 +308,8 @@ class ChipStream(ShardedStream):
         if self.labels is not None:
             spec = self.labels
             index = spec.source.index(plan.grid.crs, plan.grid.bounds)
-            out["label"][i] = index.rasterize(
+            out["label"][i] = spec.ignore  # past the edge; the inside is burned next
+            out["label"][i, :h, :w] = index.rasterize(
                 chip, all_touched=spec.all_touched, fill=spec.fill, dtype=spec.dtype
             )
         if report is not None:
@@ -288,9 +367,12 @@ class ChipStream(ShardedStream):
         image_dims = ("time", "band", "y", "x") if stack else ("band", "y", "x")
         data = {"image": out["image"]}
         dims: dict[str, tuple[str, ...]] = {"image": image_dims}
+        attrs: dict[str, Any] = {"grid": plan.grid, "crs": plan.grid.crs, "time": plan.time}
         if self.labels is not None:
             data[self.labels.name] = out["label"]
             dims[self.labels.name] = ("y", "x")
+            attrs["label_fill"] = self.labels.fill
+            attrs["label_ignore"] = self.labels.ignore
         return Batch(
             data=data,
             dims=dims,
@@ -302,7 +384,7 @@ class ChipStream(ShardedStream):
             mask=out["valid"],
             mask_dims=image_dims,
             channels=plan.channels,
-            attrs={"grid": plan.grid, "crs": plan.grid.crs, "time": plan.time},
+            attrs=attrs,
         )
 
     def _identity(self) -> tuple[dict[str, Any], Mapping[str, np.ndarray]]:
@@ -340,11 +422,7 @@ class ChipStream(ShardedStream):
                         starts = self.order.grid.starts_of(ids)
                         futures = [
                             pool.submit(
-                                self._fill,
-                                i,
-                                self.plan.grid.window(PixelWindow(int(r), int(c), h, w)),
-                                out,
-                                report,
+                                self._fill, i, PixelWindow(int(r), int(c), h, w), out, report
                             )
                             for i, (r, c) in enumerate(starts)
                         ]
@@ -379,6 +457,16 @@ class ChipStream(ShardedStream):
         )
 
 
+def _pixels(value: Any, name: str) -> tuple[int, int]:
+    """A size or step in pixels: one whole number, or ``(rows, columns)``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ConfigError(f"{name}={value!r} must be one number of pixels or (rows, columns).")
+        return check_whole(value[0], name, minimum=1), check_whole(value[1], name, minimum=1)
+    n = check_whole(value, name, minimum=1)
+    return n, n
+
+
 def _file_dtype(ref: Any) -> str:
     dtype = ref.bands[0].dtype
     if dtype is None:
@@ -409,19 +497,20 @@ def stream_chips(
     bounds: Sequence[float] | None = None,
     bounds_crs: Any = None,
     resampling: str | Mapping[str, str] = "nearest",
-    time: str = "mosaic",
-    group_by: str = "datetime",
+    time: TimeMode = "mosaic",
+    group_by: GroupBy = "datetime",
     overview: str | int | None = "auto",
     labels: VectorSource | None = None,
     label_name: str = "label",
     all_touched: bool = False,
     label_fill: int = 0,
     label_dtype: str = "uint8",
+    label_ignore: int | None = None,
     projection: Mapping[str, Any] | None = None,
-    missing_projection: str = "error",
-    edges: str = "drop",
+    missing_projection: Literal["error", "read"] = "error",
+    edges: Edges = "drop",
     batch_size: int = 16,
-    shuffle: bool | str = "chunks",
+    shuffle: Shuffle = "chunks",
     shuffle_block: int = 4,
     shuffle_buffer: int = 4,
     seed: int = 0,
@@ -431,7 +520,7 @@ def stream_chips(
     apply_scale: bool = True,
     rank: int | None = None,
     world_size: int | None = None,
-    remainder: str = "pad",
+    remainder: Remainder = "pad",
 ) -> ChipStream:
     """Stream chips from STAC items or COGs on one target grid, with optional label masks.
 
@@ -463,12 +552,20 @@ def stream_chips(
         always full resolution.
     labels
         A :func:`~earthstream.open_vector` source burned per chip into
-        ``batch[label_name]`` (``all_touched``, ``label_fill``, ``label_dtype``).
+        ``batch[label_name]`` (``all_touched``, ``label_fill``: the background,
+        ``label_dtype``).
+    label_ignore
+        The label of pixels past the target grid's edge (``edges="pad"``), for a
+        loss to ignore; must differ from ``label_fill``.  Default: the dtype's
+        largest value (255 for uint8), -1 for signed dtypes.  Also in
+        ``batch.attrs["label_ignore"]``.
     projection, missing_projection
         For STAC assets without projection metadata: the grid to assume
         (``{"crs", "transform", "shape"}``), or ``"read"`` the file headers.
     edges
-        ``"drop"`` chips reaching past the target grid, or ``"pad"`` them (NaN).
+        ``"drop"`` chips reaching past the target grid, or ``"pad"`` them: past
+        the grid's edge nothing is read, the image is NaN, ``batch.mask`` False
+        and labels ``label_ignore``.
     batch_size, shuffle, shuffle_block, shuffle_buffer, seed, drop_last
         As :class:`earthstream.Stream`; ``shuffle="chunks"`` mixes chips of
         ``shuffle_buffer`` blocks of ``shuffle_block`` x ``shuffle_block`` chips.
@@ -481,20 +578,53 @@ def stream_chips(
         share of the epoch, every rank the same number of batches; the stream
         has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
     """
-    ch, cw = (chip_size, chip_size) if isinstance(chip_size, int) else chip_size
-    if ch < 1 or cw < 1:
-        raise ConfigError(f"chip_size={chip_size!r} must be at least 1 pixel.")
-    if stride is None:
-        sh, sw = ch, cw
-    else:
-        sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    for name, value in (
-        ("batch_size", batch_size),
-        ("prefetch", prefetch),
-        ("shuffle_block", shuffle_block),
+    # -- every argument checked before anything is read (ConfigError) --
+    ch, cw = _pixels(chip_size, "chip_size")
+    sh, sw = (ch, cw) if stride is None else _pixels(stride, "stride")
+    assets = check_names(assets, "assets")
+    if bands is not None and (
+        isinstance(bands, str)
+        or not isinstance(bands, Sequence)
+        or not all(isinstance(b, str | int) and not isinstance(b, bool) for b in bands)
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}={value!r} must be a whole number >= 1.")
+        raise ConfigError(f"bands={bands!r} must be a list of band names or 1-based indexes.")
+    if resolution is not None:
+        check_numbers(resolution, "resolution", lengths=(2,), scalar=True, above=0)
+    if bounds is not None:
+        check_numbers(bounds, "bounds", lengths=(4,))
+    elif bounds_crs is not None:
+        raise ConfigError(
+            f"bounds_crs={bounds_crs!r} is the CRS of bounds=, which was not given; pass "
+            "bounds=(left, bottom, right, top) too, or leave bounds_crs out."
+        )
+    if not isinstance(resampling, str | Mapping):
+        raise ConfigError(
+            f"resampling={resampling!r} must be a method name or {{channel: method}}."
+        )
+    time = check_choice(time, "time", TIME_MODES)
+    group_by = check_choice(group_by, "group_by", GROUP_BY)
+    if not (overview is None or (isinstance(overview, str) and overview == "auto")):
+        check_whole(overview, "overview", maximum=64)
+    if not isinstance(label_name, str) or not label_name:
+        raise ConfigError(f"label_name={label_name!r} must be a non-empty name.")
+    all_touched = check_flag(all_touched, "all_touched")
+    if projection is not None and not isinstance(projection, Mapping):
+        raise ConfigError(
+            f"projection={projection!r} must be a mapping with 'crs', 'transform' and 'shape'."
+        )
+    missing_projection = check_choice(missing_projection, "missing_projection", ("error", "read"))
+    edges = check_choice(edges, "edges", EDGES)
+    batch_size = check_whole(batch_size, "batch_size", minimum=1)
+    normalize_shuffle(shuffle)
+    shuffle_block = check_whole(shuffle_block, "shuffle_block", minimum=1)
+    shuffle_buffer = check_whole(shuffle_buffer, "shuffle_buffer", minimum=1)
+    seed = check_whole(seed, "seed", maximum=MAX_SEED)
+    drop_last = check_flag(drop_last, "drop_last")
+    prefetch = check_whole(prefetch, "prefetch", minimum=1)
+    num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
+    apply_scale = check_flag(apply_scale, "apply_scale")
+    label_values(label_dtype, label_fill, label_ignore)
+
     plan = build_plan(
         sources,
         assets=assets,
@@ -531,7 +661,8 @@ def stream_chips(
     )
     label_spec = None
     if labels is not None:
-        label_spec = LabelSpec(labels, label_name, all_touched, label_fill, label_dtype)
+        dtype_name, fill, ignore = label_values(label_dtype, label_fill, label_ignore)
+        label_spec = LabelSpec(labels, label_name, all_touched, fill, dtype_name, ignore)
     return ChipStream(
         plan,
         order,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -19,10 +19,23 @@ from ..storage._secrets import redact
 from ._grid import Bounds, GridSpec, crs_units, is_geographic, normalize_crs, reproject_bounds
 from ._read import RasterBand, RasterRef, check_resampling
 
-__all__ = ["TIME_MODES", "ChipPlan", "Scene", "build_plan", "target_grid"]
+__all__ = [
+    "GROUP_BY",
+    "TIME_MODES",
+    "ChipPlan",
+    "GroupBy",
+    "Scene",
+    "TimeMode",
+    "build_plan",
+    "target_grid",
+]
 
-TIME_MODES = ("mosaic", "stack")
-GROUP_BY = ("datetime", "day")
+#: Scenes overlapping in time: mosaicked (first valid pixel), or one slot per date.
+TimeMode = Literal["mosaic", "stack"]
+TIME_MODES: tuple[TimeMode, ...] = ("mosaic", "stack")
+#: What makes a time slot under ``time="stack"``.
+GroupBy = Literal["datetime", "day"]
+GROUP_BY: tuple[GroupBy, ...] = ("datetime", "day")
 
 
 @dataclass(frozen=True)

@@ -379,7 +379,7 @@ class MultiStream(Stream):
             if "/" in name or name == "target":
                 raise ConfigError(f"modality name {name!r} may not contain '/' or be 'target'.")
         primary = primary or next(iter(specs))
-        if primary not in specs:
+        if not isinstance(primary, str) or primary not in specs:
             raise ConfigError(f"primary={primary!r} is not one of the modalities {list(specs)}.")
         self.primary = primary
         self.resolution = resolution

@@ -7,15 +7,17 @@ from ._plan import (
     REMAINDERS,
     BatchRuns,
     EpochPlan,
+    Remainder,
     round_robin_counts,
     round_robin_index,
     round_robin_next,
 )
 from ._resume import STATE_FORMAT, STATE_VERSION, Cursor, cursor_from_state
 from ._select import Span, resolve_selection
-from ._windows import AxisWindows, WindowGrid, build_window_grid
+from ._windows import EDGES, AxisWindows, Edges, WindowGrid, build_window_grid
 
 __all__ = [
+    "EDGES",
     "REMAINDERS",
     "SHUFFLES",
     "STATE_FORMAT",
@@ -24,10 +26,12 @@ __all__ = [
     "BatchRuns",
     "Cursor",
     "EpochOrder",
+    "Edges",
     "EpochPlan",
     "Forecast",
     "ForecastPlan",
     "OrderSpec",
+    "Remainder",
     "Span",
     "WindowGrid",
     "build_window_grid",

@@ -20,6 +20,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from .._validate import check_names, check_whole
 from ..errors import ConfigError, ForecastError, TimeAxisError
 from ._time import as_datetime64, format_time, is_time_axis, time_of_year
 
@@ -92,16 +93,16 @@ class Forecast:
     every: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.inputs, bool) or not isinstance(self.inputs, int) or self.inputs < 1:
-            raise ConfigError(f"Forecast(inputs={self.inputs!r}) must be a whole number >= 1.")
-        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
-            raise ConfigError(f"Forecast(every={self.every!r}) must be a whole number >= 1.")
+        object.__setattr__(
+            self, "inputs", check_whole(self.inputs, "Forecast(inputs)", minimum=1, maximum=2**31)
+        )
+        object.__setattr__(
+            self, "every", check_whole(self.every, "Forecast(every)", minimum=1, maximum=2**31)
+        )
+        if not isinstance(self.dim, str):
+            raise ConfigError(f"Forecast(dim={self.dim!r}) must be the name of the time dim.")
         for name in ("targets", "input_variables"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, (value,))
-            elif value is not None:
-                object.__setattr__(self, name, tuple(value))
+            object.__setattr__(self, name, check_names(getattr(self, name), f"Forecast({name})"))
         for lead in self.leads:
             if lead <= np.timedelta64(0, "ns"):
                 raise ForecastError(
@@ -249,6 +250,11 @@ def plan_forecast(
     k_step = _steps(step, spacing, "the input step")
     if k_step < 1:
         raise ForecastError(f"Forecast(step={forecast.step!r}) must be positive.")
+    if (forecast.inputs - 1) * k_step >= len(time):  # before listing the input offsets
+        raise ForecastError(
+            f"{forecast.inputs} inputs {_fmt(step)} apart span more than the {dim!r} axis, "
+            f"which covers only {_fmt(time[-1] - time[0])}; use fewer inputs or a shorter lead."
+        )
     ins = [-(forecast.inputs - 1 - j) * k_step for j in range(forecast.inputs)]
     outs = [_steps(lead, spacing, "the lead") for lead in forecast.leads]
     offsets = np.array(sorted(set(ins) | set(outs)), dtype=np.int64)

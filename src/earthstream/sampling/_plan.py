@@ -30,13 +30,14 @@ import bisect
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from typing import Literal, overload
 
 from ..errors import ConfigError
 from ._order import shard_range
 
 __all__ = [
     "REMAINDERS",
+    "Remainder",
     "BatchRuns",
     "EpochPlan",
     "round_robin_counts",
@@ -44,7 +45,9 @@ __all__ = [
     "round_robin_next",
 ]
 
-REMAINDERS = ("pad", "drop")
+#: What ranks with one batch less do: repeat their last batch, or drop the extra ones.
+Remainder = Literal["pad", "drop"]
+REMAINDERS: tuple[Remainder, ...] = ("pad", "drop")
 
 
 class BatchRuns(Sequence[int]):

@@ -29,6 +29,7 @@ DataLoader worker (torchdata's ``StatefulDataLoader`` asks each worker).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -154,11 +155,22 @@ class Cursor:
         return state
 
 
-def _int(state: Mapping[str, Any], key: str, low: int = 0) -> int:
+#: Bounds of a saved state's counts (a damaged state must not plan for a billion workers).
+_MAX_WORKERS = 4096
+_MAX_WORLD_SIZE = 2**20
+
+
+def _int(state: Mapping[str, Any], key: str, low: int = 0, high: int | None = None) -> int:
     value = state.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f">= {low}" if high is None else f"in {low}..{high}"
         raise ResumeError(
-            f"the stream state's {key!r} is {value!r}, not a whole number >= {low}; the state "
+            f"the stream state's {key!r} is {value!r}, not a whole number {bounds}; the state "
             "is damaged. Pass the dict that state_dict() returned, unchanged."
         )
     return value
@@ -221,12 +233,19 @@ def cursor_from_state(
     pending = state.get("pending")
     try:
         runs = tuple((int(a), int(b)) for a, b in pending or ())
-        plan = EpochPlan(runs, _int(state, "world_size", 1), remainder)
+        if any(not 0 <= a < b for a, b in runs) or any(
+            b > c for (_, b), (c, _) in itertools.pairwise(runs)
+        ):
+            raise ResumeError(
+                f"the stream state's pending batches {pending} are not ascending, disjoint "
+                "runs [start, stop); the state is damaged."
+            )
+        plan = EpochPlan(runs, _int(state, "world_size", 1, _MAX_WORLD_SIZE), remainder)
         worker = state.get("worker")
         cursor = Cursor(
             epoch=_int(state, "epoch"),
             plan=plan,
-            num_workers=_int(state, "num_workers", 1),
+            num_workers=_int(state, "num_workers", 1, _MAX_WORKERS),
             position=_int(state, "position"),
             rotation=None if worker is None else int(worker["rotation"]),
             worker=None if worker is None else int(worker["id"]),

@@ -20,10 +20,10 @@ import numpy as np
 from .._names import suggest
 from ..errors import ConfigError, DimensionError, WindowError
 
-__all__ = ["EDGES", "AxisWindows", "WindowGrid", "build_window_grid"]
+__all__ = ["EDGES", "AxisWindows", "Edges", "WindowGrid", "build_window_grid"]
 
 Edges = Literal["drop", "pad"]
-EDGES: tuple[str, ...] = ("drop", "pad")
+EDGES: tuple[Edges, ...] = ("drop", "pad")
 
 
 def _count(size: int, length: int, stride: int, edges: str) -> int:

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DimensionError
+from .._validate import check_whole
+from ..errors import DimensionError
 from ._base import VariableInfo
 from ._zarr import _check_names
 
@@ -61,8 +62,7 @@ class ArraySource:
                     "give one name per axis."
                 )
             for dim, c in chunks.items():
-                if c < 1:
-                    raise ConfigError(f"chunks[{dim!r}]={c} must be at least 1.")
+                check_whole(c, f"chunks[{dim!r}]", minimum=1)
             shape = tuple(int(s) for s in array.shape)
             infos[name] = VariableInfo(
                 name=name,

@@ -14,6 +14,7 @@ import numpy as np
 
 from .._names import suggest
 from .._units import format_bytes
+from .._validate import check_flag, check_names
 from ..errors import (
     ChunkDecodeError,
     ConfigError,
@@ -755,6 +756,11 @@ def open_zarr(
     """
     import zarr
 
+    chosen = check_names(variables, "variables")
+    variables = list(chosen) if chosen is not None else None
+    decode_times = check_flag(decode_times, "decode_times")
+    decode_cf = check_flag(decode_cf, "decode_cf")
+    mask_and_scale = check_flag(mask_and_scale, "mask_and_scale")
     if decoded_dtype not in ("float32", "xarray"):
         raise ConfigError(
             f"decoded_dtype={decoded_dtype!r}: use 'float32' (packed values as float32) or "

@@ -33,6 +33,30 @@ class RawChunk:
     where: str
 
 
+class _Damaged(bytes):
+    """In place of a chunk's bytes: why they cannot be read (a damaged shard index entry).
+
+    Decoding it raises :class:`ChunkDecodeError` for that chunk alone, so
+    ``corrupt="skip"`` drops only its samples.
+    """
+
+    message: str
+
+    @classmethod
+    def because(cls, message: str) -> _Damaged:
+        damaged = cls()
+        damaged.message = message
+        return damaged
+
+
+@dataclass(frozen=True)
+class _ShardIndex:
+    """A shard's index (``(*chunks_per_shard, 2)`` offsets and lengths) and the shard's size."""
+
+    table: np.ndarray
+    size: int
+
+
 @dataclass(frozen=True)
 class ShardSpec:
     """Layout of a Zarr v3 shard: inner chunks and where their index lives."""
@@ -281,6 +305,39 @@ def spec_from_metadata(path: str, meta: Mapping[str, Any], dtype: np.dtype[Any])
     )
 
 
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_ZSTD_DICT_ID_BYTES = (0, 1, 2, 4)
+
+
+def declared_nbytes(codec_id: str, data: Any) -> int | None:
+    """The decoded size a zstd frame or a blosc buffer declares in its header.
+
+    ``None`` when the header does not declare it (a zstd frame written without its
+    content size) or is not a header at all (the decoder then reports the damage).
+
+    >>> import numcodecs, numpy as np
+    >>> declared_nbytes("zstd", numcodecs.Zstd().encode(np.zeros(16, "f4")))
+    64
+    >>> declared_nbytes("blosc", numcodecs.Blosc().encode(np.zeros(16, "f4")))
+    64
+    """
+    head = bytes(memoryview(data).cast("B")[:18])
+    if codec_id == "blosc":
+        return int.from_bytes(head[4:8], "little") if len(head) >= 16 else None
+    if len(head) < 6 or head[:4] != _ZSTD_MAGIC:
+        return None
+    descriptor = head[4]
+    single_segment = (descriptor >> 5) & 1
+    size_bytes = (single_segment, 2, 4, 8)[descriptor >> 6]
+    if size_bytes == 0:
+        return None
+    at = 5 + (1 - single_segment) + _ZSTD_DICT_ID_BYTES[descriptor & 3]
+    if len(head) < at + size_bytes:
+        return None
+    value = int.from_bytes(head[at : at + size_bytes], "little")
+    return value + 256 if size_bytes == 2 else value
+
+
 @functools.lru_cache(maxsize=256)
 def _codec(config_items: tuple[tuple[str, Any], ...]) -> Any:
     from numcodecs import get_codec
@@ -290,6 +347,22 @@ def _codec(config_items: tuple[tuple[str, Any], ...]) -> Any:
 
 def _codecs(configs: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [_codec(tuple(sorted(c.items()))) for c in configs]
+
+
+def max_encoded_nbytes(decoded: int, codecs: Sequence[Mapping[str, Any]]) -> int:
+    """An upper bound of the stored size of a chunk of ``decoded`` bytes.
+
+    Each codec may grow its input by a little: zstd by ``n/256`` plus a header,
+    blosc by 16 bytes, gzip by ``n/4096`` plus 18, crc32c by 4; ``n/64 + 1024``
+    per codec bounds them all.  A shard index entry claiming more is damaged.
+
+    >>> max_encoded_nbytes(4096, []), max_encoded_nbytes(4096, [{"id": "zstd"}])
+    (4096, 5184)
+    """
+    bound = decoded
+    for _ in codecs:
+        bound += bound // 64 + 1024
+    return bound
 
 
 class ChunkDecoder:
@@ -310,7 +383,12 @@ class ChunkDecoder:
         self._direct = (
             spec.order == "C" and self._inverse is None and not spec.filters and self.dtype.isnative
         )
-        self._index_cache: dict[str, np.ndarray | None] = {}
+        self._max_stored = max_encoded_nbytes(self._nbytes, spec.bytes_codecs)
+        self._codec_label = "+".join(spec.codec_names) or "none"
+        if spec.shard is not None:  # the inner chunks' own chain
+            inner = "+".join(str(c["id"]) for c in spec.bytes_codecs) or "bytes"
+            self._codec_label = f"sharding_indexed({inner})"
+        self._index_cache: dict[str, _ShardIndex | None] = {}
         self._index_lock = threading.Lock()
         self._index_loading: dict[str, threading.Lock] = {}
 
@@ -330,6 +408,8 @@ class ChunkDecoder:
         page faults of a fresh allocation.
         """
         spec = self.spec
+        if isinstance(data, _Damaged):
+            raise ChunkDecodeError(data.message)
         direct = (
             out is not None
             and self._direct
@@ -342,12 +422,24 @@ class ChunkDecoder:
             n = len(self._bytes_codecs)
             for i, codec in enumerate(reversed(self._bytes_codecs)):
                 if i == n - 1 and not self._filters and codec.codec_id in ("zstd", "blosc"):
-                    target = (
-                        out.reshape(-1).view(np.uint8)
-                        if direct and out is not None
-                        else np.empty(self._nbytes, dtype=np.uint8)
-                    )
-                    buf = codec.decode(buf, out=target)
+                    # zstd and blosc accept a destination larger than what the frame holds
+                    # and return all of it: check the size the frame declares first, so a
+                    # short frame never leaves the rest of the slot as it was.
+                    declared = declared_nbytes(codec.codec_id, buf)
+                    if declared is None:  # not declared: decode, then measure the result
+                        buf = codec.decode(buf)
+                    elif declared != self._nbytes:
+                        raise ValueError(
+                            f"the {codec.codec_id} frame holds {declared} bytes, a chunk of "
+                            f"shape {spec.chunks} and dtype {self.dtype} is {self._nbytes} bytes"
+                        )
+                    else:
+                        target = (
+                            out.reshape(-1).view(np.uint8)
+                            if direct and out is not None
+                            else np.empty(self._nbytes, dtype=np.uint8)
+                        )
+                        buf = codec.decode(buf, out=target)
                 else:
                     buf = codec.decode(buf)
             for f in reversed(self._filters):
@@ -364,8 +456,8 @@ class ChunkDecoder:
             raise
         except Exception as exc:
             raise ChunkDecodeError(
-                f"chunk {where!r} could not be decoded with codecs "
-                f"{'+'.join(spec.codec_names) or 'none'}: {exc}. The stored bytes are damaged or "
+                f"chunk {where!r} could not be decoded with codecs {self._codec_label}: {exc}. "
+                "The stored bytes are damaged or "
                 "do not match the array metadata; rewrite the chunk or check the store."
             ) from exc
         if self._inverse is not None:
@@ -409,16 +501,26 @@ class ChunkDecoder:
             by_shard.setdefault(outer, []).append(i)
         for outer, members in by_shard.items():
             key = self.spec.key(outer)
-            table = self._shard_index(reader, key)
-            if table is None:
+            shard_index = self._shard_index(reader, key)
+            if shard_index is None:
                 continue
             wanted, starts, ends = [], [], []
             for i in members:
                 inner = tuple(
                     j % n for j, n in zip(indices[i], shard.chunks_per_shard, strict=True)
                 )
-                offset, nbytes = table[inner]
+                offset, nbytes = shard_index.table[inner]
                 if offset == _MISSING and nbytes == _MISSING:
+                    continue
+                damage = self._check_entry(int(offset), int(nbytes), shard_index.size)
+                if damage:
+                    out[i] = RawChunk(
+                        _Damaged.because(
+                            f"the index of shard {key!r} is damaged: inner chunk {inner} {damage}; "
+                            "rewrite the shard."
+                        ),
+                        f"{key} (inner chunk {inner})",
+                    )
                     continue
                 wanted.append(i)
                 starts.append(int(offset))
@@ -433,7 +535,10 @@ class ChunkDecoder:
             if parts is None:  # the shard vanished after its index was read
                 continue
             for i, data, lo, hi in zip(wanted, parts, starts, ends, strict=True):
-                out[i] = RawChunk(data, f"{key}[{lo}:{hi}]")
+                inner = tuple(
+                    j % n for j, n in zip(indices[i], shard.chunks_per_shard, strict=True)
+                )
+                out[i] = RawChunk(data, f"{key}[{lo}:{hi}] (inner chunk {inner})")
         return out
 
     def read(
@@ -443,7 +548,20 @@ class ChunkDecoder:
         raw = self.fetch(reader, index)
         return None if raw is None else self.decode(raw.data, raw.where, out)
 
-    def _shard_index(self, reader: ByteReader, key: str) -> np.ndarray | None:
+    def _check_entry(self, offset: int, nbytes: int, size: int) -> str:
+        """What is wrong with a shard index entry ('' if nothing), checked before reading."""
+        if nbytes > self._max_stored:
+            return (
+                f"claims {nbytes} stored bytes, more than a chunk of {self._nbytes} bytes can "
+                f"take with codecs {'+'.join(c['id'] for c in self.spec.bytes_codecs) or 'none'} "
+                f"(at most {self._max_stored})"
+            )
+        if offset + nbytes > size:
+            end = offset + nbytes
+            return f"lies at bytes [{offset}:{end}], past the end of the shard ({size} bytes)"
+        return ""
+
+    def _shard_index(self, reader: ByteReader, key: str) -> _ShardIndex | None:
         """The shard's index, read once per process even when many threads ask at once."""
         with self._index_lock:
             if key in self._index_cache:
@@ -459,21 +577,18 @@ class ChunkDecoder:
                 self._index_loading.pop(key, None)
             return table
 
-    def _read_shard_index(self, reader: ByteReader, key: str) -> np.ndarray | None:
+    def _read_shard_index(self, reader: ByteReader, key: str) -> _ShardIndex | None:
         shard = self.spec.shard
         assert shard is not None
         size = shard.index_nbytes
-        if shard.index_location == "end":
-            raw = reader.get_suffix(key, size)
-        else:
-            raw = reader.get_range(key, 0, size)
-        table: np.ndarray | None = None
-        if raw is not None:
-            raw = bytes(raw)
+        found = reader.get_with_size(key, size, from_end=shard.index_location == "end")
+        index: _ShardIndex | None = None
+        if found is not None:
+            raw, shard_size = bytes(found[0]), found[1]
             if len(raw) != size:
                 raise ChunkDecodeError(
-                    f"shard {key!r} is {len(raw)} bytes, shorter than its index ({size} bytes); "
-                    "the shard is truncated, rewrite it."
+                    f"shard {key!r} is {shard_size} bytes, shorter than its index ({size} "
+                    "bytes); the shard is truncated, rewrite it."
                 )
             if shard.index_checksum:
                 from numcodecs import CRC32C
@@ -487,4 +602,5 @@ class ChunkDecoder:
                     ) from exc
             dtype = ">u8" if shard.index_big_endian else "<u8"
             table = np.frombuffer(raw, dtype=dtype).reshape(*shard.chunks_per_shard, 2)
-        return table
+            index = _ShardIndex(table, shard_size)
+        return index

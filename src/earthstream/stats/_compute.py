@@ -26,6 +26,7 @@ import numpy as np
 
 from .._names import suggest
 from .._units import parse_bytes
+from .._validate import check_flag, check_names, check_number, check_whole
 from ..errors import ConfigError, DimensionError
 from ..sampling._select import Span, format_label, resolve_selection
 from ..sampling._time import format_time, is_cftime_axis
@@ -179,6 +180,20 @@ def selection_spans(
         return {}
     coords = source.coords if sel else {}
     return resolve_selection(sizes, coords, sel=sel, isel=isel, base=base)
+
+
+def _check_nodata(nodata: Any) -> None:
+    """``"fill"``, ``None``, a finite number, or a name -> one of those; else ConfigError."""
+    values = nodata.values() if isinstance(nodata, Mapping) else [nodata]
+    for value in values:
+        if value is None or (isinstance(value, str) and value == "fill"):
+            continue
+        if isinstance(value, str):
+            raise ConfigError(
+                f"nodata={nodata!r}: use 'fill' (each variable's fill value and nodata "
+                "attributes), None (only NaN is excluded), a number, or a name -> value mapping."
+            )
+        check_number(value, "nodata")
 
 
 def _nodata_of(info: VariableInfo, nodata: Any) -> tuple[float, ...]:
@@ -437,6 +452,26 @@ def compute_stats(
     >>> 250 < float(stats["t2m"].mean) < 300
     True
     """
+    # -- every argument checked before anything is read (ConfigError) --
+    chosen = check_names(variables, "variables")
+    per = check_names(per, "per")
+    if not isinstance(quantiles, Sequence) or isinstance(quantiles, str):  # type: ignore[unreachable]
+        raise ConfigError(f"quantiles={quantiles!r} must be a list of levels in [0, 1].")
+    qs = tuple(check_number(q, "quantiles", minimum=0.0, maximum=1.0) for q in quantiles)
+    _check_nodata(nodata)
+    if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
+        raise ConfigError(
+            f"scheduler={scheduler!r}: pass a scheduler address such as 'tcp://host:8786', "
+            "a distributed.Client, 'sync' (this process), or None (a LocalCluster)."
+        )
+    n_workers = check_whole(n_workers, "n_workers", minimum=1, maximum=1024)
+    threads_per_worker = check_whole(
+        threads_per_worker, "threads_per_worker", minimum=1, maximum=1024
+    )
+    task_nbytes = parse_bytes(task_bytes, name="task_bytes")
+    compression = check_number(compression, "compression", minimum=10, maximum=10_000)
+    progress = check_flag(progress, "progress")
+
     if selection is not None:
         if sel is not None or isel is not None:
             raise ConfigError("pass sel=/isel=, not selection= as well (selection= is deprecated).")
@@ -449,8 +484,8 @@ def compute_stats(
             stacklevel=2,
         )
     source = as_source(source, storage_options=storage_options)
-    if variables is not None:
-        source = source.select([variables] if isinstance(variables, str) else list(variables))
+    if chosen is not None:
+        source = source.select(list(chosen))
     names = list(source.variables)
     all_dims = {d for info in source.variables.values() for d in info.dims}
     spans = selection_spans(source, sel, isel)
@@ -458,7 +493,6 @@ def compute_stats(
     if per is None:
         per = tuple(d for d in DEFAULT_PER if d in all_dims and d not in scalar)
     else:
-        per = (per,) if isinstance(per, str) else tuple(per)
         for dim in per:
             if dim not in all_dims:
                 raise DimensionError(
@@ -470,13 +504,6 @@ def compute_stats(
                     f"per={dim!r}, but {dim!r} is selected by a single label or position, which "
                     f"drops it (as xarray does); select a range (a one-element slice) to keep it."
                 )
-    qs = tuple(float(q) for q in quantiles)
-    if any(not 0.0 <= q <= 1.0 for q in qs):
-        raise ConfigError(f"quantiles={list(quantiles)!r} must lie in [0, 1].")
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise ConfigError(f"n_workers={n_workers!r} must be a whole number >= 1.")
-    if threads_per_worker < 1:
-        raise ConfigError(f"threads_per_worker={threads_per_worker!r} must be at least 1.")
     if isinstance(scheduler, str) and scheduler != "sync" and "://" not in scheduler:
         raise ConfigError(
             f"scheduler={scheduler!r}: pass a scheduler address such as 'tcp://host:8786', "
@@ -489,7 +516,7 @@ def compute_stats(
         ranges,
         per,
         nodata,
-        max(1, parse_bytes(task_bytes, name="task_bytes")),
+        task_nbytes,
         compression,
     )
     total = sum(t.nbytes for t in tasks)

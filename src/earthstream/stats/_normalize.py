@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._batch import Batch
-from ..errors import StatsMismatchError
+from ..errors import ConfigError, StatsMismatchError
 from ._result import Stats, VariableStats
 
 if TYPE_CHECKING:
@@ -65,6 +65,11 @@ class Normalizer:
     ) -> None:
         several = isinstance(stats, list | tuple)
         parts: list[Any] = list(stats) if isinstance(stats, list | tuple) else [stats]
+        if not parts or not all(isinstance(p, Stats | str | os.PathLike) for p in parts):
+            raise ConfigError(
+                f"Normalizer({stats!r}): pass the path of a statistics file (`earthstream "
+                "stats URL`), a Stats, or a list of them (one per store)."
+            )
         loaded = [s if isinstance(s, Stats) else Stats.from_json(s) for s in parts]
         wheres = ["the statistics" if isinstance(s, Stats) else repr(str(s)) for s in parts]
         self._where = " and ".join(wheres)

@@ -107,6 +107,16 @@ def parse_location(
     here and not allowed for local paths.  An Azure URL carrying a SAS token in
     its query string gets it as the ``sas_key`` option.
     """
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise ConfigError(
+            f"storage_options must be a mapping of option -> value (a "
+            f"{type(storage_options).__name__} was given), e.g. {{'region': 'us-west-2'}}."
+        )
+    if not isinstance(url_or_path, str | os.PathLike):
+        raise ConfigError(
+            f"store location {url_or_path!r} must be a path or URL (a "
+            f"{type(url_or_path).__name__} was given)."
+        )
     text = os.fspath(url_or_path)
     if not isinstance(text, str) or not text:
         raise ConfigError(f"store location {url_or_path!r} must be a non-empty path or URL.")

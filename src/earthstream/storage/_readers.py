@@ -68,6 +68,13 @@ class ByteReader(Protocol):
         """The last ``length`` bytes of ``key``, or ``None`` if it does not exist."""
         ...
 
+    def get_with_size(self, key: str, length: int, *, from_end: bool) -> tuple[Buffer, int] | None:
+        """The first (or last) ``length`` bytes of ``key`` and its size, in one request.
+
+        Fewer bytes when ``key`` is shorter; ``None`` if it does not exist.
+        """
+        ...
+
 
 @runtime_checkable
 class KeyLister(Protocol):
@@ -161,6 +168,20 @@ class LocalReader:
             os.close(fd)
         self.stats.record(requests=1, nbytes=len(data))
         return data
+
+    def get_with_size(self, key: str, length: int, *, from_end: bool) -> tuple[Buffer, int] | None:
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            start = max(size - length, 0) if from_end else 0
+            data = os.pread(fd, min(length, size), start)
+        finally:
+            os.close(fd)
+        self.stats.record(requests=1, nbytes=len(data))
+        return data, size
 
     def __repr__(self) -> str:
         return f"LocalReader({self.root!r})"
@@ -287,11 +308,29 @@ class ObjectStoreReader:
         keys: list[str] | None = self._call(fetch, f"{prefix} (listing)")
         return [k for k in keys or [] if k.startswith(prefix)]
 
+    def get_with_size(self, key: str, length: int, *, from_end: bool) -> tuple[Buffer, int] | None:
+        import obstore
+
+        def fetch() -> tuple[Buffer, int]:
+            window: Any = {"suffix": length} if from_end else (0, length)
+            result = obstore.get(self.store, key, options={"range": window})
+            size = int(result.meta["size"])
+            data = memoryview(result.bytes())
+            _check_length(data, min(length, size), f"{self.url}/{key} ({length} bytes)")
+            return data, size
+
+        found: tuple[Buffer, int] | None = self._call(
+            fetch, f"{key}[-{length}:]" if from_end else f"{key}[0:{length}]"
+        )
+        return found
+
     def __repr__(self) -> str:
         return f"ObjectStoreReader({self.url!r})"
 
 
 def _nbytes(result: Any) -> int:
+    if isinstance(result, tuple):  # (data, size) of get_with_size
+        return len(result[0])
     if isinstance(result, list):
         return sum(len(p) for p in result)
     return len(result)

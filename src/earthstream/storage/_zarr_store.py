@@ -267,6 +267,8 @@ class _Parts(list[memoryview]):
 def _nbytes(result: Any) -> int:
     if isinstance(result, _Parts):
         return result.fetched
+    if isinstance(result, tuple):  # get_with_size: (bytes, size)
+        return len(result[0])
     return len(result)
 
 
@@ -378,6 +380,31 @@ class ZarrStoreReader:
             lambda: self._get(key, SuffixByteRequest(length)), f"{key}[-{length}:]"
         )
         return data
+
+    def get_with_size(self, key: str, length: int, *, from_end: bool) -> tuple[Buffer, int] | None:
+        """The first (or last) ``length`` bytes of ``key`` and its size.
+
+        A zarr-python store answers a range without the object's size, so this
+        costs two requests (the size, then the bytes), both retried.
+        """
+        from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+        from zarr.core.sync import sync
+
+        def fetch() -> tuple[Buffer, int]:
+            try:
+                size = int(sync(self.store.getsize(self._key(key))))
+            except FileNotFoundError:
+                raise
+            except KeyError:
+                raise FileNotFoundError(key) from None
+            n = min(length, size)
+            request = SuffixByteRequest(n) if from_end else RangeByteRequest(0, n)
+            data = _check(self._get(key, request) if n else memoryview(b""), n, f"{self.url}/{key}")
+            return data, size
+
+        where = f"{key}[-{length}:]" if from_end else f"{key}[0:{length}]"
+        found: tuple[Buffer, int] | None = self._call(fetch, where)
+        return found
 
     def get_ranges(
         self, key: str, starts: Sequence[int], ends: Sequence[int]

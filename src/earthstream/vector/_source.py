@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .._names import suggest
+from .._validate import check_names
 from ..errors import ConfigError, CRSError, UnsupportedGeometryError, VariableNotFoundError
 from ..geo._grid import Bounds, GridSpec, normalize_crs, reproject_bounds, transformer
 from ..storage import open_reader, parse_location, redact
@@ -390,8 +391,19 @@ def open_vector(
         Kinds of geometry accepted: ``"polygon"``, ``"line"``, ``"point"``,
         ``"collection"``; others raise :class:`~earthstream.errors.UnsupportedGeometryError`.
     """
+    if attribute is not None and not isinstance(attribute, str):
+        raise ConfigError(f"attribute={attribute!r} must be the name of a column (or None).")
+    chosen = check_names(classes, "classes")
+    classes = list(chosen) if chosen is not None else None
+    if layer is not None and not isinstance(layer, str | int):
+        raise ConfigError(f"layer={layer!r} must be a layer name or index (or None).")
+    geometry_types = check_names(geometry_types, "geometry_types", none=False) or ()
     location = parse_location(url_or_path, storage_options)
     url = location.path if location.is_local else location.url
+    if location.is_local and not os.path.exists(url):
+        from ..errors import StoreNotFoundError
+
+        raise StoreNotFoundError(f"no vector file at {url!r}: the path does not exist.")
     for kind in geometry_types:
         if kind not in GEOMETRY_KINDS:
             raise ConfigError(
