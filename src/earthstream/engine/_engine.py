@@ -706,9 +706,8 @@ class _Pass:
             if not bad:
                 continue
             keep &= ~np.isin(vplan.which, bad)
-            for row, position, _ in vplan.pieces:
-                if position in bad:
-                    keep[row] = False
+            pieces = vplan.pieces
+            keep[pieces.rows[np.isin(pieces.position, bad)]] = False
         dropped = int((~keep).sum())
         self.report.samples_dropped += dropped
         rows = np.flatnonzero(keep)

@@ -55,12 +55,33 @@ class AxisWindows:
     #: Explicit, ascending window starts (e.g. forecast windows that skip gaps in
     #: the time axis) instead of the regular ``k * stride``.
     explicit: tuple[int, ...] | None = None
+    #: The positions a window reads, relative to its start, strictly ascending and
+    #: starting at 0 (e.g. a forecast's input and target steps ``(0, 1, 7, 13)``):
+    #: the window then holds ``len(offsets)`` elements spread over ``span``.  ``None``:
+    #: every position ``0 .. length - 1``.
+    offsets: tuple[int, ...] | None = None
+
+    @property
+    def span(self) -> int:
+        """Positions from a window's start to its last element, plus one (``length``
+        unless the window reads selected ``offsets``)."""
+        return self.length if self.offsets is None else self.offsets[-1] + 1
+
+    def positions(self) -> np.ndarray:
+        """The offsets a window reads, relative to its start.
+
+        >>> AxisWindows("t", 20, 3, 1, False, 1, offsets=(0, 1, 7)).positions().tolist()
+        [0, 1, 7]
+        """
+        if self.offsets is None:
+            return np.arange(self.length, dtype=np.int64)
+        return np.asarray(self.offsets, dtype=np.int64)
 
     @property
     def count(self) -> int:
         if self.explicit is not None:
             return len(self.explicit)
-        return _count(self.size, self.length, self.stride, self.edges)
+        return _count(self.size, self.span, self.stride, self.edges)
 
     def starts(self) -> np.ndarray:
         if self.explicit is not None:
@@ -120,7 +141,14 @@ class WindowGrid:
 
     @property
     def lengths(self) -> np.ndarray:
+        """Elements of a window along each dim (the sample shape, squeezed dims 1)."""
         return np.array([a.length for a in self.axes], dtype=np.int64)
+
+    @property
+    def spans(self) -> np.ndarray:
+        """Positions a window covers along each dim (``lengths`` unless some axis reads
+        selected offsets)."""
+        return np.array([a.span for a in self.axes], dtype=np.int64)
 
     def axis(self, dim: str) -> AxisWindows:
         return self.axes[self.dims.index(dim)]
@@ -139,9 +167,9 @@ class WindowGrid:
         explicit = tuple(int(s) for s in starts)
         if any(b <= a for a, b in pairwise(explicit)):
             raise WindowError(f"window starts along {dim!r} must be strictly ascending.")
-        if explicit and (explicit[0] < 0 or explicit[-1] + axis.length > axis.size):
+        if explicit and (explicit[0] < 0 or explicit[-1] + axis.span > axis.size):
             raise WindowError(
-                f"window starts along {dim!r} must keep windows of {axis.length} inside "
+                f"window starts along {dim!r} must keep windows of {axis.span} inside "
                 f"0..{axis.size}."
             )
         new = dataclasses.replace(axis, stride=1, explicit=explicit)
@@ -158,6 +186,38 @@ class WindowGrid:
         if self.regular:
             return np.asarray(k * self.strides, dtype=np.int64)
         return np.stack([a.starts()[k[:, i]] for i, a in enumerate(self.axes)], axis=-1)
+
+    def with_offsets(self, dim: str, offsets: Sequence[int]) -> WindowGrid:
+        """This grid with windows along ``dim`` reading only ``offsets`` from their start.
+
+        The window then has ``len(offsets)`` elements along ``dim``; window starts
+        are unchanged (set them with :meth:`with_starts`).  Offsets ``0 .. n - 1``
+        are a plain window of length ``n``.
+
+        >>> g = build_window_grid({"t": 30, "y": 4}, {"t": 1, "y": 4}, None, "drop", {"t": 1})
+        >>> g2 = g.with_offsets("t", [0, 1, 13]).with_starts("t", [0, 5, 16])
+        >>> g2.axis("t").length, g2.axis("t").span, g2.lengths.tolist(), g2.spans.tolist()
+        (3, 14, [3, 4], [14, 4])
+        """
+        axis = self.axis(dim)
+        values = tuple(int(v) for v in offsets)
+        if not values or values[0] != 0 or any(b <= a for a, b in pairwise(values)):
+            raise WindowError(
+                f"window offsets along {dim!r} must start at 0 and be strictly ascending; "
+                f"got {list(values)}."
+            )
+        if values[-1] + 1 > axis.size:
+            raise WindowError(
+                f"window offsets along {dim!r} span {values[-1] + 1} positions, more than the "
+                f"dim's {axis.size}."
+            )
+        contiguous = values == tuple(range(len(values)))
+        new = dataclasses.replace(
+            axis, length=len(values), squeeze=False, offsets=None if contiguous else values
+        )
+        return WindowGrid(
+            axes=tuple(new if a.dim == dim else a for a in self.axes), edges=self.edges
+        )
 
     # -- chunk groups ---------------------------------------------------------------
     def _block_ranges(self) -> list[tuple[np.ndarray, np.ndarray]]:
