@@ -299,3 +299,104 @@ def test_engine_properties(data: st.DataObject) -> None:
                 assert np.isnan(got[outside]).all()
         seen.extend(batch.window_ids.tolist())
     assert sorted(seen) == list(range(stream.n_windows))
+
+
+# -- windows across chunks: time stacks, spatial borders, levels (issue: weather models) ----
+@pytest.fixture(params=["grouped", "one by one"])
+def piece_copies(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of copying pieces: gathered by extent, and one by one (as whole fields are)."""
+    if request.param == "one by one":
+        monkeypatch.setattr("earthstream.engine._assemble.BIG_PIECE", 1)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("shuffle", SHUFFLES)
+@pytest.mark.parametrize("stack", [False, True])
+@pytest.mark.parametrize(
+    ("window", "stride", "variables"),
+    [
+        # whole fields, time stacks
+        ({"time": 3, "lat": 15, "lon": 29, "level": None}, {"time": 1}, ["t2m", "z", "u10"]),
+        (
+            {"time": 4, "lat": 9, "lon": 13, "level": None},
+            {"time": 2, "lat": 3, "lon": 8},
+            ["t2m", "z", "u10"],
+        ),
+        # windows across level chunks too
+        ({"time": 2, "lat": 7, "lon": 10, "level": 2}, {"level": 1, "lat": 4, "lon": 6}, ["z"]),
+    ],
+)
+def test_multi_chunk_windows_equal_xarray(
+    era5_tiled: Path, open_xr, piece_copies, shuffle, stack, window, stride, variables
+) -> None:
+    """Windows spanning several chunks along time, lat, lon and level, over surface and
+    level variables, stacked or not: every sample equals xarray's isel."""
+    ds = open_xr(era5_tiled)
+    stream = es.Stream(
+        era5_tiled,
+        window,
+        stride,
+        variables=variables,
+        shuffle=shuffle,
+        stack=stack,
+        batch_size=3,
+        seed=3,
+    )
+    full = {d: (ds.sizes[d] if n is None else n) for d, n in window.items()}
+    ids = []
+    for batch in stream:
+        assert_batch_matches(batch, ds, full)
+        if stack:
+            assert batch.stacked is not None
+            for name in batch:
+                assert np.shares_memory(batch[name], batch.stacked)
+        ids.extend(batch.window_ids.tolist())
+    assert sorted(ids) == list(range(stream.n_windows))
+
+
+def test_multi_chunk_windows_tight_memory_and_pad(era5_tiled: Path, open_xr, piece_copies) -> None:
+    """The chunk-by-chunk paths (memory too small for a batch; padded edges) cut the
+    same pieces."""
+    ds = open_xr(era5_tiled)
+    window = {"time": 3, "lat": 8, "lon": 12}
+    tight = es.Stream(
+        era5_tiled,
+        window,
+        {"time": 2, "lat": 5, "lon": 9},
+        variables=["t2m", "msl"],
+        batch_size=16,
+        memory_limit="200kB",
+        shuffle=False,
+    )
+    for batch in tight:
+        assert_batch_matches(batch, ds, window)
+    padded = es.Stream(
+        era5_tiled, window, variables=["t2m"], edges="pad", batch_size=5, shuffle="full"
+    )
+    for batch in padded:
+        assert_batch_matches(batch, ds, window, pad=True)
+
+
+@given(
+    t=st.integers(1, 5),
+    y=st.integers(1, 15),
+    x=st.integers(1, 29),
+    sy=st.integers(1, 9),
+    sx=st.integers(1, 12),
+    batch=st.integers(1, 9),
+)
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_window_equals_xarray(era5_tiled: Path, open_xr, t, y, x, sy, sx, batch) -> None:
+    ds = open_xr(era5_tiled)
+    window = {"time": t, "lat": y, "lon": x}
+    stream = es.Stream(
+        era5_tiled,
+        {**window, "level": None},
+        {"lat": sy, "lon": sx},
+        variables=["u10", "z"],
+        batch_size=batch,
+        shuffle="full",
+        seed=1,
+    )
+    for b in stream:
+        assert_batch_matches(b, ds, {**window, "level": 3})

@@ -79,7 +79,14 @@ class Stream(ShardedStream):
         validity ``mask``.
     stack
         Deliver one ``(B, C, *window)`` array (``batch.stacked``) with channel
-        names (``batch.channels``) instead of one array per variable.
+        names (``batch.channels``) instead of one array per variable: channels
+        in the order of ``variables``, dims only some variables have (levels)
+        expanded (``z[level=500]``); ``batch[name]`` are views of it.  With
+        ``forecast=`` it is ``(B, C, T, *window)``, ``T`` the steps the samples
+        read (``stream.forecast.steps``): the input steps first
+        (``stacked[:, :, :inputs]``), then the targets
+        (``stacked[:, :, inputs:]``), both views, as are ``batch[name]`` and
+        ``batch["target/" + name]``.
     shuffle
         ``"chunks"`` (default): chunk groups in random order, windows of
         ``shuffle_buffer`` groups mixed, each chunk decoded once per epoch.
