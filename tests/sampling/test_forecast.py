@@ -184,7 +184,10 @@ def write_levels(path: Path, times: np.ndarray, *, seed: int = 1) -> Path:
     ds = xr.Dataset(
         {
             "t2m": (("time", "lat", "lon"), rng.normal(280, 10, (n, 10, 14)).astype("f4")),
-            "z": (("time", "level", "lat", "lon"), rng.normal(5e4, 1e3, (n, 3, 10, 14)).astype("f4")),
+            "z": (
+                ("time", "level", "lat", "lon"),
+                rng.normal(5e4, 1e3, (n, 3, 10, 14)).astype("f4"),
+            ),
             "u10": (("time", "lat", "lon"), rng.normal(0, 5, (n, 10, 14)).astype("f4")),
         },
         coords={
@@ -212,7 +215,12 @@ def levels_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("shuffle", [False, "chunks", "full"])
 @pytest.mark.parametrize(
     ("inputs", "lead", "step"),
-    [(2, "6h", None), (2, ("6h", "24h", "48h"), None), (3, ("12h", "36h"), "12h"), (1, "30h", None)],
+    [
+        (2, "6h", None),
+        (2, ("6h", "24h", "48h"), None),
+        (3, ("12h", "36h"), "12h"),
+        (1, "30h", None),
+    ],
 )
 def test_stacked_forecast_equals_xarray(levels_store: Path, shuffle, inputs, lead, step) -> None:
     """stack=True with forecast=: one (B, C, T, H, W) array, C in the declared order (levels

@@ -87,7 +87,12 @@ def copy_pieces(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: n
         cuts = np.flatnonzero(np.diff(inverse[order])) + 1
         groups = list(np.split(order, cuts))
     for group in groups:
-        rows, src, dst, size = pieces.rows[group], pieces.src[group], pieces.dst[group], sizes[group]
+        rows, src, dst, size = (
+            pieces.rows[group],
+            pieces.src[group],
+            pieces.dst[group],
+            sizes[group],
+        )
         where = slots[group]
         extent = size[0].tolist()
         if len(rows) < _FEW or int(np.prod(extent)) >= BIG_PIECE:
@@ -126,7 +131,8 @@ def _cut_uniform(
     ndim = len(extent)
     got = got.reshape((n, *counts, *extent))
     perm = [0] + [axis for d in range(ndim) for axis in (1 + d, 1 + ndim + d)]
-    result = got.transpose(perm).reshape((n, *var.sample_shape))  # a view unless interleaved
+    # a view of the gathered array unless dims with several pieces follow whole ones
+    result: np.ndarray = got.transpose(perm).reshape((n, *var.sample_shape))
     if dest is None:
         return result
     dest[...] = result

@@ -24,6 +24,7 @@ from ._layout import StreamLayout, VarLayout
 
 __all__ = ["BatchPlan", "Pieces", "VarPlan", "plan_span"]
 
+
 def _empty(ndim: int) -> np.ndarray:
     return np.zeros((0, ndim), dtype=np.int64)
 
@@ -55,7 +56,11 @@ class Pieces:
 
     def take(self, which: np.ndarray | slice) -> Pieces:
         return Pieces(
-            self.rows[which], self.position[which], self.src[which], self.dst[which], self.size[which]
+            self.rows[which],
+            self.position[which],
+            self.src[which],
+            self.dst[which],
+            self.size[which],
         )
 
 
@@ -173,9 +178,7 @@ def plan_span(layout: StreamLayout, batches: Sequence[tuple[int, np.ndarray]]) -
     owner = np.repeat(np.arange(len(batches)), sizes)  # batch position of every window
     n_vars = len(layout.variables)
     shape_all = np.array([a.size for a in grid.axes], dtype=np.int64)
-    past_edge = (
-        (starts + grid.spans > shape_all).any(axis=1) if len(starts) else np.zeros(0, bool)
-    )
+    past_edge = (starts + grid.spans > shape_all).any(axis=1) if len(starts) else np.zeros(0, bool)
     bounds_list = bounds.tolist()
 
     per_batch: list[list[VarPlan]] = [[] for _ in batches]
