@@ -241,16 +241,24 @@ class WindowGrid:
         blocks = np.asarray(blocks, dtype=np.int64)
         if len(blocks) == 0:
             return np.zeros(0, dtype=np.int64)
-        coords = np.unravel_index(blocks, shape) if shape else ()
-        parts = []
-        for b in range(len(blocks)):
-            axes = [
-                np.arange(lo[c[b]], hi[c[b]], dtype=np.int64)
-                for (lo, hi), c in zip(ranges, coords, strict=True)
-            ]
-            grid = np.meshgrid(*axes, indexing="ij") if axes else []
-            parts.append(np.ravel_multi_index(tuple(grid), self.counts).reshape(-1))
-        return np.concatenate(parts)
+        if not shape:
+            return np.zeros(len(blocks), dtype=np.int64)
+        # every block's windows at once: a mixed-radix count over its ranges (no loop
+        # per block; an epoch's order asks for thousands of blocks)
+        coords = np.unravel_index(blocks, shape)
+        firsts = [lo[c] for (lo, _), c in zip(ranges, coords, strict=True)]
+        sizes = [hi[c] - lo[c] for (lo, hi), c in zip(ranges, coords, strict=True)]
+        total = np.prod(np.stack(sizes), axis=0)
+        owner = np.repeat(np.arange(len(blocks)), total)
+        rest = np.arange(int(total.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(total) - total, total
+        )
+        k: list[np.ndarray] = [np.empty(0, np.int64)] * len(shape)
+        for a in range(len(shape) - 1, -1, -1):
+            size = sizes[a][owner]
+            k[a] = firsts[a][owner] + rest % size
+            rest = rest // size
+        return np.asarray(np.ravel_multi_index(tuple(k), self.counts), dtype=np.int64)
 
 
 def _normalize_lengths(
