@@ -400,3 +400,28 @@ def test_any_window_equals_xarray(era5_tiled: Path, open_xr, t, y, x, sy, sx, ba
     )
     for b in stream:
         assert_batch_matches(b, ds, {**window, "level": 3})
+
+
+def test_batch_buffers_are_reused_only_when_free(
+    era5_tiled: Path, open_xr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large batch arrays come from a pool of buffers: a batch (or a view of it) still
+    held by the consumer is never written again; a dropped one is reused."""
+    monkeypatch.setattr("earthstream.engine._buffers.MIN_POOLED", 0)
+    ds = open_xr(era5_tiled)
+    window = {"time": 2, "lat": 15, "lon": 29, "level": None}
+    kwargs = {"variables": ["t2m", "z"], "stack": True, "batch_size": 2, "shuffle": "full"}
+    stream = es.Stream(era5_tiled, window, {"time": 1}, **kwargs)
+    kept = [batch["z"] for batch in stream]  # views only: they keep their buffers
+    views = [b.copy() for b in kept]
+    for _ in range(2):  # later passes: buffers still held must not be touched
+        for batch in stream:
+            assert_batch_matches(batch, ds, {**window, "level": 3})
+    for a, b in zip(kept, views, strict=True):
+        np.testing.assert_array_equal(a, b)
+    engine = stream._engine
+    assert engine is not None and engine.buffers.reused == 0  # every pooled buffer is held
+    del kept, a
+    for batch in stream:  # now dropped batches give their buffers back
+        assert_batch_matches(batch, ds, {**window, "level": 3})
+    assert engine.buffers.reused > 0

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ._buffers import BatchBuffers
 from ._layout import StreamLayout, VarLayout
 from ._plan import BatchPlan, Pieces, VarPlan
 from ._slots import SlotPool
@@ -53,9 +54,12 @@ def _stacked_view(stacked: np.ndarray, var: VarLayout, layout: StreamLayout) -> 
     return view.transpose(perm)
 
 
-def _new(var: VarLayout, n: int, prefill: bool) -> np.ndarray:
+def _new(var: VarLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None) -> np.ndarray:
     shape = (n, *var.sample_shape)
-    return np.full(shape, var.fill, var.dtype) if prefill else np.empty(shape, var.dtype)
+    out = buffers.empty(shape, var.dtype) if buffers is not None else np.empty(shape, var.dtype)
+    if prefill:
+        out[...] = var.fill
+    return out
 
 
 def _full(out: np.ndarray, var: VarLayout) -> np.ndarray:
@@ -114,7 +118,12 @@ def _inside_pieces(plan: VarPlan, var: VarLayout, rows: np.ndarray) -> Pieces:
 
 
 def _cut_uniform(
-    pool: SlotPool, plan: VarPlan, slots: np.ndarray, n: int, dest: np.ndarray | None
+    pool: SlotPool,
+    plan: VarPlan,
+    slots: np.ndarray,
+    n: int,
+    dest: np.ndarray | None,
+    buffers: BatchBuffers | None,
 ) -> np.ndarray:
     """A uniform batch: every window made of pieces of one extent, the same number of
     them along each dim, in row-major order."""
@@ -124,7 +133,7 @@ def _cut_uniform(
     assert counts is not None
     extent = pieces.size[0].tolist()
     if int(np.prod(extent)) >= BIG_PIECE or len(pieces) < _FEW:
-        out = dest if dest is not None else np.empty((n, *var.sample_shape), var.dtype)
+        out = dest if dest is not None else _new(var, n, False, buffers)
         copy_pieces(pool.slab, slots[pieces.position], pieces, _full(out, var))
         return out
     got = sliding_window_view(pool.slab, (1, *extent))[(slots[pieces.position], *pieces.src.T)]
@@ -146,6 +155,7 @@ def cut_var(
     n: int,
     dest: np.ndarray | None,
     prefill: bool,
+    buffers: BatchBuffers | None = None,
 ) -> np.ndarray:
     """One variable of a batch, cut from its resident chunks.
 
@@ -157,7 +167,7 @@ def cut_var(
     if not n:
         return dest if dest is not None else _new(var, n, prefill)
     big = int(np.prod(var.lengths, dtype=np.int64)) >= BIG_PIECE
-    if plan.all_inside and windows is not None and not (big and dest is not None):
+    if plan.all_inside and windows is not None and not big:
         gathered = windows[(slots[plan.which], *plan.local.T)]
         gathered = np.asarray(gathered).reshape((n, *var.sample_shape))
         if dest is None:
@@ -165,8 +175,8 @@ def cut_var(
         dest[...] = gathered
         return dest
     if plan.counts is not None:
-        return _cut_uniform(pool, plan, slots, n, dest)
-    out = dest if dest is not None else _new(var, n, prefill)
+        return _cut_uniform(pool, plan, slots, n, dest, buffers)
+    out = dest if dest is not None else _new(var, n, prefill, buffers)
     rows = np.flatnonzero(plan.which >= 0)
     if len(rows):
         if windows is not None and not big:
@@ -180,26 +190,39 @@ def cut_var(
     return out
 
 
-def allocate(layout: StreamLayout, n: int, prefill: bool) -> BatchArrays:
+def _stacked(layout: StreamLayout, n: int, buffers: BatchBuffers | None) -> np.ndarray:
+    shape = (n, len(layout.channels), *layout.common_shape)
+    if buffers is not None:
+        return buffers.empty(shape, layout.stacked_dtype)
+    return np.empty(shape, layout.stacked_dtype)
+
+
+def allocate(
+    layout: StreamLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None
+) -> BatchArrays:
     """Arrays for a batch assembled chunk by chunk (the tight-memory path)."""
     if layout.stack and layout.stacked_dtype is not None:
-        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
+        stacked = _stacked(layout, n, buffers)
         data = {v.name: _stacked_view(stacked, v, layout) for v in layout.variables}
         if prefill:
             for v in layout.variables:
                 data[v.name][...] = v.fill
         return BatchArrays(data, stacked, stacked.nbytes)
-    data = {v.name: _new(v, n, prefill) for v in layout.variables}
+    data = {v.name: _new(v, n, prefill, buffers) for v in layout.variables}
     return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
 
 
 def cut_batch(
-    layout: StreamLayout, pools: list[SlotPool], plan: BatchPlan, slots: list[np.ndarray]
+    layout: StreamLayout,
+    pools: list[SlotPool],
+    plan: BatchPlan,
+    slots: list[np.ndarray],
+    buffers: BatchBuffers | None = None,
 ) -> BatchArrays:
     """The whole batch, cut from resident chunks (runs on a cut thread)."""
     n = len(plan.ids)
     if layout.stack and layout.stacked_dtype is not None:
-        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
+        stacked = _stacked(layout, n, buffers)
         data = {}
         for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True):
             view = _stacked_view(stacked, var, layout)
@@ -208,7 +231,7 @@ def cut_batch(
             data[var.name] = cut_var(pool, vplan, s, n, view, plan.padded)
         return BatchArrays(data, stacked, stacked.nbytes)
     data = {
-        var.name: cut_var(pool, vplan, s, n, None, plan.padded)
+        var.name: cut_var(pool, vplan, s, n, None, plan.padded, buffers)
         for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True)
     }
     return BatchArrays(data, None, sum(a.nbytes for a in data.values()))

@@ -44,6 +44,7 @@ from ._assemble import (
     validity_mask,
 )
 from ._budget import SWEEP_SLOTS, Budget
+from ._buffers import BatchBuffers
 from ._layout import StreamLayout
 from ._loader import ChunkLoader
 from ._plan import BatchPlan, plan_span
@@ -193,6 +194,8 @@ class Engine:
         if self.sweep_batches:
             self.max_inflight = min(self.max_inflight, SWEEP_SLOTS * len(layout.variables))
         self.report: EpochReport | None = None
+        # large batch arrays reused once the consumer lets them go (no page faults)
+        self.buffers = BatchBuffers(keep=budget.batch_slots + 1)
         self._pools: list[SlotPool] | None = None
         self._busy = threading.Lock()
 
@@ -213,6 +216,7 @@ class Engine:
     def release(self) -> None:
         """Drop the kept slots (their memory returns to the system when unused)."""
         self._pools = None
+        self.buffers.clear()
 
     # -- consumer side ---------------------------------------------------------------
     def run(
@@ -552,7 +556,8 @@ class _Pass:
         nbytes = self.engine.budget.batch_nbytes
         self.held.add(nbytes)
         self._track_peak()
-        future = self.cuts.submit(cut_batch, self.layout, self.pools, plan, slots)
+        buffers = self.engine.buffers
+        future = self.cuts.submit(cut_batch, self.layout, self.pools, plan, slots, buffers)
         future.add_done_callback(lambda _: self.wake.put(None))
         self.report.chunk_uses += sum(len(v.keys) for v in plan.vars)
         return _Cutting(plan, future, nbytes)
@@ -575,7 +580,7 @@ class _Pass:
     def _assemble_tight(self, plan: BatchPlan, epoch: int) -> _Delivery:
         """Memory too tight to hold a batch's chunks together: fill it chunk by chunk."""
         self._take_batch_slot()
-        arrays = allocate(self.layout, len(plan.ids), prefill=plan.padded)
+        arrays = allocate(self.layout, len(plan.ids), plan.padded, self.engine.buffers)
         nbytes = self.engine.budget.batch_nbytes
         self.held.add(nbytes)
         cache = self.cache
