@@ -502,8 +502,10 @@ class _Pass:
         epoch = order.epoch
         while True:
             progressed = False
-            if not exhausted and len(ahead) < lookahead:
-                span = list(itertools.islice(source, min(_SPAN, lookahead - len(ahead))))
+            # plan in whole spans (a pass costs about the same for 1 batch as for 32)
+            room = lookahead - len(ahead)
+            if not exhausted and (not ahead or room >= min(_SPAN, max(1, lookahead // 2))):
+                span = list(itertools.islice(source, min(_SPAN, room)))
                 if span:
                     ahead.extend(self._plan(span))
                     progressed = True
@@ -547,9 +549,11 @@ class _Pass:
     # -- assembling -----------------------------------------------------------------
     def _tight(self, plan: BatchPlan) -> bool:
         """Whether the batch needs more chunks of a variable than that variable has slots."""
-        return any(
-            len(v.keys) > pool.n_slots for v, pool in zip(plan.vars, self.pools, strict=True)
-        )
+        if plan.tight is None:
+            plan.tight = any(
+                len(v.keys) > pool.n_slots for v, pool in zip(plan.vars, self.pools, strict=True)
+            )
+        return plan.tight
 
     def _cut(self, plan: BatchPlan) -> _Cutting:
         slots = [self.cache.checkout(vplan.keys) for vplan in plan.vars]

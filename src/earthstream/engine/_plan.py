@@ -96,6 +96,7 @@ class BatchPlan:
     vars: list[VarPlan]
     padded: bool  # some window reaches past the array edge
     keys: list[int] = field(default_factory=list)  # every chunk of every variable
+    tight: bool | None = None  # needs more chunks than slots (set by the engine)
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -185,7 +186,7 @@ def plan_span(layout: StreamLayout, batches: Sequence[tuple[int, np.ndarray]]) -
     for vi, var in enumerate(layout.variables):
         ndim = len(var.chunks)
         s = starts[:, list(var.grid_axes)] if var.grid_axes else starts[:, :0]
-        spans = np.asarray(var.spans, dtype=np.int64)
+        spans = np.asarray(var.spans or var.lengths, dtype=np.int64)
         lengths = np.asarray(var.lengths, dtype=np.int64)
         chunks = np.asarray(var.chunks, dtype=np.int64)
         shape = np.asarray(var.shape, dtype=np.int64)
