@@ -84,7 +84,10 @@ class _Strided:
         offset = view.__array_interface__["data"][0] - stacked.__array_interface__["data"][0]
         if offset < 0 or offset >= max(stacked.nbytes, 1) or offset % item:
             return None
-        if any(s % item for s in view.strides) or not np.shares_memory(view, stacked):
+        if any(s % item for s in view.strides) or any(s < 0 for s in view.strides):
+            return None
+        last = offset + sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True))
+        if view.size and last + item > stacked.nbytes:  # not inside the stacked array
             return None
         return cls(view.shape, tuple(s // item for s in view.strides), offset // item)
 

@@ -226,10 +226,11 @@ def plan_forecast(
     ...                      {"t2m": ("time", "lat", "lon")})
     >>> plan.starts, plan.input_offsets, plan.target_offsets, plan.dropped
     ((0, 1), (0, 1), (2,), 1)
-    >>> rollout = plan_forecast(Forecast(inputs=2, lead=("6h", "18h")), {"time": t},
+    >>> regular = np.datetime64("2020-01-01T00", "ns") + np.arange(8) * np.timedelta64(6, "h")
+    >>> rollout = plan_forecast(Forecast(inputs=2, lead=("6h", "18h")), {"time": regular},
     ...                         {"t2m": ("time", "lat", "lon")})
-    >>> rollout.length, rollout.steps  # reads 3 of the 4 steps it spans
-    (4, (0, 1, 3))
+    >>> rollout.length, rollout.steps, rollout.starts  # reads 3 of the 5 steps it spans
+    (5, (0, 1, 2, 4), (0, 1, 2, 3))
     """
     dim = forecast.dim
     time = _time_axis(dim, coords)
