@@ -425,3 +425,59 @@ def test_batch_buffers_are_reused_only_when_free(
     for batch in stream:  # now dropped batches give their buffers back
         assert_batch_matches(batch, ds, {**window, "level": 3})
     assert engine.buffers.reused > 0
+
+
+# -- whole chunks decoded straight into the batch ------------------------------------------
+@pytest.mark.parametrize("stack", [False, True])
+@pytest.mark.parametrize("shuffle", SHUFFLES)
+def test_whole_chunk_windows_decode_into_the_batch(era5_v3: Path, open_xr, stack, shuffle) -> None:
+    """Whole fields on a store with one step per chunk: each chunk is one window's, so it
+    is decoded straight into the batch; samples equal xarray's, each chunk decoded once."""
+    ds = open_xr(era5_v3)
+    window = {"lat": None, "lon": None, "level": None}
+    stream = es.Stream(
+        era5_v3, window, variables=["t2m", "z", "u10"], stack=stack, shuffle=shuffle, batch_size=3
+    )
+    ids = []
+    for batch in stream:
+        assert_batch_matches(batch, ds, {"lat": 16, "lon": 32, "level": 3})
+        ids.extend(batch.window_ids.tolist())
+    assert sorted(ids) == list(range(stream.n_windows)) and stream.n_windows == 10
+    engine = stream._engine
+    assert engine is not None and engine.direct
+    report = stream.report
+    assert report is not None and report.chunks_decoded == 30
+    assert set(report.decodes.values()) == {1}
+    # a window that is not whole chunks keeps the slot path
+    patches = es.Stream(era5_v3, {"lat": 8, "lon": 32}, variables=["t2m"])
+    next(iter(patches))
+    assert patches._engine is not None and not patches._engine.direct
+
+
+def test_whole_chunk_windows_missing_and_corrupt(era5_v3: Path, open_xr, tmp_path: Path) -> None:
+    """Chunk policies hold when chunks are decoded into the batch."""
+    import shutil
+
+    from earthstream.errors import MissingChunkError
+
+    ds = open_xr(era5_v3)
+    store = tmp_path / "holes.zarr"
+    shutil.copytree(era5_v3, store)
+    (store / "t2m" / "c" / "3" / "0" / "0").unlink()  # step 3 of t2m is not stored
+    (store / "u10" / "c" / "5" / "0" / "0").write_bytes(b"not zstd at all")  # step 5 corrupt
+    window = {"lat": None, "lon": None}
+    filled = es.Stream(store, window, variables=["t2m"], shuffle=False, batch_size=4)
+    for batch in filled:
+        for i, t in enumerate(batch.starts["time"].tolist()):
+            if t == 3:
+                assert np.isnan(batch["t2m"][i]).all()
+            else:
+                np.testing.assert_array_equal(batch["t2m"][i], ds["t2m"].values[t])
+    with pytest.raises(MissingChunkError):
+        list(es.Stream(store, window, variables=["t2m"], missing="error"))
+    skipped = es.Stream(
+        store, window, variables=["u10"], corrupt="skip", shuffle=False, batch_size=4, stack=True
+    )
+    times = [t for b in skipped for t in b.starts["time"].tolist()]
+    assert times == [t for t in range(10) if t != 5]
+    assert skipped.report is not None and skipped.report.samples_dropped == 1
