@@ -299,3 +299,185 @@ def test_engine_properties(data: st.DataObject) -> None:
                 assert np.isnan(got[outside]).all()
         seen.extend(batch.window_ids.tolist())
     assert sorted(seen) == list(range(stream.n_windows))
+
+
+# -- windows across chunks: time stacks, spatial borders, levels (issue: weather models) ----
+@pytest.fixture(params=["grouped", "one by one"])
+def piece_copies(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of copying pieces: gathered by extent, and one by one (as whole fields are)."""
+    if request.param == "one by one":
+        monkeypatch.setattr("earthstream.engine._assemble.BIG_PIECE", 1)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("shuffle", SHUFFLES)
+@pytest.mark.parametrize("stack", [False, True])
+@pytest.mark.parametrize(
+    ("window", "stride", "variables"),
+    [
+        # whole fields, time stacks
+        ({"time": 3, "lat": 15, "lon": 29, "level": None}, {"time": 1}, ["t2m", "z", "u10"]),
+        (
+            {"time": 4, "lat": 9, "lon": 13, "level": None},
+            {"time": 2, "lat": 3, "lon": 8},
+            ["t2m", "z", "u10"],
+        ),
+        # windows across level chunks too
+        ({"time": 2, "lat": 7, "lon": 10, "level": 2}, {"level": 1, "lat": 4, "lon": 6}, ["z"]),
+    ],
+)
+def test_multi_chunk_windows_equal_xarray(
+    era5_tiled: Path, open_xr, piece_copies, shuffle, stack, window, stride, variables
+) -> None:
+    """Windows spanning several chunks along time, lat, lon and level, over surface and
+    level variables, stacked or not: every sample equals xarray's isel."""
+    ds = open_xr(era5_tiled)
+    stream = es.Stream(
+        era5_tiled,
+        window,
+        stride,
+        variables=variables,
+        shuffle=shuffle,
+        stack=stack,
+        batch_size=3,
+        seed=3,
+    )
+    full = {d: (ds.sizes[d] if n is None else n) for d, n in window.items()}
+    ids = []
+    for batch in stream:
+        assert_batch_matches(batch, ds, full)
+        if stack:
+            assert batch.stacked is not None
+            for name in batch:
+                assert np.shares_memory(batch[name], batch.stacked)
+        ids.extend(batch.window_ids.tolist())
+    assert sorted(ids) == list(range(stream.n_windows))
+
+
+def test_multi_chunk_windows_tight_memory_and_pad(era5_tiled: Path, open_xr, piece_copies) -> None:
+    """The chunk-by-chunk paths (memory too small for a batch; padded edges) cut the
+    same pieces."""
+    ds = open_xr(era5_tiled)
+    window = {"time": 3, "lat": 8, "lon": 12}
+    tight = es.Stream(
+        era5_tiled,
+        window,
+        {"time": 2, "lat": 5, "lon": 9},
+        variables=["t2m", "msl"],
+        batch_size=16,
+        memory_limit="200kB",
+        shuffle=False,
+    )
+    for batch in tight:
+        assert_batch_matches(batch, ds, window)
+    padded = es.Stream(
+        era5_tiled, window, variables=["t2m"], edges="pad", batch_size=5, shuffle="full"
+    )
+    for batch in padded:
+        assert_batch_matches(batch, ds, window, pad=True)
+
+
+@given(
+    t=st.integers(1, 5),
+    y=st.integers(1, 15),
+    x=st.integers(1, 29),
+    sy=st.integers(1, 9),
+    sx=st.integers(1, 12),
+    batch=st.integers(1, 9),
+)
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_window_equals_xarray(era5_tiled: Path, open_xr, t, y, x, sy, sx, batch) -> None:
+    ds = open_xr(era5_tiled)
+    window = {"time": t, "lat": y, "lon": x}
+    stream = es.Stream(
+        era5_tiled,
+        {**window, "level": None},
+        {"lat": sy, "lon": sx},
+        variables=["u10", "z"],
+        batch_size=batch,
+        shuffle="full",
+        seed=1,
+    )
+    for b in stream:
+        assert_batch_matches(b, ds, {**window, "level": 3})
+
+
+def test_batch_buffers_are_reused_only_when_free(
+    era5_tiled: Path, open_xr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large batch arrays come from a pool of buffers: a batch (or a view of it) still
+    held by the consumer is never written again; a dropped one is reused."""
+    monkeypatch.setattr("earthstream.engine._buffers.MIN_POOLED", 0)
+    ds = open_xr(era5_tiled)
+    window = {"time": 2, "lat": 15, "lon": 29, "level": None}
+    kwargs = {"variables": ["t2m", "z"], "stack": True, "batch_size": 2, "shuffle": "full"}
+    stream = es.Stream(era5_tiled, window, {"time": 1}, **kwargs)
+    kept = [batch["z"] for batch in stream]  # views only: they keep their buffers
+    views = [b.copy() for b in kept]
+    for _ in range(2):  # later passes: buffers still held must not be touched
+        for batch in stream:
+            assert_batch_matches(batch, ds, {**window, "level": 3})
+    for a, b in zip(kept, views, strict=True):
+        np.testing.assert_array_equal(a, b)
+    engine = stream._engine
+    assert engine is not None and engine.buffers.reused == 0  # every pooled buffer is held
+    del kept, a
+    for batch in stream:  # now dropped batches give their buffers back
+        assert_batch_matches(batch, ds, {**window, "level": 3})
+    assert engine.buffers.reused > 0
+
+
+# -- whole chunks decoded straight into the batch ------------------------------------------
+@pytest.mark.parametrize("stack", [False, True])
+@pytest.mark.parametrize("shuffle", SHUFFLES)
+def test_whole_chunk_windows_decode_into_the_batch(era5_v3: Path, open_xr, stack, shuffle) -> None:
+    """Whole fields on a store with one step per chunk: each chunk is one window's, so it
+    is decoded straight into the batch; samples equal xarray's, each chunk decoded once."""
+    ds = open_xr(era5_v3)
+    window = {"lat": None, "lon": None, "level": None}
+    stream = es.Stream(
+        era5_v3, window, variables=["t2m", "z", "u10"], stack=stack, shuffle=shuffle, batch_size=3
+    )
+    ids = []
+    for batch in stream:
+        assert_batch_matches(batch, ds, {"lat": 16, "lon": 32, "level": 3})
+        ids.extend(batch.window_ids.tolist())
+    assert sorted(ids) == list(range(stream.n_windows)) and stream.n_windows == 10
+    engine = stream._engine
+    assert engine is not None and engine.direct
+    report = stream.report
+    assert report is not None and report.chunks_decoded == 30
+    assert set(report.decodes.values()) == {1}
+    # a window that is not whole chunks keeps the slot path
+    patches = es.Stream(era5_v3, {"lat": 8, "lon": 32}, variables=["t2m"])
+    next(iter(patches))
+    assert patches._engine is not None and not patches._engine.direct
+
+
+def test_whole_chunk_windows_missing_and_corrupt(era5_v3: Path, open_xr, tmp_path: Path) -> None:
+    """Chunk policies hold when chunks are decoded into the batch."""
+    import shutil
+
+    from earthstream.errors import MissingChunkError
+
+    ds = open_xr(era5_v3)
+    store = tmp_path / "holes.zarr"
+    shutil.copytree(era5_v3, store)
+    (store / "t2m" / "c" / "3" / "0" / "0").unlink()  # step 3 of t2m is not stored
+    (store / "u10" / "c" / "5" / "0" / "0").write_bytes(b"not zstd at all")  # step 5 corrupt
+    window = {"lat": None, "lon": None}
+    filled = es.Stream(store, window, variables=["t2m"], shuffle=False, batch_size=4)
+    for batch in filled:
+        for i, t in enumerate(batch.starts["time"].tolist()):
+            if t == 3:
+                assert np.isnan(batch["t2m"][i]).all()
+            else:
+                np.testing.assert_array_equal(batch["t2m"][i], ds["t2m"].values[t])
+    with pytest.raises(MissingChunkError):
+        list(es.Stream(store, window, variables=["t2m"], missing="error"))
+    skipped = es.Stream(
+        store, window, variables=["u10"], corrupt="skip", shuffle=False, batch_size=4, stack=True
+    )
+    times = [t for b in skipped for t in b.starts["time"].tolist()]
+    assert times == [t for t in range(10) if t != 5]
+    assert skipped.report is not None and skipped.report.samples_dropped == 1

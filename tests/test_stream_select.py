@@ -285,3 +285,28 @@ def test_exactly_once_over_shards_on_any_selection(
                     assert batch.mask is not None
                     assert int(batch.mask[i].sum()) == ref.size
     assert sorted(ids) == list(range(stream.n_windows))
+
+
+@pytest.mark.parametrize(("start", "direct"), [(8, True), (4, False)])
+def test_whole_chunk_windows_in_a_selection(tmp_path: Path, start: int, direct: bool) -> None:
+    """Windows the size of a chunk are decoded straight into the batch only when the
+    selection keeps them on the chunk grid; shifted by a selection they are cut from
+    two chunks.  Either way every sample equals xarray's."""
+    import xarray as xr
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(6, 24, 32)).astype("f4")
+    ds = xr.Dataset({"v": (("time", "y", "x"), values)})
+    path = tmp_path / "tiles.zarr"
+    ds.to_zarr(path, encoding={"v": {"chunks": (1, 8, 16)}}, zarr_format=3)
+    stream = es.Stream(path, {"y": 8, "x": 16}, isel={"y": slice(start, start + 16)})
+    expected = xr.open_zarr(path)["v"].isel(y=slice(start, start + 16))
+    seen = 0
+    for batch in stream:
+        for i in range(batch.size):
+            t, y, x = (int(batch.starts[d][i]) for d in ("time", "y", "x"))
+            want = expected.isel(time=t, y=slice(y, y + 8), x=slice(x, x + 16)).values
+            np.testing.assert_array_equal(batch["v"][i], want)
+            seen += 1
+    assert seen == stream.n_windows == 6 * 2 * 2
+    assert stream._engine is not None and stream._engine.direct is direct

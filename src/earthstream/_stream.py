@@ -96,7 +96,14 @@ class Stream(ShardedStream):
         validity ``mask``.
     stack
         Deliver one ``(B, C, *window)`` array (``batch.stacked``) with channel
-        names (``batch.channels``) instead of one array per variable.
+        names (``batch.channels``) instead of one array per variable: channels
+        in the order of ``variables``, dims only some variables have (levels)
+        expanded (``z[level=500]``); ``batch[name]`` are views of it.  With
+        ``forecast=`` it is ``(B, C, T, *window)``, ``T`` the steps the samples
+        read (``stream.forecast.steps``): the input steps first
+        (``stacked[:, :, :inputs]``), then the targets
+        (``stacked[:, :, inputs:]``), both views, as are ``batch[name]`` and
+        ``batch["target/" + name]``.
     shuffle
         ``"chunks"`` (default): chunk groups in random order, windows of
         ``shuffle_buffer`` groups mixed, each chunk decoded once per epoch.
@@ -255,11 +262,13 @@ class Stream(ShardedStream):
         self.forecast: ForecastPlan | None = None
         if forecast is not None:
             forecast = Forecast.coerce(forecast)
-            window = self._forecast_window(forecast, window, stride, edges, stack)
+            window = self._forecast_window(forecast, window, stride, edges)
             self.forecast = plan_forecast(forecast, self._coords, {v.name: v.dims for v in infos})
             window = {**window, forecast.dim: self.forecast.length}
         grid = build_window_grid(sizes, window, stride, edges, chunks, origins)
         if self.forecast is not None:
+            # the window reads only the steps a sample uses, from each gap-free start
+            grid = grid.with_offsets(self.forecast.dim, self.forecast.steps)
             grid = grid.with_starts(self.forecast.dim, self.forecast.starts)
         self.encodings = self._check_encodings(encodings, sizes)
         self.layout: StreamLayout = build_layout(infos, grid, stack=stack, coords=self._coords)
@@ -401,18 +410,12 @@ class Stream(ShardedStream):
         window: Mapping[str, int | None],
         stride: Mapping[str, int] | None,
         edges: str,
-        stack: bool,
     ) -> Mapping[str, int | None]:
         dim = forecast.dim
         if dim in (window or {}) or dim in (stride or {}):
             raise ConfigError(
                 f"forecast sets the window along {dim!r} (inputs up to the lead); leave {dim!r} "
                 "out of window= and stride= (use Forecast(every=n) to thin reference times)."
-            )
-        if stack:
-            raise ConfigError(
-                "stack=True with forecast= is not supported: inputs and targets have different "
-                "step counts. Stack them in the model, or stream without stack."
             )
         if edges != "drop":
             raise ConfigError(

@@ -21,6 +21,8 @@ def test_smoke_json_has_every_field(tmp_path: Path) -> None:
             "earthstream",
             "bench",
             "--smoke",
+            "--suite",
+            "patches",
             "--layouts",
             "zstd-t1,sharded",
             "--cache-dir",
@@ -56,3 +58,42 @@ def test_smoke_json_has_every_field(tmp_path: Path) -> None:
     assert any("s3, moto" in v for v in remote)
     assert out["remote"]["ratio_latency_over_none"] > 0
     assert {t["target"].split(" ")[0] for t in out["targets"]} >= {"shuffle=chunks", "time"}
+
+
+@pytest.mark.slow
+def test_weather_smoke_rows(tmp_path: Path) -> None:
+    """The weather suite: whole-field forecast rows against the limit and the plain
+    xarray DataLoader, through earthstream plain and its torch loader; 1-degree patches."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "earthstream",
+            "bench",
+            "--smoke",
+            "--suite",
+            "weather",
+            "--cache-dir",
+            str(tmp_path),
+            "--json",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    rows = out["rows"]
+    for layout in ("era5-1deg", "era5-025"):
+        mine = {r["method"]: r for r in rows if r["layout"] == layout}
+        assert set(mine) == {"limit", "earthstream", "xarray"}, layout
+        variants = [r["variant"] for r in rows if r["layout"] == layout]
+        assert any("torch loader" in v for v in variants)
+        for row in (r for r in rows if r["layout"] == layout and r["method"] != "limit"):
+            assert row["samples"] > 0 and row["ratio_to_limit"] > 0
+            assert row["earthstream_over_this"] > 0
+    assert any(r["layout"].startswith("zstd-t1") and r["method"] == "limit" for r in rows)
+    names = {t["target"] for t in out["targets"]}
+    assert "era5-1deg: >= 8x xarray Dataset + DataLoader" in names
+    assert any(n.startswith("1-degree chunks") for n in names)

@@ -173,3 +173,160 @@ def test_errors_say_what_to_fix(gappy: Path, tmp_path: Path) -> None:
     backwards = write_store(tmp_path / "back.zarr", six_hourly(8)[::-1].copy())
     with pytest.raises(TimeAxisError, match="not strictly increasing"):
         es.Stream(backwards, {"lat": 6, "lon": 8}, forecast={"lead": "6h"})
+
+
+# -- stacked forecasts and rollouts (issue: weather models at the decode limit) ------------
+def write_levels(path: Path, times: np.ndarray, *, seed: int = 1) -> Path:
+    """Surface variables and a level variable, written by xarray; one step per chunk,
+    levels whole per chunk (the ARCO-ERA5 layout), fields split in two lon chunks."""
+    rng = np.random.default_rng(seed)
+    n = len(times)
+    ds = xr.Dataset(
+        {
+            "t2m": (("time", "lat", "lon"), rng.normal(280, 10, (n, 10, 14)).astype("f4")),
+            "z": (
+                ("time", "level", "lat", "lon"),
+                rng.normal(5e4, 1e3, (n, 3, 10, 14)).astype("f4"),
+            ),
+            "u10": (("time", "lat", "lon"), rng.normal(0, 5, (n, 10, 14)).astype("f4")),
+        },
+        coords={
+            "time": times,
+            "level": np.array([500, 850, 1000], dtype="i4"),
+            "lat": np.linspace(60, 38, 10),
+            "lon": np.linspace(-10, 20, 14),
+        },
+    )
+    encoding = {
+        "t2m": {"chunks": (1, 10, 7)},
+        "u10": {"chunks": (1, 10, 7)},
+        "z": {"chunks": (1, 3, 10, 7)},
+    }
+    ds.to_zarr(path, zarr_format=3, encoding=encoding, consolidated=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def levels_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 30 six-hourly steps with step 17 missing
+    return write_levels(tmp_path_factory.mktemp("fc") / "levels.zarr", six_hourly(30, (17,)))
+
+
+@pytest.mark.parametrize("shuffle", [False, "chunks", "full"])
+@pytest.mark.parametrize(
+    ("inputs", "lead", "step"),
+    [
+        (2, "6h", None),
+        (2, ("6h", "24h", "48h"), None),
+        (3, ("12h", "36h"), "12h"),
+        (1, "30h", None),
+    ],
+)
+def test_stacked_forecast_equals_xarray(levels_store: Path, shuffle, inputs, lead, step) -> None:
+    """stack=True with forecast=: one (B, C, T, H, W) array, C in the declared order (levels
+    expanded), T the steps the samples read; inputs and targets are views of it, and every
+    value equals xarray's isel of the same steps."""
+    ds = xr.open_zarr(levels_store, chunks=None, consolidated=False).load()
+    time = ds["time"].values
+    forecast = es.Forecast(inputs=inputs, lead=lead, step=step)
+    stream = es.Stream(
+        levels_store,
+        {"lat": None, "lon": None, "level": None},
+        variables=["u10", "z", "t2m"],
+        forecast=forecast,
+        stack=True,
+        shuffle=shuffle,
+        batch_size=3,
+        seed=4,
+    )
+    plan = stream.forecast
+    assert plan is not None
+    assert stream.channels == ("u10", "z[level=500]", "z[level=850]", "z[level=1000]", "t2m")
+    n_steps = len(plan.steps)
+    assert n_steps == inputs + len(forecast.leads)  # only the steps used, not the whole span
+    n = 0
+    for batch in stream:
+        x = batch.stacked
+        assert x is not None and x.shape == (batch.size, 5, n_steps, 10, 14)
+        assert batch.channels == stream.channels
+        for key in ("u10", "z", "t2m", "target/u10", "target/z", "target/t2m"):
+            assert np.shares_memory(batch[key], x), key
+        ins, outs = batch.coords["input_times"], batch.coords["target_times"]
+        for b in range(batch.size):
+            t_in = [int(np.flatnonzero(time == t)[0]) for t in ins[b]]
+            t_out = [int(np.flatnonzero(time == t)[0]) for t in outs[b]]
+            for name in ("u10", "z", "t2m"):
+                np.testing.assert_array_equal(batch[name][b], ds[name].isel(time=t_in).values)
+                np.testing.assert_array_equal(
+                    batch["target/" + name][b], ds[name].isel(time=t_out).values
+                )
+            # the stacked array itself: inputs then targets along T, channels in order
+            ref = np.concatenate(
+                [
+                    ds["u10"].isel(time=t_in + t_out).values[None],
+                    ds["z"].isel(time=t_in + t_out).values.transpose(1, 0, 2, 3),
+                    ds["t2m"].isel(time=t_in + t_out).values[None],
+                ]
+            )
+            np.testing.assert_array_equal(x[b], ref)
+            np.testing.assert_array_equal(x[b, :, :inputs], ref[:, :inputs])
+        n += batch.size
+    assert n == stream.n_windows
+
+
+def test_rollout_reads_only_the_steps_it_uses(levels_store: Path) -> None:
+    """A rollout of leads 6h and 42h thinned to one sample a day reads the steps of its
+    inputs and leads, not every step in between; gap rules are those of the whole span."""
+    ds = xr.open_zarr(levels_store, chunks=None, consolidated=False).load()
+    time = ds["time"].values
+    present = set(time.tolist())
+    stream = es.Stream(
+        levels_store,
+        {"lat": 10, "lon": 14},
+        variables=["t2m"],
+        forecast={"inputs": 1, "lead": ("6h", "42h"), "every": 4},
+        shuffle=False,
+        batch_size=2,
+    )
+    plan = stream.forecast
+    assert plan is not None and plan.steps == (0, 1, 7) and plan.length == 8
+    used = set()
+    for batch in stream:
+        assert batch["t2m"].shape[1:] == (1, 10, 14)
+        assert batch["target/t2m"].shape[1:] == (2, 10, 14)
+        for b in range(batch.size):
+            t = batch.coords["reference_time"][b]
+            span = np.arange(t, t + 43 * np.timedelta64(1, "h"), H6)
+            assert all(s in present for s in span.tolist())  # no gap anywhere in the span
+            idx = [int(np.flatnonzero(time == s)[0]) for s in (t, t + H6, t + 7 * H6)]
+            used.update(idx)
+            np.testing.assert_array_equal(batch["t2m"][b, 0], ds["t2m"].values[idx[0]])
+            np.testing.assert_array_equal(batch["target/t2m"][b], ds["t2m"].values[idx[1:]])
+    report = stream.report
+    assert report is not None
+    decoded_steps = {index[0] for (_, index) in report.decodes}
+    assert decoded_steps == used
+    assert len(decoded_steps) < len(time) - 8  # the steps between leads were not read
+    assert set(report.decodes.values()) == {1}
+
+
+def test_stacked_forecast_through_torch(levels_store: Path) -> None:
+    """Torch batches keep inputs and targets as views of the stacked tensor."""
+    stream = es.Stream(
+        levels_store,
+        {"lat": None, "lon": None, "level": None},
+        variables=["t2m", "z"],
+        forecast={"inputs": 2, "lead": ("6h", "18h")},
+        stack=True,
+        batch_size=4,
+        shuffle=False,
+    )
+    ref = next(iter(stream))
+    batch = next(iter(stream.to_torch()))
+    assert batch.stacked is not None and tuple(batch.stacked.shape) == ref.stacked.shape
+    for key in ("t2m", "z", "target/t2m", "target/z"):
+        tensor = batch[key]
+        assert tensor.data_ptr() >= batch.stacked.data_ptr()  # a view, not a copy
+        np.testing.assert_array_equal(tensor.numpy(), ref[key])
+    moved = batch.to("cpu")
+    np.testing.assert_array_equal(moved["target/z"].numpy(), ref["target/z"])

@@ -56,6 +56,12 @@ def _needed_chunks(spec: Spec) -> list[tuple[str, tuple[int, ...]]]:
     from .. import open_zarr
 
     source = open_zarr(spec["store"], variables=spec["variables"])
+    if spec.get("stream"):  # whole-field forecasts: every step is some sample's
+        return [
+            (name, idx)
+            for name, info in source.variables.items()
+            for idx in itertools.product(*(range(n) for n in info.chunk_grid))
+        ]
     w = spec["window"]
     keys: list[tuple[str, tuple[int, ...]]] = []
     for name, info in source.variables.items():
@@ -218,7 +224,7 @@ def earthstream(spec: Spec) -> list[Result]:
     """Epochs of one stream (as in training), plus a cold start to the first batch."""
     from .. import Stream, open_zarr
 
-    kwargs = {
+    kwargs = spec.get("stream") or {  # the weather rows give the stream's settings whole
         "window": {"lat": spec["window"], "lon": spec["window"]},
         "batch_size": spec["batch_size"],
         "shuffle": spec["shuffle"],
@@ -230,9 +236,11 @@ def earthstream(spec: Spec) -> list[Result]:
     source = open_zarr(spec["store"], variables=spec["variables"], storage_options=options)
     stream = Stream(source, **kwargs)
 
+    torch_loader = bool(workers or spec.get("torch"))
+
     def batches_of(epoch: int) -> Iterator[Any]:
         stream.set_epoch(epoch)
-        if workers:
+        if torch_loader:
             return iter(stream.to_torch().loader(num_workers=workers))
         return iter(stream)
 
@@ -271,7 +279,7 @@ def earthstream(spec: Spec) -> list[Result]:
     fresh = Stream(
         open_zarr(spec["store"], variables=spec["variables"], storage_options=options), **kwargs
     )
-    it = iter(fresh.to_torch().loader(num_workers=workers)) if workers else iter(fresh)
+    it = iter(fresh.to_torch().loader(num_workers=workers)) if torch_loader else iter(fresh)
     next(it)
     first = time.perf_counter() - t0
     del it
@@ -417,11 +425,60 @@ def naive(spec: Spec) -> list[Result]:
     return runs
 
 
+def xarray_forecast(spec: Spec) -> list[Result]:
+    """The plain loader of whole-field forecast samples: a hand-written torch ``Dataset``
+    over ``xr.open_zarr(...).isel(time=...)`` (no dask), in a ``DataLoader`` with
+    workers, shuffled; each item is ``(C, T, H, W)`` (levels as channels), inputs then
+    targets, as earthstream's stacked forecast."""
+    import torch
+    import xarray as xr
+
+    stream = spec["stream"]
+    inputs = int(stream["forecast"]["inputs"])
+    lead = int(spec["lead_steps"])
+    ds = xr.open_zarr(spec["store"], chunks=None)[spec["variables"]]
+    n_time = int(ds.sizes["time"])
+    step_bytes = sum(int(np.prod(ds[v].shape[1:])) * ds[v].dtype.itemsize for v in ds.data_vars)
+
+    class Forecasts(torch.utils.data.Dataset):  # type: ignore[type-arg]
+        def __len__(self) -> int:
+            return n_time - inputs - lead + 1
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            steps = [*range(i, i + inputs), i + inputs - 1 + lead]
+            parts = []
+            for v in spec["variables"]:
+                a = ds[v].isel(time=steps).values
+                parts.append(a.transpose(1, 0, 2, 3) if a.ndim == 4 else a[None])
+            return torch.from_numpy(np.concatenate(parts))
+
+    def batches() -> Iterator[tuple[int, int]]:
+        loader = torch.utils.data.DataLoader(
+            Forecasts(),
+            batch_size=stream["batch_size"],
+            shuffle=True,
+            num_workers=spec["workers"],
+            generator=torch.Generator().manual_seed(0),
+        )
+        while True:
+            for x in loader:
+                n = int(x.shape[0])
+                yield n, n * (inputs + 1) * step_bytes
+
+    runs = []
+    for _ in range(spec["repeats"]):
+        run = _timed_batches(batches(), spec["time_budget"], warmup=2)
+        run["bytes_delivered"] = run["samples"] * (inputs + 1) * step_bytes
+        runs.append(run)
+    return runs
+
+
 METHODS: dict[str, Callable[[Spec], list[Result]]] = {
     "limit": limit,
     "earthstream": earthstream,
     "xbatcher": xbatcher,
     "naive": naive,
+    "xarray": xarray_forecast,
 }
 
 

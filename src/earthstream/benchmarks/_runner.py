@@ -15,7 +15,10 @@ from typing import Any
 
 from ._stores import LAYOUTS, SIZES, VARIABLES, make_store
 
-__all__ = ["FIELDS", "BenchConfig", "format_table", "run_bench"]
+__all__ = ["FIELDS", "WEATHER_ROWS", "BenchConfig", "format_table", "run_bench"]
+
+#: The weather suite: whole-field forecast layouts, and small patches on 1-degree chunks.
+WEATHER_ROWS = ("era5-1deg", "era5-025", "patches-1deg")
 
 #: Fields every row of the JSON output has.
 FIELDS = (
@@ -58,6 +61,10 @@ class BenchConfig:
     timeout: float = 1800.0
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: ``"patches"``: small windows on the default store's layouts (plus scale and
+    #: remote checks); ``"weather"``: the rows of :data:`WEATHER_ROWS`.
+    suites: tuple[str, ...] = ("patches", "weather")
+    weather: tuple[str, ...] = ()  # default: every weather row
 
 
 def _run(spec: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -220,6 +227,8 @@ def _measure_layout(
     probe = _run({**base, "method": "limit"}, config.timeout)
     decoded_total = probe["runs"][0]["bytes_decoded"]
     plan = _plan_methods(config, decoded_total, peers, scale)
+    if size == "1deg":  # the weather suite's small-patch row: the limit and the two orders
+        plan = [p for p in plan if p[0] == "limit" or p[1] in ("shuffle=chunks", "grid order")]
     results: list[dict[str, Any]] = [{"runs": [], "peak_rss_mb": 0.0} for _ in plan]
     for round_ in range(config.repeats):
         for (method, variant, _, spec), merged in zip(plan, results, strict=True):
@@ -253,6 +262,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     config.folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     rows: list[dict[str, Any]] = []
+    weather_rows, weather = _run_weather(config)
+    if "patches" not in config.suites:
+        return _result(config, weather_rows, None, None, weather, started)
     for i, layout in enumerate(config.layouts):
         _log(config, f"layout {layout} ({LAYOUTS[layout].description}), size {config.size}")
         scale_here = bool(config.scale and i == 0)
@@ -302,6 +314,51 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             if ours and row["samples_per_s"]:
                 row["earthstream_over_this"] = ours / row["samples_per_s"]
         rows.extend(remote_rows)
+    out = _result(config, rows + weather_rows, scale, remote, weather, started)
+    out["targets"] = targets(rows, scale, config) + _remote_targets(remote, config) + weather
+    return out
+
+
+def _run_weather(config: BenchConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The weather suite's rows and targets (nothing when it is not selected)."""
+    from ._weather import measure_weather, weather_targets
+
+    if "weather" not in config.suites:
+        return [], []
+    rows: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
+    for name in config.weather or WEATHER_ROWS:
+        if name == "patches-1deg":
+            size = "smoke" if config.size == "smoke" else "1deg"
+            _log(config, f"weather: small patches on 1-degree chunks ({size})")
+            part = _measure_layout(config, "zstd-t1", size, peers=False)
+            if size == "smoke":
+                for row in part:
+                    row["layout"] = "zstd-t1/1deg"
+            chunks = next(r for r in part if r["variant"] == "shuffle=chunks")
+            found.append(
+                _target(
+                    "1-degree chunks: small patches, shuffle=chunks >= 0.5x limit",
+                    chunks["ratio_to_limit"],
+                    0.5,
+                )
+            )
+        else:
+            _log(config, f"weather: {name}")
+            part = measure_weather(config, name)
+        rows.extend(part)
+    found.extend(weather_targets(rows))
+    return rows, found
+
+
+def _result(
+    config: BenchConfig,
+    rows: list[dict[str, Any]],
+    scale: dict[str, Any] | None,
+    remote: dict[str, Any] | None,
+    weather: list[dict[str, Any]],
+    started: float,
+) -> dict[str, Any]:
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "config": {
@@ -317,7 +374,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "rows": rows,
         "scale": scale,
         "remote": remote,
-        "targets": targets(rows, scale, config) + _remote_targets(remote, config),
+        "targets": weather,
         "wall_s": time.time() - started,
     }
 
@@ -534,7 +591,7 @@ def format_table(result: dict[str, Any]) -> str:
     notes = [f"- {r['method']} {r['variant']}: {r['notes']}" for r in result["rows"] if r["notes"]]
     if notes:
         lines += ["", "notes:", *sorted(set(notes))]
-    lines += ["", "targets (default layout):"]
+    lines += ["", "targets:"]
     for t in result["targets"]:
         mark = "met" if t["met"] else "MISSED"
         lines.append(f"  [{mark:>6}] {t['target']}: {_fmt(t['value'], '.3g')}")

@@ -59,6 +59,8 @@ SIZES: dict[str, dict[str, int]] = {
     "small": {"n_times": 24, "n_lat": 721, "n_lon": 1440},
     "default": {"n_times": 48, "n_lat": 721, "n_lon": 1440},  # 398 MB decoded
     "x4": {"n_times": 192, "n_lat": 721, "n_lon": 1440},  # 1.6 GB decoded
+    # 1-degree chunks of 260 KB (WeatherBench 2's 1-degree stores, inner chunks of shards)
+    "1deg": {"n_times": 1600, "n_lat": 181, "n_lon": 360},  # 834 MB decoded
 }
 
 VARIABLES = ("t2m", "u10")

@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Generates an ERA5-like store in several layouts and measures, side by side in one "
             "run: the decode limit, earthstream (chunk-shuffled, fully shuffled, grid order), "
-            "xbatcher (with/without dask, plain/DataLoader) and naive zarr-python."
+            "xbatcher (with/without dask, plain/DataLoader) and naive zarr-python; and whole-"
+            "field forecast samples against the limit and a plain xarray DataLoader."
         ),
     )
     bench.add_argument("--size", default="default", help="smoke, small, default (398 MB), x4")
@@ -122,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--smoke", action="store_true", help="tiny store, one repetition, quick")
     bench.add_argument("--cache-dir", default=None, help="where the stores go")
+    bench.add_argument(
+        "--suite",
+        default="all",
+        choices=("all", "patches", "weather"),
+        help="patches: 64 x 64 windows on the default store's layouts (+ scale, remote); "
+        "weather: whole-field forecast samples (1 and 0.25 degree, ARCO-ERA5 layout) and "
+        "small patches on 1-degree chunks; all: both (default)",
+    )
+    bench.add_argument(
+        "--weather",
+        default=None,
+        help="comma-separated weather rows (default all): era5-1deg, era5-025, patches-1deg",
+    )
 
     info = command("info", help="describe a Zarr store: variables, dims, chunks, codecs")
     info.add_argument("url", help="local path or URL of the store")
@@ -242,6 +256,8 @@ def _bench(args: argparse.Namespace) -> int:
         peers=not args.no_peers,
         scale=not args.no_scale,
         remote=not args.no_remote,
+        suites=("patches", "weather") if args.suite == "all" else (args.suite,),
+        weather=tuple(args.weather.split(",")) if args.weather else (),
     )
     result = run_bench(config)
     if args.json == "-":

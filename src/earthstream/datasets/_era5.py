@@ -53,7 +53,16 @@ ERA5_VARIABLES: Mapping[str, _Var] = {
     "v10": _Var("10 metre V wind component", "m s**-1"),
     "msl": _Var("Mean sea level pressure", "Pa"),
     "z": _Var("Geopotential", "m**2 s**-2", levels=True),
+    # upper-air variables of the ARCO-ERA5 / WeatherBench layout (not written by default)
+    "t": _Var("Temperature", "K", levels=True),
+    "u": _Var("U component of wind", "m s**-1", levels=True),
+    "v": _Var("V component of wind", "m s**-1", levels=True),
+    "q": _Var("Specific humidity", "kg kg**-1", levels=True),
 }
+#: What ``era5_like`` writes when ``variables`` is not given.
+DEFAULT_VARIABLES = ("t2m", "u10", "v10", "msl", "z")
+#: Elements of float64 work arrays per block of steps written at once (~256 MB).
+_BLOCK_ELEMENTS = 32 * 2**20
 _CODECS = ("zstd", "blosc-lz4", "none")
 #: Physical range each variable is packed into int16 over (``packed=True``), as
 #: ERA5's NetCDF files pack them: ``value = stored * scale_factor + add_offset``.
@@ -132,6 +141,19 @@ def _fields(
             + 60.0 * wave[:, None] * (1_000.0 / lev) ** 0.5
         )
         out = z + rng.normal(0.0, 20.0, (len(hours), len(levels), len(lat), len(lon)))
+    elif name in ("t", "u", "v", "q"):
+        ratio = (levels.astype(np.float64) / 1_000.0)[None, :, None, None]
+        wave4 = wave[:, None]
+        noise = rng.normal(0.0, 1.0, (len(hours), len(levels), len(lat), len(lon)))
+        if name == "t":
+            base = (300.0 - 45.0 * np.sin(phi) ** 2)[:, None] * ratio**0.19
+            out = base + 3.0 * wave4 + 0.4 * noise
+        elif name == "q":
+            out = 0.018 * np.cos(phi)[:, None] ** 2 * ratio**3 * (1.0 + 0.2 * wave4)
+            out = out + 1e-5 * noise
+        else:
+            jet = (30.0 if name == "u" else 0.0) * np.cos(2 * phi)[:, None] / ratio**0.5
+            out = jet + 8.0 * wave4 * (1.0 if name == "u" else -1.0) + 0.8 * noise
     else:  # pragma: no cover - guarded by the caller
         raise ConfigError(f"unknown variable {name!r}")
     return np.asarray(out, dtype=np.float32)
@@ -179,7 +201,8 @@ def era5_like(
     n_times, n_lat, n_lon, levels
         Sizes of the time, latitude and longitude axes and the pressure levels (hPa).
     variables
-        Subset of ``t2m``, ``u10``, ``v10``, ``msl``, ``z`` (default: all).
+        Any of ``t2m``, ``u10``, ``v10``, ``msl`` (surface) and ``z``, ``t``, ``u``,
+        ``v``, ``q`` (on ``levels``); default: the surface variables and ``z``.
     chunks
         Chunk length per dim (default one time step per chunk, whole extent
         otherwise), e.g. ``{"time": 24}`` or ``{"time": 1, "lat": 48, "lon": 48}``.
@@ -209,7 +232,7 @@ def era5_like(
     """
     import zarr
 
-    names = list(variables) if variables is not None else list(ERA5_VARIABLES)
+    names = list(variables) if variables is not None else list(DEFAULT_VARIABLES)
     for name in names:
         if name not in ERA5_VARIABLES:
             raise ConfigError(
@@ -336,7 +359,9 @@ def era5_like(
             attributes=attributes,
         )
 
-    step = max(chunk_len["time"], shard_len.get("time", 1), 24)
+    # blocks of up to 24 steps, fewer on large grids (float64 work arrays stay ~256 MB)
+    per_step = n_lat * n_lon * (len(levels) if any(ERA5_VARIABLES[n].levels for n in names) else 1)
+    step = max(chunk_len["time"], shard_len.get("time", 1), min(24, _BLOCK_ELEMENTS // per_step))
     step = -(-step // chunk_len["time"]) * chunk_len["time"]
     blocks = range(0, n_times, step)
     bar = None

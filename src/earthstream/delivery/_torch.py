@@ -65,6 +65,35 @@ class _View:
         return block.reshape(stacked.shape[0], *self.shape).permute(0, *self.perm)
 
 
+@dataclass(frozen=True)
+class _Strided:
+    """A view of the stacked tensor: shape, strides and offset in elements (any view
+    NumPy made of the stacked array, e.g. a forecast's input steps of one variable)."""
+
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]
+    offset: int
+
+    def __call__(self, stacked: torch.Tensor) -> torch.Tensor:
+        return stacked.as_strided(self.shape, self.strides, stacked.storage_offset() + self.offset)
+
+    @classmethod
+    def of(cls, view: np.ndarray, stacked: np.ndarray) -> _Strided | None:
+        """``view`` as a view of the C-contiguous ``stacked``, or None if it is not one."""
+        if view.dtype != stacked.dtype or not stacked.flags.c_contiguous:
+            return None
+        item = stacked.itemsize
+        offset = view.__array_interface__["data"][0] - stacked.__array_interface__["data"][0]
+        if offset < 0 or offset >= max(stacked.nbytes, 1) or offset % item:
+            return None
+        if any(s % item for s in view.strides) or any(s < 0 for s in view.strides):
+            return None
+        last = offset + sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True))
+        if view.size and last + item > stacked.nbytes:  # not inside the stacked array
+            return None
+        return cls(view.shape, tuple(s // item for s in view.strides), offset // item)
+
+
 @dataclass(frozen=True, eq=False)
 class TorchBatch:
     """A batch as tensors: ``batch[name]`` -> tensor ``(B, *window dims)``.
@@ -88,20 +117,23 @@ class TorchBatch:
     mask_dims: tuple[str, ...] = ()
     stacked: torch.Tensor | None = None
     channels: tuple[str, ...] = ()
-    views: Mapping[str, _View] = field(default_factory=dict)
+    views: Mapping[str, _View | _Strided] = field(default_factory=dict)
     coords_dtype: Mapping[str, np.dtype[Any]] = field(default_factory=dict)
     attrs: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_batch(cls, batch: Batch, views: Mapping[str, _View] | None = None) -> TorchBatch:
         stacked = None if batch.stacked is None else torch.from_numpy(batch.stacked)
-        # with stack=True the variables are views of `stacked`; other entries (encodings) stay.
-        # Strided views (forecast steps) become tensors as they are: no copy here.
-        tensors = {
-            k: torch.from_numpy(v)
-            for k, v in batch.items()
-            if stacked is None or k not in (views or {})
-        }
+        # with stack=True the variables (and a forecast's input and target steps of
+        # them) are views of `stacked`, kept as views of it through pinning and device
+        # moves; other entries (encodings) stay.  No copy here.
+        found: dict[str, _View | _Strided] = {}
+        if batch.stacked is not None:
+            for k, v in batch.items():
+                strided = _Strided.of(v, batch.stacked)
+                if strided is not None:  # else a copy (unevenly spaced steps): a tensor
+                    found[k] = strided
+        tensors = {k: torch.from_numpy(v) for k, v in batch.items() if k not in found}
         return cls(
             tensors=tensors,
             starts={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.starts.items()},
@@ -115,7 +147,7 @@ class TorchBatch:
             mask_dims=batch.mask_dims,
             stacked=stacked,
             channels=batch.channels,
-            views=dict(views or {}),
+            views=found,
             coords_dtype={k: v.dtype for k, v in batch.coords.items()},
             attrs=dict(batch.attrs),
         )

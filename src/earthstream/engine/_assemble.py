@@ -1,24 +1,36 @@
 """Cutting windows out of resident chunks into batch arrays.
 
-The fast path is one fancy-index gather per variable over a sliding-window
-view of the variable's slot slab: a single NumPy call that copies every window
-of the batch (no per-window Python, the GIL released), and whose result *is*
-the batch array.  Windows across chunk borders or past the array edge
-(``edges="pad"``) are copied piece by piece from every chunk they touch.
+Windows wholly inside one chunk are cut by one fancy-index gather per variable
+over a sliding-window view of the variable's slot slab: a single NumPy call
+that copies every window of the batch (no per-window Python, the GIL released),
+and whose result *is* the batch array.  Other windows come as *pieces* (see
+``_plan``): a uniform batch (time stacks of whole fields, a forecast's steps)
+is one gather of all its pieces; otherwise pieces of one extent are copied
+together (a gather from the slab and a scatter into the batch).  Pieces of
+whole fields are large: they are copied one by one, straight from the slot into
+the batch (stacked or not): one copy per use, no intermediate array, each copy
+a single memcpy-like NumPy call that releases the GIL.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from ._buffers import BatchBuffers
 from ._layout import StreamLayout, VarLayout
-from ._plan import BatchPlan, VarPlan
+from ._plan import BatchPlan, Pieces, VarPlan
 from ._slots import SlotPool
 
-__all__ = ["BatchArrays", "cut_batch", "scatter_key", "validity_mask"]
+__all__ = ["BatchArrays", "copy_pieces", "cut_batch", "scatter_key", "validity_mask"]
+
+#: Pieces of at least this many elements are copied one by one (the copy dwarfs
+#: the Python around it); smaller ones of one extent are gathered together.
+BIG_PIECE = 1 << 15
+#: Fewer pieces of one extent than this are copied one by one, too.
+_FEW = 6
 
 
 @dataclass
@@ -42,27 +54,98 @@ def _stacked_view(stacked: np.ndarray, var: VarLayout, layout: StreamLayout) -> 
     return view.transpose(perm)
 
 
-def _new(var: VarLayout, n: int, prefill: bool) -> np.ndarray:
+def _new(var: VarLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None) -> np.ndarray:
     shape = (n, *var.sample_shape)
-    return np.full(shape, var.fill, var.dtype) if prefill else np.empty(shape, var.dtype)
+    out = buffers.empty(shape, var.dtype) if buffers is not None else np.empty(shape, var.dtype)
+    if prefill:
+        out[...] = var.fill
+    return out
 
 
-def _copy_piece(
-    out_row: np.ndarray, chunk: np.ndarray, var: VarLayout, index: Any, local: list[int]
-) -> None:
-    """Copy the part of a window (starting at ``local`` relative to the chunk) that the
-    chunk at grid ``index`` holds inside the array bounds (the selection's end)."""
-    src: list[Any] = []
-    dst: list[slice] = []
-    for s, i, c, size, n, keep in zip(
-        local, index.tolist(), var.chunks, var.end, var.lengths, var.keep, strict=True
-    ):
-        extent = min(c, size - i * c)  # valid part of this chunk along the dim
-        lo, hi = max(s, 0), min(s + n, extent)
-        src.append(slice(lo, hi) if keep else lo)
-        if keep:
-            dst.append(slice(lo - s, hi - s))
-    out_row[tuple(dst)] = chunk[tuple(src)]
+def _full(out: np.ndarray, var: VarLayout) -> np.ndarray:
+    """``out`` (n, *sample shape) as a view over all of the variable's dims (iterated
+    dims as length 1), the frame pieces are placed in."""
+    squeezed = tuple(1 + d for d, k in enumerate(var.keep) if not k)
+    return np.expand_dims(out, squeezed) if squeezed else out
+
+
+def _slices(start: list[int], size: list[int]) -> tuple[slice, ...]:
+    return tuple(slice(a, a + k) for a, k in zip(start, size, strict=True))
+
+
+def copy_pieces(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> None:
+    """Copy ``pieces`` from ``slab`` (piece ``i`` from slot ``slots[i]``) into ``out_full``.
+
+    Pieces of one extent are gathered from the slab and scattered into the
+    output together; large ones, or a few, are copied one by one.
+    """
+    if not len(pieces):
+        return
+    sizes = pieces.size
+    if len(pieces) == 1 or (sizes == sizes[0]).all():
+        groups: list[np.ndarray | slice] = [slice(None)]
+    else:
+        _, inverse = np.unique(sizes, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        order = np.argsort(inverse, kind="stable")
+        cuts = np.flatnonzero(np.diff(inverse[order])) + 1
+        groups = list(np.split(order, cuts))
+    for group in groups:
+        rows, src, dst, size = (
+            pieces.rows[group],
+            pieces.src[group],
+            pieces.dst[group],
+            sizes[group],
+        )
+        where = slots[group]
+        extent = size[0].tolist()
+        if len(rows) < _FEW or int(np.prod(extent)) >= BIG_PIECE:
+            for r, w, a, b in zip(
+                rows.tolist(), where.tolist(), src.tolist(), dst.tolist(), strict=True
+            ):
+                out_full[(r, *_slices(b, extent))] = slab[(w, *_slices(a, extent))]
+            continue
+        got = sliding_window_view(slab, (1, *extent))[(where, *src.T)]
+        target = sliding_window_view(out_full, (1, *extent), writeable=True)
+        target[(rows, *dst.T)] = got
+
+
+def _inside_pieces(plan: VarPlan, var: VarLayout, rows: np.ndarray) -> Pieces:
+    """Windows wholly inside one chunk, as one piece each."""
+    ndim = len(var.chunks)
+    size = np.broadcast_to(np.asarray(var.lengths, dtype=np.int64), (len(rows), ndim))
+    return Pieces(rows, plan.which[rows], plan.local[rows], np.zeros_like(size), size)
+
+
+def _cut_uniform(
+    pool: SlotPool,
+    plan: VarPlan,
+    slots: np.ndarray,
+    n: int,
+    dest: np.ndarray | None,
+    buffers: BatchBuffers | None,
+) -> np.ndarray:
+    """A uniform batch: every window made of pieces of one extent, the same number of
+    them along each dim, in row-major order."""
+    var = pool.var
+    pieces = plan.pieces
+    counts = plan.counts
+    assert counts is not None
+    extent = pieces.size[0].tolist()
+    if int(np.prod(extent)) >= BIG_PIECE or len(pieces) < _FEW:
+        out = dest if dest is not None else _new(var, n, False, buffers)
+        copy_pieces(pool.slab, slots[pieces.position], pieces, _full(out, var))
+        return out
+    got = sliding_window_view(pool.slab, (1, *extent))[(slots[pieces.position], *pieces.src.T)]
+    ndim = len(extent)
+    got = got.reshape((n, *counts, *extent))
+    perm = [0] + [axis for d in range(ndim) for axis in (1 + d, 1 + ndim + d)]
+    # a view of the gathered array unless dims with several pieces follow whole ones
+    result: np.ndarray = got.transpose(perm).reshape((n, *var.sample_shape))
+    if dest is None:
+        return result
+    dest[...] = result
+    return dest
 
 
 def cut_var(
@@ -72,6 +155,7 @@ def cut_var(
     n: int,
     dest: np.ndarray | None,
     prefill: bool,
+    buffers: BatchBuffers | None = None,
 ) -> np.ndarray:
     """One variable of a batch, cut from its resident chunks.
 
@@ -80,44 +164,65 @@ def cut_var(
     """
     var = pool.var
     windows = pool.windows
-    if plan.all_inside and windows is not None and n:
+    if not n:
+        return dest if dest is not None else _new(var, n, prefill)
+    big = int(np.prod(var.lengths, dtype=np.int64)) >= BIG_PIECE
+    if plan.all_inside and windows is not None and not big:
         gathered = windows[(slots[plan.which], *plan.local.T)]
         gathered = np.asarray(gathered).reshape((n, *var.sample_shape))
         if dest is None:
             return gathered
         dest[...] = gathered
         return dest
-    out = dest if dest is not None else _new(var, n, prefill)
+    if plan.counts is not None:
+        return _cut_uniform(pool, plan, slots, n, dest, buffers)
+    out = dest if dest is not None else _new(var, n, prefill, buffers)
     rows = np.flatnonzero(plan.which >= 0)
-    if len(rows) and windows is not None:
-        picked = windows[(slots[plan.which[rows]], *plan.local[rows].T)]
-        out[rows] = picked.reshape((len(rows), *var.sample_shape))
-    for row, position, local in plan.pieces:
-        chunk = pool.slab[slots[position]]
-        _copy_piece(out[row], chunk, var, plan.index[position], local)
+    if len(rows):
+        if windows is not None and not big:
+            picked = windows[(slots[plan.which[rows]], *plan.local[rows].T)]
+            out[rows] = picked.reshape((len(rows), *var.sample_shape))
+        else:
+            inside = _inside_pieces(plan, var, rows)
+            copy_pieces(pool.slab, slots[inside.position], inside, _full(out, var))
+    pieces = plan.pieces
+    copy_pieces(pool.slab, slots[pieces.position], pieces, _full(out, var))
     return out
 
 
-def allocate(layout: StreamLayout, n: int, prefill: bool) -> BatchArrays:
+def _stacked(layout: StreamLayout, n: int, buffers: BatchBuffers | None) -> np.ndarray:
+    shape = (n, len(layout.channels), *layout.common_shape)
+    if buffers is not None:
+        return buffers.empty(shape, layout.stacked_dtype)
+    return np.empty(shape, layout.stacked_dtype)
+
+
+def allocate(
+    layout: StreamLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None
+) -> BatchArrays:
     """Arrays for a batch assembled chunk by chunk (the tight-memory path)."""
     if layout.stack and layout.stacked_dtype is not None:
-        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
+        stacked = _stacked(layout, n, buffers)
         data = {v.name: _stacked_view(stacked, v, layout) for v in layout.variables}
         if prefill:
             for v in layout.variables:
                 data[v.name][...] = v.fill
         return BatchArrays(data, stacked, stacked.nbytes)
-    data = {v.name: _new(v, n, prefill) for v in layout.variables}
+    data = {v.name: _new(v, n, prefill, buffers) for v in layout.variables}
     return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
 
 
 def cut_batch(
-    layout: StreamLayout, pools: list[SlotPool], plan: BatchPlan, slots: list[np.ndarray]
+    layout: StreamLayout,
+    pools: list[SlotPool],
+    plan: BatchPlan,
+    slots: list[np.ndarray],
+    buffers: BatchBuffers | None = None,
 ) -> BatchArrays:
     """The whole batch, cut from resident chunks (runs on a cut thread)."""
     n = len(plan.ids)
     if layout.stack and layout.stacked_dtype is not None:
-        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
+        stacked = _stacked(layout, n, buffers)
         data = {}
         for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True):
             view = _stacked_view(stacked, var, layout)
@@ -126,7 +231,7 @@ def cut_batch(
             data[var.name] = cut_var(pool, vplan, s, n, view, plan.padded)
         return BatchArrays(data, stacked, stacked.nbytes)
     data = {
-        var.name: cut_var(pool, vplan, s, n, None, plan.padded)
+        var.name: cut_var(pool, vplan, s, n, None, plan.padded, buffers)
         for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True)
     }
     return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
@@ -137,12 +242,12 @@ def scatter_key(
 ) -> None:
     """Copy what chunk ``plan.keys[position]`` holds of the batch's windows into ``out``."""
     var = pool.var
-    index = plan.index[position]
-    for row in np.flatnonzero(plan.which == position).tolist():
-        _copy_piece(out[row], chunk, var, index, plan.local[row].tolist())
-    for row, p, local in plan.pieces:
-        if p == position:
-            _copy_piece(out[row], chunk, var, index, local)
+    slab = chunk[None]
+    full = _full(out, var)
+    inside = _inside_pieces(plan, var, np.flatnonzero(plan.which == position))
+    copy_pieces(slab, np.zeros(len(inside), np.intp), inside, full)
+    mine = plan.pieces.take(plan.pieces.position == position)
+    copy_pieces(slab, np.zeros(len(mine), np.intp), mine, full)
 
 
 def validity_mask(layout: StreamLayout, starts: np.ndarray) -> np.ndarray:
@@ -152,7 +257,7 @@ def validity_mask(layout: StreamLayout, starts: np.ndarray) -> np.ndarray:
     for a, axis in enumerate(layout.grid.axes):
         if axis.squeeze:
             continue
-        inside = (starts[:, a, None] + np.arange(axis.length)) < axis.size  # (n, length)
+        inside = (starts[:, a, None] + axis.positions()) < axis.size  # (n, length)
         shape = [len(starts)] + [1] * len(layout.mask_shape)
         shape[1 + position] = axis.length
         mask &= inside.reshape(shape)

@@ -37,6 +37,7 @@ from ..sampling import EpochOrder
 from ..sources import ChunkedSource
 from ._assemble import (
     BatchArrays,
+    _full,
     _stacked_view,
     allocate,
     cut_batch,
@@ -44,6 +45,8 @@ from ._assemble import (
     validity_mask,
 )
 from ._budget import SWEEP_SLOTS, Budget
+from ._buffers import BatchBuffers
+from ._direct import direct_decode_ok
 from ._layout import StreamLayout
 from ._loader import ChunkLoader
 from ._plan import BatchPlan, plan_span
@@ -200,7 +203,13 @@ class Engine:
         ]
         if self.sweep_batches:
             self.max_inflight = min(self.max_inflight, SWEEP_SLOTS * len(layout.variables))
+        # windows that are whole chunks, each used once: decoded straight into the batch
+        self.direct = not self.sweep_batches and direct_decode_ok(layout)
+        if self.direct:
+            self.slot_counts = [1 for _ in layout.variables]
         self.report: EpochReport | None = None
+        # large batch arrays reused once the consumer lets them go (no page faults)
+        self.buffers = BatchBuffers(keep=budget.batch_slots + 1)
         self._pools: list[SlotPool] | None = None
         self._busy = threading.Lock()
 
@@ -221,6 +230,7 @@ class Engine:
     def release(self) -> None:
         """Drop the kept slots (their memory returns to the system when unused)."""
         self._pools = None
+        self.buffers.clear()
 
     # -- consumer side ---------------------------------------------------------------
     def run(
@@ -512,6 +522,9 @@ class _Pass:
         if self.engine.sweep_batches:
             self._run_sweeps(order, batches, out)
             return
+        if self.engine.direct:
+            self._run_direct(order, batches, out)
+            return
         source = order.iter_batches(batches)
         ahead: deque[BatchPlan] = deque()
         cutting: deque[_Cutting] = deque()
@@ -520,8 +533,10 @@ class _Pass:
         epoch = order.epoch
         while True:
             progressed = False
-            if not exhausted and len(ahead) < lookahead:
-                span = list(itertools.islice(source, min(_SPAN, lookahead - len(ahead))))
+            # plan in whole spans (a pass costs about the same for 1 batch as for 32)
+            room = lookahead - len(ahead)
+            if not exhausted and (not ahead or room >= min(_SPAN, max(1, lookahead // 2))):
+                span = list(itertools.islice(source, min(_SPAN, room)))
                 if span:
                     ahead.extend(self._plan(span))
                     progressed = True
@@ -565,16 +580,19 @@ class _Pass:
     # -- assembling -----------------------------------------------------------------
     def _tight(self, plan: BatchPlan) -> bool:
         """Whether the batch needs more chunks of a variable than that variable has slots."""
-        return any(
-            len(v.keys) > pool.n_slots for v, pool in zip(plan.vars, self.pools, strict=True)
-        )
+        if plan.tight is None:
+            plan.tight = any(
+                len(v.keys) > pool.n_slots for v, pool in zip(plan.vars, self.pools, strict=True)
+            )
+        return plan.tight
 
     def _cut(self, plan: BatchPlan) -> _Cutting:
         slots = [self.cache.checkout(vplan.keys) for vplan in plan.vars]
         nbytes = self.engine.budget.batch_nbytes
         self.held.add(nbytes)
         self._track_peak()
-        future = self.cuts.submit(cut_batch, self.layout, self.pools, plan, slots)
+        buffers = self.engine.buffers
+        future = self.cuts.submit(cut_batch, self.layout, self.pools, plan, slots, buffers)
         future.add_done_callback(lambda _: self.wake.put(None))
         self.report.chunk_uses += sum(len(v.keys) for v in plan.vars)
         return _Cutting(plan, future, nbytes)
@@ -597,7 +615,7 @@ class _Pass:
     def _assemble_tight(self, plan: BatchPlan, epoch: int) -> _Delivery:
         """Memory too tight to hold a batch's chunks together: fill it chunk by chunk."""
         self._take_batch_slot()
-        arrays = allocate(self.layout, len(plan.ids), prefill=plan.padded)
+        arrays = allocate(self.layout, len(plan.ids), plan.padded, self.engine.buffers)
         nbytes = self.engine.budget.batch_nbytes
         self.held.add(nbytes)
         cache = self.cache
@@ -629,6 +647,69 @@ class _Pass:
                 self._collect()
         self._track_peak()
         return _Delivery(self._batch(plan, arrays, epoch), nbytes)
+
+    # -- whole chunks decoded into the batch ---------------------------------------
+    def _run_direct(self, order: EpochOrder, batches: Sequence[int], out: queue.Queue[Any]) -> None:
+        """Every window is one chunk of each variable, no chunk in two windows: allocate
+        the next batches and decode each chunk into its place (see ``_direct``)."""
+        source = order.iter_batches(batches)
+        layout, engine, report = self.layout, self.engine, self.report
+        plans: deque[BatchPlan] = deque()
+        filling: deque[tuple[BatchPlan, BatchArrays, set[int], int]] = deque()
+        owner: dict[int, tuple[set[int], int, int]] = {}  # load id -> (batch's loads, key, var)
+        ids = itertools.count()
+        exhausted = False
+        while True:
+            progressed = False
+            if not exhausted and len(plans) < _SPAN:
+                span = list(itertools.islice(source, _SPAN))
+                if span:
+                    plans.extend(plan_span(layout, span))
+                else:
+                    exhausted = True
+            while (
+                plans
+                and len(filling) < engine.budget.batch_slots
+                and len(self.loader) < engine.max_inflight
+                and self.held.slots.acquire(blocking=False)
+            ):
+                plan = plans.popleft()
+                arrays = allocate(layout, len(plan.ids), False, engine.buffers)
+                nbytes = engine.budget.batch_nbytes
+                self.held.add(nbytes)
+                loads: set[int] = set()
+                for vi, (var, vplan) in enumerate(zip(layout.variables, plan.vars, strict=True)):
+                    if not vplan.all_inside or vplan.local.any():  # pragma: no cover
+                        raise RuntimeError("earthstream: a window is not one whole chunk")
+                    full = _full(arrays.data[var.name], var)
+                    index_rows = vplan.index.tolist()
+                    for row, position in enumerate(vplan.which.tolist()):
+                        key = vplan.keys[position]
+                        self.index_of[key] = tuple(index_rows[position])
+                        load = next(ids)
+                        owner[load] = (loads, key, vi)
+                        loads.add(load)
+                        self.loader.submit(load, var.name, self.index_of[key], full[row], var.fill)
+                    report.chunk_uses += len(vplan.keys)
+                self.loader.flush()
+                filling.append((plan, arrays, loads, nbytes))
+                self._track_peak()
+                progressed = True
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    load = self._done.get_nowait()
+                    loads, key, vi = owner.pop(load)
+                    self._outcome(key, self.loader.pop(load), self.pools[vi])
+                    loads.discard(load)
+                    progressed = True
+            while filling and not filling[0][2]:
+                plan, arrays, _, nbytes = filling.popleft()
+                out.put(_Delivery(self._batch(plan, arrays, order.epoch), nbytes))
+                progressed = True
+            if exhausted and not plans and not filling:
+                return
+            if not progressed:
+                self._wait("stall")
 
     # -- sweeps ---------------------------------------------------------------------
     def _run_sweeps(self, order: EpochOrder, batches: Sequence[int], out: queue.Queue[Any]) -> None:
@@ -728,9 +809,8 @@ class _Pass:
             if not bad:
                 continue
             keep &= ~np.isin(vplan.which, bad)
-            for row, position, _ in vplan.pieces:
-                if position in bad:
-                    keep[row] = False
+            pieces = vplan.pieces
+            keep[pieces.rows[np.isin(pieces.position, bad)]] = False
         dropped = int((~keep).sum())
         self.report.samples_dropped += dropped
         rows = np.flatnonzero(keep)

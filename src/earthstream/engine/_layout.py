@@ -34,7 +34,9 @@ class VarLayout:
 
     ``grid_axes[i]`` is the window-grid axis of the variable's dim ``i``;
     ``lengths`` the window length along each of its dims (1 where iterated);
-    ``keep`` which of its dims stay in the sample.
+    ``keep`` which of its dims stay in the sample.  ``spans`` are the positions a
+    window covers from its start (``lengths`` unless a dim reads selected
+    ``offsets``, e.g. a forecast's steps; ``None`` there for every position).
     """
 
     name: str
@@ -48,6 +50,21 @@ class VarLayout:
     fill: Any
     channel_start: int = 0
     n_channels: int = 1
+    spans: tuple[int, ...] = ()
+    offsets: tuple[tuple[int, ...] | None, ...] = ()
+
+    @property
+    def reads_offsets(self) -> bool:
+        """Some dim reads selected offsets, not a contiguous run."""
+        return any(o is not None for o in self.offsets)
+
+    def positions(self, dim: int) -> np.ndarray:
+        """Offsets from the window start read along the variable's dim ``dim``."""
+        chosen = self.offsets[dim] if self.offsets else None
+        if chosen is None:
+            return np.arange(self.lengths[dim], dtype=np.int64)
+        return np.asarray(chosen, dtype=np.int64)
+
     #: Where the stream's selection ends along each dim (default: the array's end);
     #: windows padded past it are filled, never read from beyond it.
     limit: tuple[int, ...] = ()
@@ -214,6 +231,8 @@ def build_layout(
                 chunks=info.chunks,
                 lengths=lengths,
                 keep=keep,
+                spans=tuple(grid.axes[a].span for a in grid_axes),
+                offsets=tuple(grid.axes[a].offsets for a in grid_axes),
                 dtype=dtype,
                 fill=_fill_for(dtype, info.fill_value),
                 limit=tuple(grid.axes[a].origin + grid.axes[a].size for a in grid_axes),

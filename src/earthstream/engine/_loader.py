@@ -72,6 +72,7 @@ class ChunkLoader:
             else None
         )
         self.futures: dict[int, Future[bool]] = {}
+        self._direct: set[int] = set()  # keys whose future is the decode pool's own
         self._pending: list[_Item] = []
         self._group: Callable[[str, tuple[int, ...]], Hashable] = getattr(
             source, "fetch_group", lambda name, index: index
@@ -91,15 +92,18 @@ class ChunkLoader:
         self, key: int, name: str, index: tuple[int, ...], out: np.ndarray, fill: Any
     ) -> None:
         """Start loading chunk ``index`` of ``name`` into ``out`` (two-stage: at :meth:`flush`)."""
+        notify = functools.partial(_call_notify, self.notify, key)
+        if self.fetch_pool is None:  # one task, one future: the per-chunk cost stays small
+            direct = self.decode_pool.submit(_store, self.source, name, index, out, fill)
+            self.futures[key] = direct
+            self._direct.add(key)
+            direct.add_done_callback(notify)
+            return
         future: Future[bool] = Future()
         future.set_running_or_notify_cancel()
-        future.add_done_callback(functools.partial(_call_notify, self.notify, key))
+        future.add_done_callback(notify)
         self.futures[key] = future
-        item = _Item(key, name, index, out, fill, future)
-        if self.fetch_pool is None:
-            self.decode_pool.submit(self._one_stage, item)
-        else:
-            self._pending.append(item)
+        self._pending.append(_Item(key, name, index, out, fill, future))
 
     def flush(self) -> None:
         """Send the fetches started since the last flush, grouped by shard."""
@@ -113,15 +117,10 @@ class ChunkLoader:
             self.fetch_pool.submit(self._fetch, items)
 
     def pop(self, key: int) -> Future[bool]:
+        self._direct.discard(key)
         return self.futures.pop(key)
 
     # -- worker side --------------------------------------------------------------
-    def _one_stage(self, item: _Item) -> None:
-        try:
-            item.future.set_result(_store(self.source, item.name, item.index, item.out, item.fill))
-        except BaseException as exc:
-            item.future.set_exception(exc)
-
     def _fetch(self, items: list[_Item]) -> None:
         try:
             raws = self.source.fetch_chunks(items[0].name, [i.index for i in items])  # type: ignore[attr-defined]
@@ -153,7 +152,10 @@ class ChunkLoader:
             item.future.set_exception(exc)
 
     def shutdown(self) -> None:
-        for future in self.futures.values():
+        for key, future in self.futures.items():
+            if key in self._direct:  # the pool's own: cancelled if not started, else finishes
+                future.cancel()
+                continue
             with contextlib.suppress(Exception):
                 if not future.done():
                     future.set_exception(RuntimeError("earthstream pass stopped"))

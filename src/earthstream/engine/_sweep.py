@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from ._assemble import _copy_piece, allocate
+from ._assemble import _full, allocate, copy_pieces
 from ._layout import StreamLayout
-from ._plan import BatchPlan
+from ._plan import BatchPlan, Pieces
 from ._slots import SlotPool
 
 __all__ = ["SweepOutputs", "sweep_outputs", "sweep_targets"]
@@ -52,7 +52,7 @@ class KeyTargets:
     index: np.ndarray  # chunk-grid index
     rows: np.ndarray  # rows (in the sweep's outputs) of windows inside this chunk
     local: np.ndarray  # (n, ndim) their starts relative to the chunk
-    pieces: list[tuple[int, list[int]]]  # (row, local start) of windows it holds part of
+    pieces: Pieces  # parts of other windows it holds (rows in the sweep's outputs)
     uses: int  # batches of the sweep that use it
 
 
@@ -87,8 +87,14 @@ def sweep_targets(layout: StreamLayout, plans: Sequence[BatchPlan]) -> list[KeyT
                 if len(picked):
                     entry["rows"].append(picked + offset)
                     entry["local"].append(vplan.local[picked])
-            for row, position, start_in_chunk in vplan.pieces:
-                table[keys[position]]["pieces"].append((row + offset, start_in_chunk))
+            pieces = vplan.pieces
+            if len(pieces):
+                order = np.argsort(pieces.position, kind="stable")
+                cuts = np.flatnonzero(np.diff(pieces.position[order])) + 1
+                for group in np.split(order, cuts):
+                    part = pieces.take(group)
+                    part.rows = part.rows + offset
+                    table[keys[int(part.position[0])]]["pieces"].append(part)
         offset += len(plan.ids)
     for vi, table in enumerate(per_var):
         ndim = len(layout.variables[vi].chunks)
@@ -100,9 +106,19 @@ def sweep_targets(layout: StreamLayout, plans: Sequence[BatchPlan]) -> list[KeyT
             starts: np.ndarray = (
                 np.concatenate(entry["local"]) if entry["local"] else np.zeros((0, ndim), np.int64)
             )
-            out.append(
-                KeyTargets(key, vi, entry["index"], rows, starts, entry["pieces"], entry["uses"])
+            parts: list[Pieces] = entry["pieces"]
+            pieces = (
+                Pieces(
+                    np.concatenate([p.rows for p in parts]),
+                    np.concatenate([p.position for p in parts]),
+                    np.concatenate([p.src for p in parts]),
+                    np.concatenate([p.dst for p in parts]),
+                    np.concatenate([p.size for p in parts]),
+                )
+                if parts
+                else Pieces.empty(ndim)
             )
+            out.append(KeyTargets(key, vi, entry["index"], rows, starts, pieces, entry["uses"]))
     out.sort(key=lambda t: t.key)  # chunk by chunk, the variables of each chunk together
     return out
 
@@ -110,9 +126,13 @@ def sweep_targets(layout: StreamLayout, plans: Sequence[BatchPlan]) -> list[KeyT
 def scatter_sweep(pool: SlotPool, target: KeyTargets, slot: int, dest: np.ndarray) -> None:
     """Copy everything chunk ``target`` holds into the sweep's output rows."""
     var = pool.var
+    full = _full(dest, var)
     if len(target.rows) and pool.windows is not None:
         picked = pool.windows[(np.full(len(target.rows), slot), *target.local.T)]
         dest[target.rows] = picked.reshape((len(target.rows), *var.sample_shape))
-    chunk = pool.slab[slot]
-    for row, local in target.pieces:
-        _copy_piece(dest[row], chunk, var, target.index, local)
+    elif len(target.rows):
+        ndim = len(var.chunks)
+        size = np.broadcast_to(np.asarray(var.lengths, dtype=np.int64), (len(target.rows), ndim))
+        inside = Pieces(target.rows, target.rows * 0, target.local, np.zeros_like(size), size)
+        copy_pieces(pool.slab, np.full(len(inside), slot), inside, full)
+    copy_pieces(pool.slab, np.full(len(target.pieces), slot), target.pieces, full)

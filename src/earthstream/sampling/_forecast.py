@@ -3,10 +3,11 @@
 The time axis is read from the coordinate, never assumed regular: a sample
 exists only where every step it needs is present *and* no step is missing
 between its first and last one.  Such samples become explicit window starts on
-the time axis (:class:`~earthstream.sampling.AxisWindows` ``explicit``); the
-engine then cuts a window spanning ``inputs .. max(lead)`` and
+the time axis (:class:`~earthstream.sampling.AxisWindows` ``explicit``), and the
+window reads only the steps a sample uses (``AxisWindows.offsets``: a 72-hour
+rollout on a 1-hourly axis reads its inputs and leads, not every hour between);
 :func:`split_forecast` takes the input and target steps out of it (views when
-the steps are contiguous).
+they are evenly spaced).
 """
 
 from __future__ import annotations
@@ -142,8 +143,10 @@ class ForecastPlan:
     """Where a forecast's steps lie inside the window the engine cuts; picklable.
 
     ``starts`` are the window starts on the time axis (the first input step of
-    each sample); the window has ``length`` steps; input steps are at
+    each sample); the window spans ``length`` steps; input steps are at
     ``input_offsets`` and target steps at ``target_offsets`` from its start.
+    ``steps`` are the offsets the window reads (inputs and targets, ascending,
+    each once): the sample's time axis holds these steps, in this order.
     """
 
     dim: str
@@ -156,10 +159,21 @@ class ForecastPlan:
     input_variables: tuple[str, ...]
     target_variables: tuple[str, ...]
     dropped: int  # reference times left out because a step was missing
+    steps: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            merged = sorted(set(self.input_offsets) | set(self.target_offsets))
+            object.__setattr__(self, "steps", tuple(merged))
 
     @property
     def reference_offset(self) -> int:
         return self.input_offsets[-1]
+
+    def positions(self, offsets: Sequence[int]) -> list[int]:
+        """Where steps at ``offsets`` (from the window start) sit on the sample's time axis."""
+        where = {step: i for i, step in enumerate(self.steps)}
+        return [where[o] for o in offsets]
 
 
 def _time_axis(dim: str, coords: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -217,6 +231,11 @@ def plan_forecast(
     ...                      {"t2m": ("time", "lat", "lon")})
     >>> plan.starts, plan.input_offsets, plan.target_offsets, plan.dropped
     ((0, 1), (0, 1), (2,), 1)
+    >>> regular = np.datetime64("2020-01-01T00", "ns") + np.arange(8) * np.timedelta64(6, "h")
+    >>> rollout = plan_forecast(Forecast(inputs=2, lead=("6h", "18h")), {"time": regular},
+    ...                         {"t2m": ("time", "lat", "lon")})
+    >>> rollout.length, rollout.steps, rollout.starts  # reads 3 of the 5 steps it spans
+    (5, (0, 1, 2, 4), (0, 1, 2, 3))
     """
     dim = forecast.dim
     time = _time_axis(dim, coords)
@@ -320,8 +339,9 @@ def split_forecast(
 ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
     """Input arrays under each variable's name, targets under ``"target/<name>"``.
 
-    Arrays are ``(B, *sample dims)`` with the time dim cut to the input or
-    target steps (length ``inputs`` and ``len(leads)``).
+    Arrays are ``(B, *sample dims)`` with the time dim holding the window's
+    ``plan.steps``; they come out cut to the input or target steps (length
+    ``inputs`` and ``len(leads)``).
     """
     out: dict[str, np.ndarray] = {}
     out_dims: dict[str, tuple[str, ...]] = {}
@@ -332,10 +352,10 @@ def split_forecast(
             continue
         axis = 1 + var_dims.index(plan.dim)
         if name in plan.input_variables:
-            out[name] = _take(array, axis, plan.input_offsets)
+            out[name] = _take(array, axis, plan.positions(plan.input_offsets))
             out_dims[name] = var_dims
         if name in plan.target_variables:
-            out[TARGET_PREFIX + name] = _take(array, axis, plan.target_offsets)
+            out[TARGET_PREFIX + name] = _take(array, axis, plan.positions(plan.target_offsets))
             out_dims[TARGET_PREFIX + name] = var_dims
     return out, out_dims
 

@@ -59,12 +59,33 @@ class AxisWindows:
     #: starts are relative to it, ``size`` is the selection's length, and chunk
     #: groups follow the source's chunks (``chunk``) counted from position 0.
     origin: int = 0
+    #: The positions a window reads, relative to its start, strictly ascending and
+    #: starting at 0 (e.g. a forecast's input and target steps ``(0, 1, 7, 13)``):
+    #: the window then holds ``len(offsets)`` elements spread over ``span``.  ``None``:
+    #: every position ``0 .. length - 1``.
+    offsets: tuple[int, ...] | None = None
+
+    @property
+    def span(self) -> int:
+        """Positions from a window's start to its last element, plus one (``length``
+        unless the window reads selected ``offsets``)."""
+        return self.length if self.offsets is None else self.offsets[-1] + 1
+
+    def positions(self) -> np.ndarray:
+        """The offsets a window reads, relative to its start.
+
+        >>> AxisWindows("t", 20, 3, 1, False, 1, offsets=(0, 1, 7)).positions().tolist()
+        [0, 1, 7]
+        """
+        if self.offsets is None:
+            return np.arange(self.length, dtype=np.int64)
+        return np.asarray(self.offsets, dtype=np.int64)
 
     @property
     def count(self) -> int:
         if self.explicit is not None:
             return len(self.explicit)
-        return _count(self.size, self.length, self.stride, self.edges)
+        return _count(self.size, self.span, self.stride, self.edges)
 
     def starts(self) -> np.ndarray:
         if self.explicit is not None:
@@ -126,12 +147,19 @@ class WindowGrid:
 
     @property
     def lengths(self) -> np.ndarray:
+        """Elements of a window along each dim (the sample shape, squeezed dims 1)."""
         return np.array([a.length for a in self.axes], dtype=np.int64)
 
     @property
     def origins(self) -> np.ndarray:
         """Where each axis begins in the source arrays (selections); starts add to it."""
         return np.array([a.origin for a in self.axes], dtype=np.int64)
+
+    @property
+    def spans(self) -> np.ndarray:
+        """Positions a window covers along each dim (``lengths`` unless some axis reads
+        selected offsets)."""
+        return np.array([a.span for a in self.axes], dtype=np.int64)
 
     def axis(self, dim: str) -> AxisWindows:
         return self.axes[self.dims.index(dim)]
@@ -150,9 +178,9 @@ class WindowGrid:
         explicit = tuple(int(s) for s in starts)
         if any(b <= a for a, b in pairwise(explicit)):
             raise WindowError(f"window starts along {dim!r} must be strictly ascending.")
-        if explicit and (explicit[0] < 0 or explicit[-1] + axis.length > axis.size):
+        if explicit and (explicit[0] < 0 or explicit[-1] + axis.span > axis.size):
             raise WindowError(
-                f"window starts along {dim!r} must keep windows of {axis.length} inside "
+                f"window starts along {dim!r} must keep windows of {axis.span} inside "
                 f"0..{axis.size}."
             )
         new = dataclasses.replace(axis, stride=1, explicit=explicit)
@@ -169,6 +197,38 @@ class WindowGrid:
         if self.regular:
             return np.asarray(k * self.strides, dtype=np.int64)
         return np.stack([a.starts()[k[:, i]] for i, a in enumerate(self.axes)], axis=-1)
+
+    def with_offsets(self, dim: str, offsets: Sequence[int]) -> WindowGrid:
+        """This grid with windows along ``dim`` reading only ``offsets`` from their start.
+
+        The window then has ``len(offsets)`` elements along ``dim``; window starts
+        are unchanged (set them with :meth:`with_starts`).  Offsets ``0 .. n - 1``
+        are a plain window of length ``n``.
+
+        >>> g = build_window_grid({"t": 30, "y": 4}, {"t": 1, "y": 4}, None, "drop", {"t": 1})
+        >>> g2 = g.with_offsets("t", [0, 1, 13]).with_starts("t", [0, 5, 16])
+        >>> g2.axis("t").length, g2.axis("t").span, g2.lengths.tolist(), g2.spans.tolist()
+        (3, 14, [3, 4], [14, 4])
+        """
+        axis = self.axis(dim)
+        values = tuple(int(v) for v in offsets)
+        if not values or values[0] != 0 or any(b <= a for a, b in pairwise(values)):
+            raise WindowError(
+                f"window offsets along {dim!r} must start at 0 and be strictly ascending; "
+                f"got {list(values)}."
+            )
+        if values[-1] + 1 > axis.size:
+            raise WindowError(
+                f"window offsets along {dim!r} span {values[-1] + 1} positions, more than the "
+                f"dim's {axis.size}."
+            )
+        contiguous = values == tuple(range(len(values)))
+        new = dataclasses.replace(
+            axis, length=len(values), squeeze=False, offsets=None if contiguous else values
+        )
+        return WindowGrid(
+            axes=tuple(new if a.dim == dim else a for a in self.axes), edges=self.edges
+        )
 
     # -- chunk groups ---------------------------------------------------------------
     def _block_ranges(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -192,16 +252,24 @@ class WindowGrid:
         blocks = np.asarray(blocks, dtype=np.int64)
         if len(blocks) == 0:
             return np.zeros(0, dtype=np.int64)
-        coords = np.unravel_index(blocks, shape) if shape else ()
-        parts = []
-        for b in range(len(blocks)):
-            axes = [
-                np.arange(lo[c[b]], hi[c[b]], dtype=np.int64)
-                for (lo, hi), c in zip(ranges, coords, strict=True)
-            ]
-            grid = np.meshgrid(*axes, indexing="ij") if axes else []
-            parts.append(np.ravel_multi_index(tuple(grid), self.counts).reshape(-1))
-        return np.concatenate(parts)
+        if not shape:
+            return np.zeros(len(blocks), dtype=np.int64)
+        # every block's windows at once: a mixed-radix count over its ranges (no loop
+        # per block; an epoch's order asks for thousands of blocks)
+        coords = np.unravel_index(blocks, shape)
+        firsts = [lo[c] for (lo, _), c in zip(ranges, coords, strict=True)]
+        sizes = [hi[c] - lo[c] for (lo, hi), c in zip(ranges, coords, strict=True)]
+        total = np.prod(np.stack(sizes), axis=0)
+        owner = np.repeat(np.arange(len(blocks)), total)
+        rest = np.arange(int(total.sum()), dtype=np.int64) - np.repeat(
+            np.cumsum(total) - total, total
+        )
+        k: list[np.ndarray] = [np.empty(0, np.int64)] * len(shape)
+        for a in range(len(shape) - 1, -1, -1):
+            size = sizes[a][owner]
+            k[a] = firsts[a][owner] + rest % size
+            rest = rest // size
+        return np.asarray(np.ravel_multi_index(tuple(k), self.counts), dtype=np.int64)
 
 
 def _normalize_lengths(
