@@ -49,6 +49,7 @@ from earthstream.errors import (
     UnsupportedInputError,
     VariableNotFoundError,
     WindowError,
+    WorkerError,
 )
 from earthstream.testing import FaultProxy, NginxServer, find_nginx, nginx_server
 
@@ -831,8 +832,10 @@ def test_remote_fault_leaks_no_secret(row: Remote, proxy: FaultProxy, caplog) ->
 
 # -- a DataLoader worker killed mid-epoch -------------------------------------------------
 def test_killed_worker_fails_clearly_within_seconds(served_root: Path) -> None:
-    """SIGKILL one of two workers: the loader raises (naming the worker's pid) within
-    seconds instead of hanging, and the batches before were right."""
+    """SIGKILL one of two workers: the loader raises WorkerError (naming the worker's pid
+    and the signal) within seconds instead of hanging, and the batches before were right.
+    A broken connection seen first (the worker died sending a batch) also becomes
+    WorkerError."""
     import multiprocessing
 
     store = served_root / "killed" / "s.zarr"
@@ -849,11 +852,13 @@ def test_killed_worker_fails_clearly_within_seconds(served_root: Path) -> None:
     victim = workers[1].pid
     os.kill(victim, signal.SIGKILL)
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=rf"DataLoader worker \(pid\(?s?\)? .*{victim}") as info:
+    with pytest.raises(RuntimeError, match=rf"pid {victim}\D.*killed by signal") as info:
         for _ in it:
             pass
     assert time.monotonic() - t0 < 30
-    assert "killed by signal" in str(info.value) or "exited unexpectedly" in str(info.value)
+    # earthstream's WorkerError when the loader sees the failure; torch's own RuntimeError
+    # when its SIGCHLD handler fires first, wherever the main thread is at that moment
+    assert isinstance(info.value, WorkerError) or "DataLoader worker" in str(info.value)
 
 
 # -- tampered resume states ----------------------------------------------------------------

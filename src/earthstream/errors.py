@@ -39,6 +39,7 @@ __all__ = [
     "UnsupportedGeometryError",
     "UnsupportedInputError",
     "VariableNotFoundError",
+    "WorkerError",
     "WindowError",
     "CorruptFileError",
 ]
@@ -129,6 +130,10 @@ class ShortReadError(EarthstreamError, OSError):
 
 class ForkError(EarthstreamError, RuntimeError):
     """An object-store client used in a process forked after its parent used one."""
+
+
+class WorkerError(EarthstreamError, RuntimeError):
+    """A DataLoader worker process died (killed, out of memory, crashed) mid-epoch."""
 
 
 class CRSError(EarthstreamError, ValueError):

@@ -16,6 +16,8 @@ so the union over ranks and workers is exactly one epoch.  ``state_dict`` /
 from __future__ import annotations
 
 import os
+import signal
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from .._batch import Batch
 from .._sharding import MAX_WORKERS
 from .._validate import check_flag, check_whole
-from ..errors import ConfigError, ResumeError
+from ..errors import ConfigError, ResumeError, WorkerError
 
 if TYPE_CHECKING:
     from .._sharding import ShardedStream
@@ -486,6 +488,34 @@ def _normalizer(normalize: Any) -> Normalizer | None:
     )
 
 
+def _dead_workers(iterator: Any, exc: BaseException) -> str:
+    """Which worker processes of a DataLoader iterator died, as a phrase ('' if none).
+
+    A worker killed while it sends a batch shows first as a broken connection
+    (``ConnectionResetError``, ``EOFError``) and only later as torch's own
+    ``RuntimeError``; either way the dead process says what happened.
+    """
+    workers = list(getattr(iterator, "_workers", ()))  # torch's worker processes
+    deadline = time.monotonic() + (2.0 if isinstance(exc, OSError | EOFError) else 0.0)
+    while True:
+        dead = [(i, w) for i, w in enumerate(workers) if w.exitcode not in (None, 0)]
+        if dead or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    phrases = []
+    for i, w in dead:
+        code = int(w.exitcode)
+        if code < 0:
+            try:
+                how = f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited unexpectedly with status {code}"
+        phrases.append(f"worker (pid {w.pid}, worker {i}) {how}")
+    return "; ".join(phrases)
+
+
 def _remote(stream: Any) -> bool:
     location = getattr(getattr(stream, "source", None), "location", None)
     return location is not None and not getattr(location, "is_local", True)
@@ -551,7 +581,15 @@ class DeviceLoader:
                 # so the other workers stop now rather than at a later garbage collection;
                 # torch's message carries the worker's own traceback.
                 exc = exc.with_traceback(None)
+                died = _dead_workers(batches, exc)
                 del batches
+                if died:
+                    raise WorkerError(
+                        f"DataLoader {died}, so the epoch cannot be completed. The batches "
+                        "before were delivered in full. Check the worker's memory (the "
+                        "kernel's OOM killer sends SIGKILL) or resume from the last "
+                        "state_dict()."
+                    ) from None
                 raise exc
             if isinstance(batch, WorkerReport):
                 if batch.report is not None:
