@@ -42,6 +42,7 @@ from ..errors import (
     UnsupportedFormatError,
     VariableNotFoundError,
 )
+from ..protocols import RequestCounts, Span
 from ..storage import StoreLocation, parse_location
 from ..storage._readers import ByteReader, keep_inherited, open_reader
 from ._base import VariableInfo
@@ -388,6 +389,11 @@ class TiffSource:
             out["y"] = (np.arange(h) + 0.5) * e + f
         return out
 
+    @property
+    def selection(self) -> Mapping[str, Span]:
+        """Empty: every pixel of the image (a chip stream's ``isel`` cuts it)."""
+        return {}
+
     def select(self, variables: Sequence[str]) -> TiffSource:
         names = [variables] if isinstance(variables, str) else list(variables)
         for n in names:
@@ -550,9 +556,9 @@ class TiffSource:
             ) from None
         out[:, :h, :w] = data
 
-    def request_stats(self) -> dict[str, Any]:
+    def request_stats(self) -> RequestCounts:
         """Requests, retries, bytes and failures of this process's readers (all files)."""
-        total: dict[str, Any] = {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
+        total: RequestCounts = {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
         if self._pid != os.getpid():
             return total
         for reader in list(self._readers.values()):
@@ -560,7 +566,7 @@ class TiffSource:
             total["requests"] += snap["requests"]
             total["retries"] += snap["retries"]
             total["bytes"] += snap["bytes"]
-            for kind, n in snap["failures"].items():  # type: ignore[attr-defined]
+            for kind, n in snap["failures"].items():
                 total["failures"][kind] = total["failures"].get(kind, 0) + n
         return total
 

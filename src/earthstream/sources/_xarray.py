@@ -28,14 +28,16 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 
 from ..errors import ConfigError, UnsupportedFormatError
-from ..sampling._select import Span
-from ._base import VariableInfo
-from ._zarr import ZarrSource, _check_names
+from ..protocols import Span
+from ._base import VariableInfo, check_variables
+from ._cf import CFOptions
+from ._zarr import ZarrSource
+from ._zarr_open import open_store
 
 __all__ = [
     "XarraySource",
@@ -507,6 +509,11 @@ class XarraySource:
             self._coords = coords
         return self._coords
 
+    @property
+    def selection(self) -> Mapping[str, Span]:
+        """Empty: the dataset is the selection (xarray already cut it)."""
+        return {}
+
     def read_chunk(
         self, name: str, index: tuple[int, ...], out: np.ndarray | None = None
     ) -> np.ndarray | None:
@@ -529,7 +536,7 @@ class XarraySource:
         return out
 
     def select(self, variables: Sequence[str]) -> XarraySource:
-        names = _check_names(variables, self._variables)
+        names = check_variables(variables, self._variables)
         return XarraySource(self._dataset[names], dtype=self.packed_dtype, why=self.why)
 
     def __repr__(self) -> str:
@@ -581,7 +588,7 @@ def open_xarray(
         raise ConfigError(f"expected an xarray Dataset or DataArray, got {type(obj).__name__}.")
     dataset = _as_dataset(obj)
     if variables is not None:
-        names = _check_names(variables, {str(k): None for k in dataset.data_vars})
+        names = check_variables(variables, {str(k): None for k in dataset.data_vars})
         dataset = dataset[names]
     names = [
         str(n)
@@ -591,16 +598,11 @@ def open_xarray(
     found = zarr_backing(dataset, names) if names else "no numeric variables"
     why = found if isinstance(found, str) else ""
     if isinstance(found, ZarrBacking):
-        from ._zarr import ZarrSource, open_zarr
-
-        source = cast(
-            ZarrSource,
-            open_zarr(
-                found.target(),
-                [found.arrays[n] for n in names],
-                storage_options=found.storage_options,
-                decoded_dtype="float32" if dtype == "float32" else "xarray",
-            ),
+        source = open_store(
+            found.target(),
+            [found.arrays[n] for n in names],
+            storage_options=found.storage_options,
+            options=CFOptions(decoded_dtype="float32" if dtype == "float32" else "xarray"),
         )
         renamed = {found.arrays[n]: n for n in names}
         if any(k != v for k, v in renamed.items()):
