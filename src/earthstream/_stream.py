@@ -34,6 +34,7 @@ from .engine import (
     plan_budget,
     sweep_size,
     union_dims,
+    window_kind,
 )
 from .errors import ConfigError, DimensionError
 from .sampling import EDGES, Edges, OrderSpec, Remainder, build_window_grid, normalize_shuffle
@@ -499,11 +500,10 @@ class Stream(ShardedStream):
         key = (os.getpid(), num_threads)
         if self._engine is None or self._engine_key != key:
             self._engine = Engine(
-                self._source,
-                self.layout,
+                [self._source],
+                window_kind(self.layout, self._coords),
                 self.budget,
                 num_threads=num_threads,
-                coords=self._coords,
                 lookahead=self._lookahead(),
                 sweep_batches=self._sweep_batches,
                 policy=self.policy,

@@ -22,21 +22,31 @@ from typing import Any
 import numpy as np
 
 from ..errors import DimensionError
+from ..protocols import VariableInfo
 from ..sampling import WindowGrid
-from ..sources import VariableInfo
 
 __all__ = ["StreamLayout", "VarLayout", "build_layout", "union_dims"]
 
 
 @dataclass(frozen=True)
 class VarLayout:
-    """One variable's place in the stream.
+    """One variable of one input source, as the engine reads, caches and cuts it.
 
-    ``grid_axes[i]`` is the window-grid axis of the variable's dim ``i``;
-    ``lengths`` the window length along each of its dims (1 where iterated);
-    ``keep`` which of its dims stay in the sample.  ``spans`` are the positions a
-    window covers from its start (``lengths`` unless a dim reads selected
-    ``offsets``, e.g. a forecast's steps; ``None`` there for every position).
+    The engine's unit: ``input`` is the position of its source among the
+    engine's inputs, ``name`` its name there (what ``read_chunk`` is given),
+    ``shape``/``chunks``/``dtype``/``fill`` as the source describes it (``fill``
+    cast to the dtype the batch holds).  ``lengths`` is the variable's *frame*:
+    the box one sample holds along each of its dims (1 where iterated; for
+    windows on a grid the window, for boxes of varying size the largest), and
+    ``keep`` which of its dims stay in the sample (the others are squeezed).
+    ``label`` is the name in batches and reports when it differs from ``name``
+    (two inputs with a variable of one name).
+
+    For window grids (:func:`build_layout`): ``grid_axes[i]`` is the window-grid
+    axis of the variable's dim ``i``; ``spans`` are the positions a window covers
+    from its start (``lengths`` unless a dim reads selected ``offsets``, e.g. a
+    forecast's steps; ``None`` there for every position); ``limit`` where the
+    stream's selection ends.
     """
 
     name: str
@@ -68,6 +78,15 @@ class VarLayout:
     #: Where the stream's selection ends along each dim (default: the array's end);
     #: windows padded past it are filled, never read from beyond it.
     limit: tuple[int, ...] = ()
+    #: Position of the variable's source among the engine's inputs.
+    input: int = 0
+    #: Name in batches and reports, when not ``name``.
+    label: str = ""
+
+    @property
+    def batch_name(self) -> str:
+        """The variable's name in batches and reports."""
+        return self.label or self.name
 
     @property
     def end(self) -> tuple[int, ...]:
@@ -205,8 +224,10 @@ def build_layout(
     *,
     stack: bool = False,
     coords: Mapping[str, np.ndarray] | None = None,
+    input: int = 0,
 ) -> StreamLayout:
-    """Check that ``variables`` fit ``grid`` and describe their batch arrays."""
+    """Check that ``variables`` (of input ``input``) fit ``grid`` and describe their batch
+    arrays."""
     dims = grid.dims
     layouts: list[VarLayout] = []
     for info in variables:
@@ -236,6 +257,7 @@ def build_layout(
                 dtype=dtype,
                 fill=_fill_for(dtype, info.fill_value),
                 limit=tuple(grid.axes[a].origin + grid.axes[a].size for a in grid_axes),
+                input=input,
             )
         )
     if not stack:

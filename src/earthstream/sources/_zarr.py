@@ -433,5 +433,3 @@ def _decode_coord(
     if options.decode_times and is_cf_time(attrs):
         values = decode_cf_time(values, attrs, name=dim)
     return values
-
-
