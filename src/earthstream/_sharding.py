@@ -122,17 +122,17 @@ class ShardedStream:
         pin_memory: bool | None = None,
         normalize: Any = None,
     ) -> TorchStream:
-        """A ``torch.utils.data.IterableDataset`` yielding batches as tensors.
+        """A ``torch.utils.data.IterableDataset`` yielding batches as tensors: a thin
+        forwarder to :func:`earthstream.delivery.to_torch` (see there).
 
-        ``normalize`` (a statistics JSON path, :class:`~earthstream.Stats` or
-        :class:`~earthstream.Normalizer`) applies ``(x - mean) / std`` on the
-        device in the last stage.  See :class:`earthstream.delivery.TorchStream`.
+        The PyTorch delivery lives on the framework floor (``delivery/``); it is
+        imported here only when asked for, so streams never import torch.
         """
-        from .delivery._torch import TorchStream
+        from .delivery._torch import to_torch
 
-        return TorchStream(
+        return to_torch(
             self,
-            device=device,
+            device,
             non_blocking=non_blocking,
             pin_memory=pin_memory,
             normalize=normalize,

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-__all__ = ["DeviceLoader", "TorchBatch", "TorchStream"]
+__all__ = ["DeviceLoader", "TorchBatch", "TorchStream", "to_torch"]
 
 
 def __getattr__(name: str) -> Any:

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .._batch import Batch
+from .._records import Record, record_of
 from .._sharding import MAX_WORKERS
 from .._validate import check_flag, check_whole
 from ..errors import ConfigError, ResumeError, WorkerError
@@ -36,7 +37,15 @@ if TYPE_CHECKING:
     from .._sharding import ShardedStream
     from ..stats import Normalizer
 
-__all__ = ["DeviceLoader", "SharedCount", "TorchBatch", "TorchStream", "WorkerReport", "to_tensor"]
+__all__ = [
+    "DeviceLoader",
+    "SharedCount",
+    "TorchBatch",
+    "TorchStream",
+    "WorkerReport",
+    "to_tensor",
+    "to_torch",
+]
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor | np.ndarray:
@@ -163,10 +172,8 @@ class TorchBatch:
     def keys(self) -> list[str]:
         return list(self.dims)
 
-    def record(self, name: str) -> Any:
+    def record(self, name: str) -> Record:
         """Modality ``name`` of a multi-modal batch (see :meth:`earthstream.Batch.record`)."""
-        from ..multimodal._spec import record_of
-
         return record_of(self, name)
 
     def __iter__(self) -> Iterator[str]:
@@ -454,6 +461,36 @@ class TorchStream(IterableDataset[TorchBatch]):
             kwargs.setdefault("multiprocessing_context", "spawn")
         loader = DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
         return DeviceLoader(loader, self)
+
+
+def to_torch(
+    stream: ShardedStream,
+    device: str | torch.device = "cpu",
+    *,
+    non_blocking: bool = True,
+    pin_memory: bool | None = None,
+    normalize: Any = None,
+) -> TorchStream:
+    """A stream as a ``torch.utils.data.IterableDataset`` yielding batches as tensors.
+
+    ``stream.to_torch(...)`` forwards here.  ``normalize`` (a statistics JSON
+    path, :class:`~earthstream.Stats` or :class:`~earthstream.Normalizer`)
+    applies ``(x - mean) / std`` on the device in the last stage.  See
+    :class:`TorchStream` for the other arguments.
+
+    >>> import earthstream as es, numpy as np
+    >>> src = es.ArraySource({"x": (("t", "y"), np.zeros((4, 8), "f4"))})
+    >>> ds = to_torch(es.Stream(src, {"y": 8}, batch_size=2))
+    >>> next(iter(ds))["x"].shape
+    torch.Size([2, 8])
+    """
+    return TorchStream(
+        stream,
+        device=device,
+        non_blocking=non_blocking,
+        pin_memory=pin_memory,
+        normalize=normalize,
+    )
 
 
 def _device(device: Any) -> torch.device:

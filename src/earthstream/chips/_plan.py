@@ -15,9 +15,16 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConfigError, CRSError, VariableNotFoundError, WindowError
+from ..geo._grid import (
+    Bounds,
+    GridSpec,
+    crs_units,
+    is_geographic,
+    normalize_crs,
+    reproject_bounds,
+)
+from ..geo._read import RasterBand, RasterRef, check_resampling
 from ..storage._secrets import redact
-from ._grid import Bounds, GridSpec, crs_units, is_geographic, normalize_crs, reproject_bounds
-from ._read import RasterBand, RasterRef, check_resampling
 
 __all__ = [
     "GROUP_BY",

@@ -40,11 +40,11 @@ from .._validate import (
     check_whole,
 )
 from ..errors import ConfigError
+from ..geo._grid import GridSpec, PixelWindow, transformer
+from ..geo._read import decode, read_chip
 from ..sampling import EDGES, Edges, OrderSpec, Remainder, build_window_grid, normalize_shuffle
 from ..storage._secrets import redact
-from ._grid import GridSpec, PixelWindow, transformer
 from ._plan import GROUP_BY, TIME_MODES, ChipPlan, GroupBy, TimeMode, build_plan
-from ._read import decode, read_chip
 
 if TYPE_CHECKING:
     from ..vector._source import VectorSource
@@ -470,7 +470,7 @@ def _pixels(value: Any, name: str) -> tuple[int, int]:
 def _file_dtype(ref: Any) -> str:
     dtype = ref.bands[0].dtype
     if dtype is None:
-        from ._gdal import gdal_env, open_dataset
+        from ..geo._gdal import gdal_env, open_dataset
 
         with gdal_env():
             return str(open_dataset(ref.path).dtypes[ref.bands[0].index - 1])
