@@ -104,7 +104,7 @@ class ArraySource:
         )
         chunk = self._arrays[name][region]
         if out is None:
-            return chunk
+            return chunk.astype(info.dtype, copy=False)  # a view unless byte order differs
         out[tuple(slice(0, n) for n in chunk.shape)] = chunk
         return out
 
