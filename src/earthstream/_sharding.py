@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._batch import Batch
-from ._validate import check_whole
+from ._validate import check_choice, check_whole
 from .errors import ConfigError, ResumeError
 from .sampling import (
     REMAINDERS,
     Cursor,
     EpochPlan,
     OrderSpec,
+    Remainder,
     cursor_from_state,
     round_robin_index,
     shard_range,
@@ -72,13 +73,16 @@ class ShardedStream:
         """What the last (or current) pass did (the subclass's report type)."""
         return self._report
 
-    def _init_sharding(self, rank: int | None, world_size: int | None, remainder: str) -> None:
-        if remainder not in REMAINDERS:
-            raise ConfigError(
-                f"remainder={remainder!r} is not a policy; use 'pad' (repeat a batch on ranks "
-                "with one batch less, flagged in batch.padded) or 'drop' (leave the extra "
-                "batches out of the epoch)."
-            )
+    def _init_sharding(
+        self, rank: int | None, world_size: int | None, remainder: Remainder
+    ) -> None:
+        remainder = check_choice(
+            remainder,
+            "remainder",
+            REMAINDERS,
+            meaning="'pad' repeats a batch on ranks with one batch less, flagged in "
+            "batch.padded; 'drop' leaves the extra batches out of the epoch",
+        )
         if (rank is None) != (world_size is None):
             raise ConfigError(
                 f"rank={rank!r} and world_size={world_size!r}: give both, or neither to take "

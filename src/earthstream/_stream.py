@@ -410,7 +410,7 @@ class Stream(ShardedStream):
         forecast: Forecast,
         window: Mapping[str, int | None],
         stride: Mapping[str, int] | None,
-        edges: str,
+        edges: Edges,
     ) -> Mapping[str, int | None]:
         dim = forecast.dim
         if dim in (window or {}) or dim in (stride or {}):

@@ -191,7 +191,7 @@ class ChipStream(ShardedStream):
         apply_scale: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
-        remainder: str = "pad",
+        remainder: Remainder = "pad",
     ) -> None:
         self.plan = plan
         self.order = order

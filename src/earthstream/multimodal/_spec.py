@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .._records import Record, RecordInfo
-from ..errors import ConfigError
+from .._validate import check_choice
 
-__all__ = ["MISSING", "RESOLUTIONS", "Modality", "Record", "RecordInfo"]
+__all__ = [
+    "MISSING",
+    "RESOLUTIONS",
+    "MissingModality",
+    "Modality",
+    "Record",
+    "RecordInfo",
+    "Resolution",
+]
 
-MISSING = ("error", "skip", "zero")
-RESOLUTIONS = ("common", "native")
+#: A modality with no data for a sample: raise, drop the sample, or zeros.
+MissingModality = Literal["error", "skip", "zero"]
+MISSING: tuple[MissingModality, ...] = ("error", "skip", "zero")
+#: Where a modality is read: on the primary's grid, or at its own resolution.
+Resolution = Literal["common", "native"]
+RESOLUTIONS: tuple[Resolution, ...] = ("common", "native")
 
 #: Letters of a record's declared layout, by dim role.
 _LETTERS = {"channel": "C", "variable": "V", "time": "T", "level": "L", "lat": "H", "lon": "W"}
@@ -47,8 +59,8 @@ class Modality:
 
     source: Any
     variables: Any = None  # names; normalized to a tuple
-    missing: str | None = None
-    resolution: str | None = None
+    missing: MissingModality | None = None
+    resolution: Resolution | None = None
     resampling: str = "nearest"
     broadcast_time: bool = False
 
@@ -57,10 +69,11 @@ class Modality:
             object.__setattr__(self, "variables", (self.variables,))
         elif self.variables is not None:
             object.__setattr__(self, "variables", tuple(self.variables))
-        if self.missing is not None and self.missing not in MISSING:
-            raise ConfigError(f"missing={self.missing!r} must be one of {MISSING}.")
-        if self.resolution is not None and self.resolution not in RESOLUTIONS:
-            raise ConfigError(f"resolution={self.resolution!r} must be one of {RESOLUTIONS}.")
+        if self.missing is not None:
+            object.__setattr__(self, "missing", check_choice(self.missing, "missing", MISSING))
+        if self.resolution is not None:
+            resolution = check_choice(self.resolution, "resolution", RESOLUTIONS)
+            object.__setattr__(self, "resolution", resolution)
 
 
 def layout_of(dims: tuple[str, ...], first: str = "channel") -> str:

@@ -13,11 +13,20 @@ import numpy as np
 from .._batch import Batch
 from .._stream import Stream, latlon_dims
 from .._units import parse_bytes
+from .._validate import check_choice
 from ..errors import ConfigError, GridMismatchError, MissingModalityError
 from ..sampling._select import selected_coords
 from ..sources import ChunkedSource, is_xarray, is_zarr_input, open_zarr, source_selection
 from ._gridded import ChunkCache, match_axis, match_times, read_box
-from ._spec import MISSING, RESOLUTIONS, Modality, RecordInfo, layout_of
+from ._spec import (
+    MISSING,
+    RESOLUTIONS,
+    MissingModality,
+    Modality,
+    RecordInfo,
+    Resolution,
+    layout_of,
+)
 
 __all__ = ["MultiStream"]
 
@@ -351,8 +360,8 @@ class MultiStream(Stream):
         stride: Mapping[str, int] | None = None,
         *,
         primary: str | None = None,
-        resolution: str = "common",
-        missing_modality: str = "error",
+        resolution: Resolution = "common",
+        missing_modality: MissingModality = "error",
         crs: str = "EPSG:4326",
         cache_limit: int | str = "256MB",
         **kwargs: Any,
@@ -362,10 +371,8 @@ class MultiStream(Stream):
                 "modalities must be a non-empty mapping of name -> source, e.g. "
                 "{'era5': es.open_zarr(...), 'static': es.open_zarr(...)}."
             )
-        if resolution not in RESOLUTIONS:
-            raise ConfigError(f"resolution={resolution!r} must be one of {RESOLUTIONS}.")
-        if missing_modality not in MISSING:
-            raise ConfigError(f"missing_modality={missing_modality!r} must be one of {MISSING}.")
+        resolution = check_choice(resolution, "resolution", RESOLUTIONS)
+        missing_modality = check_choice(missing_modality, "missing_modality", MISSING)
         if kwargs.get("stack") or kwargs.get("edges", "drop") != "drop":
             raise ConfigError(
                 "MultiStream stacks each modality itself and needs whole windows: leave out "
