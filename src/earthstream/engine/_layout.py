@@ -88,6 +88,39 @@ class VarLayout:
         """The variable's name in batches and reports."""
         return self.label or self.name
 
+    @classmethod
+    def of(
+        cls,
+        info: VariableInfo,
+        frame: Sequence[int],
+        *,
+        input: int = 0,
+        label: str = "",
+        keep: Sequence[bool] | None = None,
+    ) -> VarLayout:
+        """Variable ``info`` of input ``input`` with a ``frame`` (the box one sample
+        holds along each of its dims), for stream kinds other than the window grid.
+
+        >>> info = VariableInfo("dem", ("y", "x"), (90, 120), np.dtype("f4"), (30, 40), None)
+        >>> var = VarLayout.of(info, (8, 8), input=1, label="static/dem")
+        >>> var.batch_name, var.sample_shape, var.chunk_grid, var.fill
+        ('static/dem', (8, 8), (3, 3), nan)
+        """
+        dtype = np.dtype(info.dtype).newbyteorder("=")
+        return cls(
+            name=info.name,
+            dims=info.dims,
+            grid_axes=(),
+            shape=info.shape,
+            chunks=info.chunks,
+            lengths=tuple(int(n) for n in frame),
+            keep=tuple(keep) if keep is not None else (True,) * len(info.dims),
+            dtype=dtype,
+            fill=_fill_for(dtype, info.fill_value),
+            input=input,
+            label=label,
+        )
+
     @property
     def end(self) -> tuple[int, ...]:
         return self.limit or self.shape
