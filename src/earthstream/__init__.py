@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from .delivery._torch import to_torch
     from .geo import GridSpec, PixelWindow
     from .sources._cog import COGSource, open_cog
-    from .sources._tiff_source import TiffSource, open_tiff
+    from .sources._tiff_open import open_tiff
+    from .sources._tiff_source import TiffSource
     from .stac import freeze_items, load_items, search_items
     from .vector import VectorSource, open_vector
 
@@ -52,7 +53,7 @@ _LAZY = {
     "freeze_items": ("earthstream.stac._items", "freeze_items"),
     "load_items": ("earthstream.stac._items", "load_items"),
     "open_cog": ("earthstream.sources._cog", "open_cog"),
-    "open_tiff": ("earthstream.sources._tiff_source", "open_tiff"),
+    "open_tiff": ("earthstream.sources._tiff_open", "open_tiff"),
     "open_vector": ("earthstream.vector._source", "open_vector"),
     "search_items": ("earthstream.stac._items", "search_items"),
     "stream_chips": ("earthstream.chips._stream", "stream_chips"),

@@ -11,7 +11,8 @@ from __future__ import annotations
 from ._base import ChunkedSource, VariableInfo, source_selection
 from ._memory import ArraySource
 from ._open import as_source, open_zarr
-from ._tiff_source import TiffSource, open_tiff
+from ._tiff_open import open_tiff
+from ._tiff_source import TiffSource
 from ._xarray import XarraySource, is_xarray, open_xarray
 from ._zarr import ZarrSource
 from ._zarr_open import is_zarr_input
