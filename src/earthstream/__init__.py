@@ -56,7 +56,7 @@ _LAZY = {
     "open_tiff": ("earthstream.sources._tiff_open", "open_tiff"),
     "open_vector": ("earthstream.vector._source", "open_vector"),
     "search_items": ("earthstream.stac._items", "search_items"),
-    "stream_chips": ("earthstream.chips._stream", "stream_chips"),
+    "stream_chips": ("earthstream.chips._open", "stream_chips"),
     "to_torch": ("earthstream.delivery._torch", "to_torch"),
 }
 

@@ -10,8 +10,10 @@ see :mod:`earthstream.engine._kind`).
 Needs the ``geo`` extra.  ``import earthstream`` does not import this package.
 """
 
+from ._labels import LabelSpec
+from ._open import stream_chips
 from ._plan import ChipPlan, Scene, build_plan
-from ._stream import ChipReport, ChipStream, LabelSpec, stream_chips
+from ._stream import ChipReport, ChipStream
 
 __all__ = [
     "ChipPlan",
