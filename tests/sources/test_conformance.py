@@ -46,63 +46,54 @@ def holes(era5_v2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-class TestZarrV2(SourceTests):
-    """Zarr v2, ragged chunks, a chunk missing."""
+class ZarrCase(SourceTests):
+    """A local Zarr store (the ``path`` fixture), xarray's read of it as the reference."""
 
     capabilities = frozenset({"stats", "locate"})
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def source(cls, path: Path) -> es.ZarrSource:
+        return es.open_zarr(path)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def reference(cls, path: Path) -> dict[str, np.ndarray]:
+        return _xarray_values(path)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def reference_coords(cls, path: Path) -> dict[str, np.ndarray]:
+        return _xarray_coords(path)
+
+
+class TestZarrV2(ZarrCase):
+    """Zarr v2, ragged chunks, a chunk missing."""
+
     missing = (("t2m", (1, 0, 0)),)
 
     @pytest.fixture(scope="class")
     @classmethod
-    def source(cls, holes: Path) -> es.ZarrSource:
-        return es.open_zarr(holes)
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def reference(cls, holes: Path) -> dict[str, np.ndarray]:
-        return _xarray_values(holes)
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def reference_coords(cls, holes: Path) -> dict[str, np.ndarray]:
-        return _xarray_coords(holes)
+    def path(cls, holes: Path) -> Path:
+        return holes
 
 
-class TestZarrV3(SourceTests):
+class TestZarrV3(ZarrCase):
     """Zarr v3, chunks that do not divide the dims, blosc."""
 
-    capabilities = frozenset({"stats", "locate"})
-
     @pytest.fixture(scope="class")
     @classmethod
-    def source(cls, era5_tiled: Path) -> es.ZarrSource:
-        return es.open_zarr(era5_tiled)
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def reference(cls, era5_tiled: Path) -> dict[str, np.ndarray]:
-        return _xarray_values(era5_tiled)
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def reference_coords(cls, era5_tiled: Path) -> dict[str, np.ndarray]:
-        return _xarray_coords(era5_tiled)
+    def path(cls, era5_tiled: Path) -> Path:
+        return era5_tiled
 
 
-class TestZarrSharded(SourceTests):
+class TestZarrSharded(ZarrCase):
     """Zarr v3 sharded: the source's chunks are the inner chunks."""
 
-    capabilities = frozenset({"stats", "locate"})
-
     @pytest.fixture(scope="class")
     @classmethod
-    def source(cls, era5_sharded: Path) -> es.ZarrSource:
-        return es.open_zarr(era5_sharded)
-
-    @pytest.fixture(scope="class")
-    @classmethod
-    def reference(cls, era5_sharded: Path) -> dict[str, np.ndarray]:
-        return _xarray_values(era5_sharded)
+    def path(cls, era5_sharded: Path) -> Path:
+        return era5_sharded
 
 
 class TestZarrSelected(SourceTests):
