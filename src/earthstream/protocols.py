@@ -52,6 +52,7 @@ __all__ = [
     "ValueCoder",
     "VariableInfo",
     "is_chunked_source",
+    "missing_members",
     "provides_locations",
     "provides_split_fetch",
     "provides_stats",
@@ -270,6 +271,11 @@ class LocatesChunks(Protocol):
 def _has(obj: object, names: Sequence[str]) -> bool:
     """Whether ``obj`` has every member, looked up without calling properties."""
     return all(inspect.getattr_static(obj, name, None) is not None for name in names)
+
+
+def missing_members(obj: object, names: Sequence[str] = SOURCE_MEMBERS) -> list[str]:
+    """The members of ``names`` that ``obj`` lacks (looked up without calling them)."""
+    return [name for name in names if inspect.getattr_static(obj, name, None) is None]
 
 
 def is_chunked_source(obj: object) -> TypeGuard[ChunkedSource]:

@@ -194,7 +194,7 @@ class MultiStream(Stream):
             reader: _Gridded | _Raster
             if is_raster(src):
                 reader = _Raster(name, spec, src, self)
-            elif hasattr(src, "read_chunk"):
+            elif is_chunked_source(src):
                 reader = _Gridded(name, spec, src, self)
             else:
                 raise ConfigError(

@@ -14,7 +14,7 @@ from typing import Any, overload
 
 from .._validate import check_flag, check_names
 from ..errors import ConfigError, UnsupportedInputError
-from ..protocols import SOURCE_MEMBERS, ChunkedSource, is_chunked_source
+from ..protocols import SOURCE_MEMBERS, ChunkedSource, is_chunked_source, missing_members
 from ._cf import CFOptions, DecodedDtype
 from ._xarray import is_xarray, open_xarray
 from ._zarr import ZarrSource
@@ -174,9 +174,9 @@ def as_source(
         return open_zarr(source, storage_options=storage_options)
     if is_chunked_source(source):
         return source
-    has = [m for m in SOURCE_MEMBERS if hasattr(type(source), m)]
+    lacks = missing_members(source)
+    has = [m for m in SOURCE_MEMBERS if m not in lacks]
     if has:
-        lacks = [m for m in SOURCE_MEMBERS if m not in has]
         raise UnsupportedInputError(
             f"a {type(source).__name__} has {', '.join(has)} but not {', '.join(lacks)}: a "
             "source implements every member of earthstream.protocols.ChunkedSource "
