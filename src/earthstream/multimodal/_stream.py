@@ -15,6 +15,7 @@ from .._stream import Stream
 from .._units import parse_bytes
 from .._validate import check_choice
 from ..errors import ConfigError, MissingModalityError
+from ..protocols import is_chunked_source
 from ._gridded import ChunkCache
 from ._readers import _Gridded, _Raster, is_raster, open_modality, spatial_dims
 from ._spec import (
