@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -36,11 +37,13 @@ from ._windows import WindowGrid
 
 __all__ = ["SHUFFLES", "EpochOrder", "OrderSpec", "normalize_shuffle", "shard_range"]
 
-SHUFFLES = ("none", "chunks", "full")
+#: The order of an epoch's windows: grid order, block shuffle, uniform permutation.
+Order = Literal["none", "chunks", "full"]
+SHUFFLES: tuple[Order, ...] = ("none", "chunks", "full")
 _BLOCKS, _UNIT, _FULL = 0, 1, 2  # stream ids mixed into every seed
 
 
-def normalize_shuffle(shuffle: bool | str | None) -> str:
+def normalize_shuffle(shuffle: bool | str | None) -> Order:
     """Map the user's ``shuffle`` argument to one of :data:`SHUFFLES`.
 
     >>> normalize_shuffle(False), normalize_shuffle("chunks"), normalize_shuffle(True)
@@ -74,7 +77,7 @@ class OrderSpec:
     """How windows are ordered and batched; frozen and picklable."""
 
     grid: WindowGrid
-    shuffle: str = "chunks"
+    shuffle: Order = "chunks"
     seed: int = 0
     batch_size: int = 32
     drop_last: bool = False
