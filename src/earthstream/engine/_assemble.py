@@ -42,6 +42,24 @@ def _stacked_view(stacked: np.ndarray, var: VarLayout, layout: StreamLayout) -> 
     return view.transpose(perm)
 
 
+#: Byte alignment of the stacked batch arrays the engine allocates: JAX aliases a
+#: NumPy buffer on CPU (no copy) only when it is 64-byte aligned.
+ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting on an :data:`ALIGNMENT`-byte boundary.
+
+    >>> int(aligned_empty((3, 5), np.float32).ctypes.data % ALIGNMENT)
+    0
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    offset = -raw.ctypes.data % ALIGNMENT
+    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
 def _new(var: VarLayout, n: int, prefill: bool) -> np.ndarray:
     shape = (n, *var.sample_shape)
     return np.full(shape, var.fill, var.dtype) if prefill else np.empty(shape, var.dtype)
@@ -101,7 +119,9 @@ def cut_var(
 def allocate(layout: StreamLayout, n: int, prefill: bool) -> BatchArrays:
     """Arrays for a batch assembled chunk by chunk (the tight-memory path)."""
     if layout.stack and layout.stacked_dtype is not None:
-        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
+        stacked = aligned_empty(
+            (n, len(layout.channels), *layout.common_shape), layout.stacked_dtype
+        )
         data = {v.name: _stacked_view(stacked, v, layout) for v in layout.variables}
         if prefill:
             for v in layout.variables:
@@ -117,7 +137,9 @@ def cut_batch(
     """The whole batch, cut from resident chunks (runs on a cut thread)."""
     n = len(plan.ids)
     if layout.stack and layout.stacked_dtype is not None:
-        stacked = np.empty((n, len(layout.channels), *layout.common_shape), layout.stacked_dtype)
+        stacked = aligned_empty(
+            (n, len(layout.channels), *layout.common_shape), layout.stacked_dtype
+        )
         data = {}
         for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True):
             view = _stacked_view(stacked, var, layout)
