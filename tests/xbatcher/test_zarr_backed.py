@@ -62,9 +62,7 @@ def _dataset(seed: int = 0) -> Any:
 def zarr_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("xb") / "cube.zarr"
     ds = _dataset()
-    encoding = {
-        name: {"chunks": tuple(CHUNKS[d] for d in ds[name].dims)} for name in ds.data_vars
-    }
+    encoding = {name: {"chunks": tuple(CHUNKS[d] for d in ds[name].dims)} for name in ds.data_vars}
     encoding["skt"].update(
         {"dtype": "int16", "scale_factor": 0.01, "add_offset": 265.0, "_FillValue": -32767}
     )
@@ -124,7 +122,7 @@ def _chunks_touched(bgen: BatchGenerator, name: str) -> set[tuple[int, ...]]:
         batch_dims=bgen.batch_dims,
         concat_input_bins=bgen.concat_input_dims,
     )
-    origin = {d: 0 for d in array.dims}
+    origin = dict.fromkeys(array.dims, 0)
     source = bgen.source
     assert source is not None
     for dim, sl in source.selection.items():  # where the Dataset's selection starts
@@ -224,7 +222,9 @@ def test_accessor(zarr_path: Path) -> None:
     for a, b in _pairs(bgen, ds.batch.generator(input_dims={"lat": 16, "lon": 16})):
         xr.testing.assert_identical(a, b)
     register_accessor("es_batch")  # ours already: a no-op
-    with pytest.raises(ConfigError, match="xbatcher is installed|already has an attribute .batch."):
+    with pytest.raises(
+        ConfigError, match=r"xbatcher is installed|already has an attribute .batch."
+    ):
         register_accessor("batch")
     with pytest.raises(ConfigError, match="already has"):
         register_accessor("sel")

@@ -194,9 +194,7 @@ class JaxStream:
     ('ArrayImpl', (16, 8, 8), (16,))
     """
 
-    def __init__(
-        self, stream: ShardedStream, placement: Any = None, *, prefetch: int = 2
-    ) -> None:
+    def __init__(self, stream: ShardedStream, placement: Any = None, *, prefetch: int = 2) -> None:
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
             raise ConfigError(f"prefetch={prefetch!r} must be a whole number >= 1.")
         self.stream = stream
@@ -206,7 +204,7 @@ class JaxStream:
         self._check_processes()
         self._check_batch_axis()
         self._by_ndim: dict[int, Sharding] = {}
-        self._cpu = all(d.platform == "cpu" for d in self.sharding.device_set)
+        self._cpu = all(getattr(d, "platform", "") == "cpu" for d in self.sharding.device_set)
         self._state: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._transfers = {"arrays": 0, "aliased": 0, "copied": 0, "bytes_copied": 0}
@@ -230,15 +228,21 @@ class JaxStream:
         if parts is None or parts == 1:
             return
         order = self.stream.order
-        local_parts = parts // jax.process_count() if self._global else parts
+        local_parts = max(1, parts // jax.process_count() if self._global else parts)
         b = order.batch_size
-        last = order.n_windows % b
-        if b % max(1, local_parts) or (last and not order.drop_last):
+        if b % local_parts:
             raise ConfigError(
-                f"the sharding splits the batch axis into {parts} parts, so every batch must "
-                f"hold a multiple of {max(1, local_parts)} samples in each process; "
-                f"batch_size={b}" + (f" and the last batch holds {last}" if last else "") + ". "
-                "Use a batch_size that is a multiple of it and drop_last=True on the stream."
+                f"the sharding splits the batch axis into {parts} parts ({local_parts} on this "
+                f"process's devices), which batch_size={b} does not divide. Use a batch_size "
+                f"that is a multiple of {local_parts}."
+            )
+        last = order.n_windows % b
+        if last and not order.drop_last:
+            raise ConfigError(
+                f"the sharding splits the batch axis into {parts} parts, but the epoch's last "
+                f"batch holds {last} of {b} samples ({order.n_windows} windows), which does not "
+                "split alike. Pass drop_last=True to the stream (or a batch_size dividing the "
+                "number of windows)."
             )
 
     def _sharding_for(self, ndim: int) -> Sharding:
@@ -335,6 +339,7 @@ class JaxStream:
     def _place(self, name: str, values: np.ndarray) -> jax.Array:
         _check_dtype(name, values)
         sharding = self._sharding_for(values.ndim)
+        out: jax.Array
         if self._global:
             out = jax.make_array_from_process_local_data(sharding, values)
         else:
@@ -365,6 +370,10 @@ class JaxStream:
         )
 
 
+def _x64() -> bool:
+    return bool(jax.config.read("jax_enable_x64"))
+
+
 def _check_dtype(name: str, values: np.ndarray) -> None:
     """Refuse what ``jax.device_put`` would change silently."""
     kind = values.dtype.kind
@@ -372,14 +381,14 @@ def _check_dtype(name: str, values: np.ndarray) -> None:
         raise ConfigError(
             f"{name!r} has dtype {values.dtype}, which JAX cannot hold; stream numeric variables."
         )
-    if values.dtype.itemsize == 8 and kind in "fiu" and not jax.config.jax_enable_x64:
+    if values.dtype.itemsize == 8 and kind in "fiu" and not _x64():
         raise ConfigError(
             f"{name!r} is {values.dtype}, but JAX runs with 64-bit types disabled and would "
             "silently turn it into a 32-bit array. Stream 32-bit values (e.g. "
             "decoded_dtype='float32', the default of open_zarr) or enable 64-bit JAX "
             "(jax.config.update('jax_enable_x64', True))."
         )
-    if values.dtype.itemsize == 16 and kind == "c" and not jax.config.jax_enable_x64:
+    if values.dtype.itemsize == 16 and kind == "c" and not _x64():
         raise ConfigError(
             f"{name!r} is {values.dtype}; enable 64-bit JAX (jax_enable_x64) to keep it."
         )

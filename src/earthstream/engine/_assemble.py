@@ -57,7 +57,8 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
     offset = -raw.ctypes.data % ALIGNMENT
-    return raw[offset : offset + nbytes].view(dtype).reshape(shape)
+    out: np.ndarray = raw[offset : offset + nbytes].view(dtype).reshape(shape)
+    return out
 
 
 def _new(var: VarLayout, n: int, prefill: bool) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +125,8 @@ class BatchGenerator:
         self,
         ds: Any,
         input_dims: Mapping[Hashable, int],
-        input_overlap: Mapping[Hashable, int] = {},  # noqa: B006 - xbatcher's signature
-        batch_dims: Mapping[Hashable, int] = {},  # noqa: B006
+        input_overlap: Mapping[Hashable, int] = {},  # xbatcher's signature
+        batch_dims: Mapping[Hashable, int] = {},
         concat_input_dims: bool = False,
         preload_batch: bool = True,
         cache: Any = None,
@@ -229,7 +229,7 @@ class BatchGenerator:
         if names:
             reader = PatchReader(dataset, self.plan, names, **self._options)
             kind = type(reader.source).__name__
-            paths.update({n: f"engine ({kind})" for n in names})
+            paths.update(dict.fromkeys(names, f"engine ({kind})"))
         elif dataset is None:
             paths[str(obj.name)] = "xarray: the DataArray is named like one of its coordinates"
         skeleton = obj.copy(deep=False)
@@ -286,7 +286,7 @@ class BatchGenerator:
             batch.to_zarr(self.cache, group=str(idx), mode="a")
         return batch
 
-    def _read(self, indices: Sequence[int]) -> Iterator[Any]:
+    def _read(self, indices: Sequence[int]) -> Generator[Any, None, None]:
         setup = self._setup()
         batches = self.plan.batches
         if setup.reader is None:
@@ -363,8 +363,7 @@ class BatchGenerator:
             selected = self.ds.isel(self.plan.selector(patches[0]))
             return maybe_stack_batch_dims(selected, list(self._input_dims))
         parts = [
-            drop_input_dims(self.ds.isel(self.plan.selector(p)), self._input_dims)
-            for p in patches
+            drop_input_dims(self.ds.isel(self.plan.selector(p)), self._input_dims) for p in patches
         ]
         batch = xr.concat(parts, dim="input_batch")
         return maybe_stack_batch_dims(batch, [f"{d}{SUFFIX}" for d in self._input_dims])

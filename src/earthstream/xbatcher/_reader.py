@@ -14,7 +14,7 @@ of up to a few MB) and split again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +104,7 @@ class PatchReader:
     ) -> None:
         self.plan = plan
         source = open_xarray(dataset[list(names)], dtype="float64")  # xarray's own dtypes
-        differ = [
-            n for n in names if source.variables[n].dtype != np.dtype(dataset[n].dtype)
-        ]
+        differ = [n for n in names if source.variables[n].dtype != np.dtype(dataset[n].dtype)]
         if differ:  # pragma: no cover - open_xarray delivers xarray's dtypes
             raise EarthstreamError(f"the engine would deliver other dtypes for {differ}")
         self.source = source
@@ -188,7 +186,9 @@ class PatchReader:
 
     def _reads(self, batches: Sequence[int]) -> list[_Read]:
         reads: list[_Read] = []
-        first, counts, parts, total = -1, [], [], 0
+        first, total = -1, 0
+        counts: list[int] = []
+        parts: list[np.ndarray] = []
         for b in batches:
             patches = self.plan.batches[b]
             n = len(patches)
@@ -204,7 +204,9 @@ class PatchReader:
             reads.append(_Read(first, tuple(counts), np.concatenate(parts)))
         return reads
 
-    def iter_arrays(self, batches: Sequence[int]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    def iter_arrays(
+        self, batches: Sequence[int]
+    ) -> Generator[tuple[int, dict[str, np.ndarray]], None, None]:
         """``(batch, arrays)`` for each of ``batches`` (in the given order)."""
         reads = self._reads(batches)
         order = _ReadOrder(self.stream.order, [r.ids for r in reads])
@@ -220,4 +222,3 @@ class PatchReader:
 
     def close(self) -> None:
         self.engine.release()
-

@@ -64,9 +64,7 @@ class BatchPlan:
     def selector(self, patch: int) -> dict[Hashable, slice]:
         """The ``isel`` selector of one patch, as xbatcher builds it."""
         starts = self.starts(np.asarray([patch]))[0].tolist()
-        return {
-            d: slice(s, s + n) for d, s, n in zip(self.dims, starts, self.lengths, strict=True)
-        }
+        return {d: slice(s, s + n) for d, s, n in zip(self.dims, starts, self.lengths, strict=True)}
 
 
 def plan_batches(
@@ -109,8 +107,7 @@ def plan_batches(
     for dim, length in sliced.items():
         if dim not in sizes:
             raise DimensionError(
-                f"{dim!r} is in input_dims or batch_dims, but the dataset's dims are "
-                f"{list(sizes)}."
+                f"{dim!r} is in input_dims or batch_dims, but the dataset's dims are {list(sizes)}."
             )
         size = int(sizes[dim])
         length = int(length)
@@ -141,9 +138,7 @@ def plan_batches(
         batches = tuple(patches[i : i + per] for i in range(0, n, per))
     else:
         batches = _grouped(sizes, sliced, input_dims, input_overlap, batch_dims, counts)
-    return BatchPlan(
-        tuple(sliced), tuple(lengths), tuple(strides), tuple(counts), tuple(batches)
-    )
+    return BatchPlan(tuple(sliced), tuple(lengths), tuple(strides), tuple(counts), tuple(batches))
 
 
 def _grouped(
