@@ -229,3 +229,37 @@ def test_accessor(zarr_path: Path) -> None:
     with pytest.raises(ConfigError, match="already has"):
         register_accessor("sel")
     assert xr.Dataset.es_batch is BatchAccessor
+
+
+def test_indexing_in_runs_reads_ahead_once(zarr_path: Path) -> None:
+    """bgen[i] in a loop (or every k-th, as a DataLoader worker over xbatcher's MapDataset
+    asks) becomes one pass: after three calls a constant step apart the rest is read
+    ahead with each chunk decoded once; other calls read their batch alone."""
+    ds = _opened(zarr_path, "no dask")[["t2m"]]
+    kwargs = {"input_dims": {"lat": 8, "lon": 12}, "batch_dims": {"time": 2}}
+    theirs = xbatcher.BatchGenerator(ds, **kwargs)
+    for step in (1, 3):
+        ours = BatchGenerator(ds, **kwargs)
+        indices = list(range(1, len(ours), step))
+        for i in indices:
+            xr.testing.assert_identical(ours[i], theirs[i])
+        report = ours.report
+        assert report is not None
+        # the run began at the third call: one pass over the rest of the indices
+        assert report.samples == len(indices) - 2  # (one patch per batch here)
+        assert set(report.decodes.values()) == {1}
+    ours = BatchGenerator(ds, **kwargs)
+    for i in (5, 2, 9, 0, 7):  # no constant step: each batch read alone
+        xr.testing.assert_identical(ours[i], theirs[i])
+        assert ours.report is not None and ours.report.samples == 1
+
+
+def test_a_copy_in_another_process_reads_on_its_own(zarr_path: Path) -> None:
+    import pickle
+
+    ds = _opened(zarr_path, "no dask")[["t2m"]]
+    ours = BatchGenerator(ds, input_dims={"lat": 16, "lon": 16})
+    first = ours[0]
+    copy = pickle.loads(pickle.dumps(ours))  # as a spawned DataLoader worker gets it
+    xr.testing.assert_identical(copy[0], first)
+    xr.testing.assert_identical(copy[3], ours[3])

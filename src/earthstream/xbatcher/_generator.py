@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,23 @@ def _placeholder(variable: Any) -> np.ndarray:
 #: Data variables the engine does not read (they lack a sliced dim, or are not numeric)
 #: are loaded once up to this size; larger ones are read by xarray for every batch.
 PRELOAD_BYTES = 64 * 2**20
+
+
+@dataclass
+class _Access:
+    """Where ``bgen[i]`` calls stand: the last index, the step to it, and an open pass
+    over the run of batches they follow."""
+
+    last: int | None = None
+    last_step: int = 0
+    run: Generator[Any, None, None] | None = None
+    next: int = -1
+    step: int = 0
+
+    def stop(self) -> None:
+        if self.run is not None:
+            self.run.close()
+        self.run = None
 
 
 @dataclass
@@ -160,6 +178,8 @@ class BatchGenerator:
             "prefetch": prefetch,
         }
         self._setup_done: _Setup | None = None
+        self._pid = os.getpid()
+        self._access = _Access()
 
     # -- xbatcher's attributes ----------------------------------------------------------
     @property
@@ -202,12 +222,24 @@ class BatchGenerator:
         return None if reader is None else reader.report
 
     def close(self) -> None:
-        """Free the engine's decoded-chunk slots (reading can start again later)."""
+        """Stop reading ahead for ``bgen[i]`` and free the engine's decoded-chunk slots
+        (reading can start again later)."""
+        self._access.stop()
         if self._setup_done is not None and self._setup_done.reader is not None:
             self._setup_done.reader.close()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the engine and its threads stay in this process; a copy (a DataLoader worker)
+        # builds its own on first use
+        state = self.__dict__.copy()
+        state["_setup_done"] = None
+        state["_access"] = _Access()
+        return state
+
     def _setup(self) -> _Setup:
-        if self._setup_done is None:
+        if self._setup_done is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._access = _Access()
             self._setup_done = self._build_setup()
         return self._setup_done
 
@@ -277,13 +309,38 @@ class BatchGenerator:
         if self.cache and self._batch_in_cache(idx):
             return self._get_cached_batch(idx)
         if self._preload:
-            batch = next(iter(self._read([idx])))
+            batch = self._indexed(idx)
         else:
             batch = self._lazy_batch(idx)
         if self.cache is not None and self.cache_preprocess is not None:
             batch = self.cache_preprocess(batch)
         if self.cache is not None:
             batch.to_zarr(self.cache, group=str(idx), mode="a")
+        return batch
+
+    def _indexed(self, idx: int) -> Any:
+        """``bgen[idx]``, read by the engine.
+
+        A run of calls with a constant step (``0, 1, 2 ...`` in a loop, or ``w, w + k,
+        w + 2k ...`` in DataLoader worker ``w`` of ``k`` over xbatcher's ``MapDataset``)
+        becomes one pass over the rest of the run, read ahead with chunks decoded once;
+        other calls read their batch alone.
+        """
+        self._setup()  # (a fresh one in a forked process)
+        access = self._access
+        if access.run is not None and access.next == idx:
+            access.next += access.step
+            return next(access.run)
+        access.stop()
+        step = idx - access.last if access.last is not None else 0
+        access.last = idx
+        if step > 0 and step == access.last_step:  # three calls a constant step apart
+            access.run = self._read(range(idx, len(self), step))
+            access.next = idx + step
+            access.step = step
+            return next(access.run)
+        access.last_step = step
+        (batch,) = self._read([idx])
         return batch
 
     def _read(self, indices: Sequence[int]) -> Generator[Any, None, None]:
