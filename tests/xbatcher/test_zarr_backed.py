@@ -185,6 +185,25 @@ def test_indexing_and_dataarrays(zarr_path: Path) -> None:
     assert ours_da.paths == {"skt": "engine (ZarrSource)"}
 
 
+def test_concatenated_dataarrays_are_their_datasets_batches(zarr_path: Path) -> None:
+    """xbatcher 0.4 outer-joins concatenated DataArray patches (NaN-padded batches; see
+    docs/frameworks/xbatcher.md); the drop-in gives the batches xbatcher builds for the
+    one-variable Dataset."""
+    ds = _opened(zarr_path, "no dask")
+    kwargs = {
+        "input_dims": {"lat": 8, "lon": 12},
+        "input_overlap": {"lat": 2},
+        "batch_dims": {"time": 4},
+        "concat_input_dims": True,
+    }
+    ours = BatchGenerator(ds["t2m"], **kwargs)
+    theirs = xbatcher.BatchGenerator(ds[["t2m"]], **kwargs)
+    for a, b in _pairs(ours, theirs):
+        assert isinstance(a, xr.DataArray)
+        xr.testing.assert_identical(a, b["t2m"])
+        assert not np.isnan(a.values).any()
+
+
 def test_lazy_batches_are_xarrays_selection(zarr_path: Path) -> None:
     """preload_batch=False: xarray's lazy selection (dask-backed here), as xbatcher's."""
     ds = _opened(zarr_path, "dask")

@@ -20,15 +20,30 @@ __all__ = ["BatchGenerator", "drop_input_dims", "maybe_stack_batch_dims"]
 #: Suffix of the input dims of concatenated batches (xbatcher's).
 SUFFIX = "_input"
 
+#: How xbatcher 0.4 concatenates patches: ``xarray.concat``'s defaults when it was
+#: written, given explicitly (xarray warns that its defaults will change).
+CONCAT: dict[str, Any] = {
+    "data_vars": "all",
+    "coords": "different",
+    "compat": "equals",
+    "join": "outer",
+}
+
 
 def drop_input_dims(obj: Any, input_dims: Mapping[Hashable, int], suffix: str = SUFFIX) -> Any:
     """Rename each input dim ``d`` to ``d + suffix`` and keep its coordinate as a
-    non-index coordinate ``d`` along it: the form xbatcher concatenates patches in."""
+    non-index coordinate ``d`` along it: the form xbatcher concatenates patches in.
+
+    xbatcher 0.4 tests ``d + suffix in obj``, which on a DataArray looks at its
+    values, not its coordinates (so DataArray patches keep an index on each input
+    dim and are outer-joined, padded with NaN; dask-backed ones raise).  Here the
+    coordinate is looked up as on a Dataset, for both.
+    """
     out = obj.copy(deep=False)
     for dim in input_dims:
         new = f"{dim}{suffix}"
         out = out.rename({dim: new})
-        if new in out:
+        if new in out.coords:
             out = out.drop_vars(new)
             out.coords[dim] = new, obj[dim].data, obj[dim].attrs
     return out
@@ -396,7 +411,7 @@ class BatchGenerator:
             part = skeleton.isel(selector)  # = drop_input_dims(the patch's isel)
             self._fill(setup, part, data, k)
             parts.append(part)
-        batch = xr.concat(parts, dim="input_batch")
+        batch = xr.concat(parts, dim="input_batch", **CONCAT)
         batch = maybe_stack_batch_dims(batch, [f"{d}{SUFFIX}" for d in self._input_dims])
         if setup.lazy:
             batch.load()
@@ -422,7 +437,7 @@ class BatchGenerator:
         parts = [
             drop_input_dims(self.ds.isel(self.plan.selector(p)), self._input_dims) for p in patches
         ]
-        batch = xr.concat(parts, dim="input_batch")
+        batch = xr.concat(parts, dim="input_batch", **CONCAT)
         return maybe_stack_batch_dims(batch, [f"{d}{SUFFIX}" for d in self._input_dims])
 
     # -- xbatcher's experimental cache ----------------------------------------------------
