@@ -129,6 +129,10 @@ def test_resume_mid_epoch_continues_exactly_where_the_loop_stopped(era5_v3: Path
     resumed.load_state_dict(state)
     rest = [b.window_ids.tolist() for b in resumed]
     assert taken + rest == expected
+    # the epoch over, the state is the stream's: all of epoch 1 consumed
+    assert resumed.state_dict() == resumed.stream.state_dict()
+    end = resumed.state_dict()
+    assert (end["epoch"], end["position"]) == (1, len(resumed))
     flat = [i for ids in taken + rest for i in ids]
     assert sorted(flat) == list(range(resumed.stream.n_windows))
 

@@ -313,6 +313,7 @@ class JaxStream:
             enqueue(1)  # transfer the next batch while the caller's step runs on this one
             self._state = state
             yield batch
+        self._state = None  # every batch handed out: the stream's own state is the truth
 
     def put(self, batch: Batch) -> JaxBatch:
         """Place one NumPy batch on the device(s) (asynchronously, as JAX transfers)."""
