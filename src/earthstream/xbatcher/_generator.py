@@ -262,9 +262,10 @@ class BatchGenerator:
         import xarray as xr
 
         obj = self.ds
+        key = "data"  # the DataArray's variable in the Dataset the engine reads
         if isinstance(obj, xr.DataArray):
-            name = obj.name if obj.name is not None else "data"
-            dataset = None if name in obj.coords else obj.to_dataset(name=name)
+            key = str(obj.name) if obj.name is not None else "data"
+            dataset = None if key in obj.coords else obj.to_dataset(name=key)
         else:
             dataset = obj
         names: list[str] = []
@@ -278,12 +279,12 @@ class BatchGenerator:
             kind = type(reader.source).__name__
             paths.update(dict.fromkeys(names, f"engine ({kind})"))
         elif dataset is None:
-            paths[str(obj.name)] = "xarray: the DataArray is named like one of its coordinates"
+            paths[key] = "xarray: the DataArray is named like one of its coordinates"
         skeleton = obj.copy(deep=False)
         if isinstance(skeleton, xr.DataArray):
-            variables = {str(skeleton.name): skeleton.variable}
-            variables.update({str(c): skeleton.coords[c].variable for c in skeleton.coords})
-            others = [] if names else [str(skeleton.name)]
+            variables = {str(c): skeleton.coords[c].variable for c in skeleton.coords}
+            variables[key] = skeleton.variable  # (named like a coordinate: not streamed)
+            others = [] if names else [key]
         else:
             variables = {str(k): v for k, v in skeleton.variables.items()}
             others = [str(n) for n in skeleton.data_vars if str(n) not in names]
