@@ -139,7 +139,8 @@ class Stream(ShardedStream):
         over ``stream.to_torch()`` counts per worker.
     rank, world_size
         This process's part of a distributed job.  Default: taken from
-        ``torch.distributed`` when it is initialized, else ``0`` of ``1``.  Ranks
+        ``torch.distributed`` when it is initialized, else from a multi-process
+        JAX job (``jax.process_index()`` of ``jax.process_count()``), else ``0`` of ``1``.  Ranks
         serve disjoint contiguous runs of the epoch's batches.
     remainder
         Every rank yields ``len(stream)`` batches.  When the batches do not

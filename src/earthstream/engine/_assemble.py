@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._buffers import BatchBuffers
+from ._buffers import BatchBuffers, aligned_empty
 from ._layout import StreamLayout, VarLayout
 from ._plan import BatchPlan, Pieces, VarPlan
 from ._slots import SlotPool
@@ -56,7 +56,9 @@ def _stacked_view(stacked: np.ndarray, var: VarLayout, layout: StreamLayout) -> 
 
 def _new(var: VarLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None) -> np.ndarray:
     shape = (n, *var.sample_shape)
-    out = buffers.empty(shape, var.dtype) if buffers is not None else np.empty(shape, var.dtype)
+    out = (
+        buffers.empty(shape, var.dtype) if buffers is not None else aligned_empty(shape, var.dtype)
+    )
     if prefill:
         out[...] = var.fill
     return out
@@ -194,7 +196,7 @@ def _stacked(layout: StreamLayout, n: int, buffers: BatchBuffers | None) -> np.n
     shape = (n, len(layout.channels), *layout.common_shape)
     if buffers is not None:
         return buffers.empty(shape, layout.stacked_dtype)
-    return np.empty(shape, layout.stacked_dtype)
+    return aligned_empty(shape, layout.stacked_dtype)
 
 
 def allocate(
