@@ -13,6 +13,15 @@ from ._plan import (
 )
 from ._resume import STATE_FORMAT, STATE_VERSION, Cursor, cursor_from_state
 from ._select import Span, resolve_selection
+from ._split import (
+    BlockSplit,
+    TimeSplit,
+    assign_blocks,
+    boxes_in_split,
+    grid_split_mask,
+    time_split_spans,
+)
+from ._subset import StreamContext, WindowRule, WindowSubset, as_subset
 from ._windows import AxisWindows, WindowGrid, build_window_grid
 
 __all__ = [
@@ -22,6 +31,7 @@ __all__ = [
     "STATE_VERSION",
     "AxisWindows",
     "BatchRuns",
+    "BlockSplit",
     "Cursor",
     "EpochOrder",
     "EpochPlan",
@@ -29,9 +39,17 @@ __all__ = [
     "ForecastPlan",
     "OrderSpec",
     "Span",
+    "StreamContext",
+    "TimeSplit",
     "WindowGrid",
+    "WindowRule",
+    "WindowSubset",
+    "as_subset",
+    "assign_blocks",
+    "boxes_in_split",
     "build_window_grid",
     "cursor_from_state",
+    "grid_split_mask",
     "normalize_shuffle",
     "permutation_slice",
     "resolve_selection",
@@ -39,4 +57,5 @@ __all__ = [
     "round_robin_index",
     "round_robin_next",
     "shard_range",
+    "time_split_spans",
 ]

@@ -1,0 +1,687 @@
+"""``PredictionWriter``: model outputs over a whole domain, blended and written back to Zarr.
+
+The writer plans the inference stream from its output chunks
+(:mod:`earthstream.sampling._inference`): each output chunk has one owner
+(rank), which computes every window touching it, sums ``weight * value`` and
+``weight`` in float64 per chunk as batches arrive, and when the last window
+of a chunk has been added divides once, casts once, and writes the chunk
+(whole, once) with zarr-python.  Partial sums live only in memory, so a run
+that stops leaves complete chunks behind, and a new writer on the same store
+skips them; two ranks never own, so never write, the same chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .._stream import Stream
+from ..errors import ConfigError, DimensionError
+from ..sampling import OrderSpec
+from ..sampling._inference import ExplicitSequence, OutputChunks, plan_inference
+
+__all__ = ["PredictionWriter", "WriteReport", "taper"]
+
+Blend = Literal["mean", "taper"]
+#: Group attribute recording how a store was written (checked when a run resumes).
+CONFIG_ATTR = "earthstream:prediction"
+
+
+def taper(length: int) -> np.ndarray:
+    """1-D taper weights of a window of ``length``: ``sin(pi (i + 0.5) / length) ** 2``.
+
+    Positive everywhere (so every covered position has weight), near 0 at the
+    window's edges and 1 in its middle: overlapping windows fade into each
+    other without seams.
+
+    >>> [round(float(w), 3) for w in taper(4)]
+    [0.146, 0.854, 0.854, 0.146]
+    """
+    i = np.arange(length, dtype=np.float64)
+    return np.asarray(np.sin(np.pi * (i + 0.5) / length) ** 2, dtype=np.float64)
+
+
+@dataclass
+class WriteReport:
+    """What this process's writer did."""
+
+    rank: int = 0
+    world_size: int = 1
+    chunks_total: int = 0  # output chunks of the whole store
+    chunks_owned: int = 0  # owned by this rank
+    chunks_skipped: int = 0  # owned, already written by an earlier run
+    chunks_written: int = 0  # written by this run
+    windows: int = 0  # windows added (this rank; halo windows count on each rank)
+    batches: int = 0
+    padded_batches: int = 0
+    uncovered: dict[str, int] = field(default_factory=dict)  # positions no window writes
+    peak_accumulator_bytes: int = 0
+    bytes_written: int = 0  # decoded bytes of the chunks written
+    elapsed_s: float = 0.0
+
+    def summary(self) -> str:
+        missing = ", ".join(f"{d}: {n}" for d, n in self.uncovered.items() if n)
+        return (
+            f"rank {self.rank} of {self.world_size}: {self.chunks_written} of "
+            f"{self.chunks_owned} owned chunks written ({self.chunks_skipped} already there; "
+            f"{self.chunks_total} in the store) from {self.windows:,} windows in "
+            f"{self.batches} batches ({self.padded_batches} padding) in {self.elapsed_s:.2f} s; "
+            f"{self.bytes_written / 1e6:,.1f} MB written; peak accumulators "
+            f"{self.peak_accumulator_bytes / 1e6:,.1f} MB"
+            + (f"; positions without a prediction (NaN): {missing}" if missing else "")
+        )
+
+
+class _Acc:
+    """One chunk's float64 sums while its windows arrive."""
+
+    __slots__ = ("count", "sums", "weight")
+
+    def __init__(self, shape: tuple[int, ...], names: Sequence[str]) -> None:
+        self.weight = np.zeros(shape, dtype=np.float64)
+        self.sums = {n: np.zeros(shape, dtype=np.float64) for n in names}
+        self.count = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.weight.nbytes * (1 + len(self.sums))
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """A NumPy array from NumPy or a torch tensor (moved to the CPU)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return np.asarray(value.detach().cpu().numpy())
+    return np.asarray(value)
+
+
+def _distributed() -> Any:
+    """``torch.distributed`` when a process group is initialized, else None."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
+
+
+def open_target(target: Any, storage_options: Mapping[str, Any] | None) -> Any:
+    """A writable zarr-python store for a path, an object-store URL or a zarr store."""
+    import zarr.abc.store
+    import zarr.storage
+
+    if isinstance(target, str | os.PathLike):
+        from ..storage._location import parse_location
+        from ..storage._readers import make_object_store
+
+        location = parse_location(target, storage_options)
+        if location.is_local:
+            return zarr.storage.LocalStore(location.path)
+        return zarr.storage.ObjectStore(make_object_store(location, retries=True))
+    if isinstance(target, zarr.abc.store.Store):
+        return target
+    raise ConfigError(
+        f"target={type(target).__name__}: pass a local path, an object-store URL (s3://, "
+        "gs://, az://) with storage_options, or a writable zarr-python store."
+    )
+
+
+class PredictionWriter:
+    """Write model outputs over a whole domain into a Zarr v3 store, blended, chunk by chunk.
+
+    Build it from the stream whose windows cover the domain (``like``, e.g.
+    ``Stream(..., stride < window, edges="pad")``), iterate :attr:`stream`
+    (this rank's windows, planned from the output chunks) and hand each
+    batch's outputs to :meth:`write`; :meth:`close` waits for the last writes.
+
+    Parameters
+    ----------
+    target
+        A local path, an object-store URL (``s3://``, ``gs://``, ``az://``; with
+        ``storage_options``) or a writable zarr-python store.
+    like
+        The :class:`~earthstream.Stream` over the domain: its selection, window
+        grid, coordinates, batch size and placement (rank, world size).  Its
+        windows must cover every position (``edges="pad"``, stride at most the
+        window); forecast streams write each sample at its target time (one
+        lead).
+    variables
+        Output names, or name -> attributes (``{"t2m": {"units": "K",
+        "long_name": "..."}}``): written as given, nothing copied from the
+        source (no packing attributes).  A model output of ``(B, C, ...)`` is
+        split into these ``C`` variables in order.
+    dims
+        The output dims (default: every dim of ``like``); dims left out must
+        have a single window position (e.g. ``level`` windowed whole).  Arrays
+        keep the stream's dim order.
+    blend
+        ``"mean"``: overlapping windows averaged; ``"taper"``: weighted by
+        :func:`taper` along every windowed dim, so windows fade into each other
+        without seams.  Sums in float64, divided and cast once per chunk.
+    chunks
+        Output chunk length per dim (default: the stream's first variable's
+        chunks; whole dims otherwise).  A chunk is the unit of ownership, of
+        memory (float64 sums while its windows arrive) and of resume.
+    dtype
+        Floating dtype of the outputs (NaN where nothing was predicted).
+    attrs
+        Attributes of the output dataset.
+    mode
+        ``"a"`` (default): create the store, or resume one written by the same
+        configuration (chunks already written are skipped); ``"w"``: replace
+        it; ``"w-"``: fail if it exists.
+    storage_options
+        For object-store URLs (credentials, endpoint), as for ``open_zarr``.
+    write_threads
+        Threads writing finished chunks while the model runs.
+
+    Examples
+    --------
+    >>> import earthstream as es, xarray as xr, numpy as np
+    >>> path = es.datasets.era5_like(tmp_path / "e.zarr", n_times=4, n_lat=16, n_lon=32)
+    >>> domain = es.Stream(path, {"lat": 8, "lon": 8}, {"lat": 6, "lon": 6}, variables="t2m",
+    ...                    edges="pad", batch_size=8)
+    >>> writer = es.PredictionWriter(tmp_path / "pred.zarr", like=domain, blend="taper",
+    ...                              variables={"t2m": {"units": "K"}}, chunks={"lat": 8})
+    >>> for batch in writer.stream:
+    ...     writer.write(batch, batch["t2m"])          # an identity "model"
+    >>> report = writer.close()
+    >>> out, src = xr.open_zarr(tmp_path / "pred.zarr"), xr.open_zarr(path)
+    >>> bool((out["t2m"] == src["t2m"]).all()), out["t2m"].attrs
+    (True, {'units': 'K'})
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        like: Stream,
+        variables: Sequence[str] | str | Mapping[str, Mapping[str, Any]],
+        *,
+        dims: Sequence[str] | None = None,
+        blend: Blend = "mean",
+        chunks: Mapping[str, int] | None = None,
+        dtype: Any = "float32",
+        attrs: Mapping[str, Any] | None = None,
+        mode: Literal["a", "w", "w-"] = "a",
+        storage_options: Mapping[str, Any] | None = None,
+        write_threads: int = 4,
+    ) -> None:
+        t0 = time.perf_counter()
+        if not isinstance(like, Stream):
+            raise ConfigError(f"like= must be an earthstream.Stream, not {type(like).__name__}.")
+        order = like.order
+        if order.subset is not None or order.samples is not None or order.sequence is not None:
+            raise ConfigError(
+                "like= must visit every window of its grid: build it without windows= or "
+                "samples_per_epoch (they leave positions without a prediction)."
+            )
+        if blend not in ("mean", "taper"):
+            raise ConfigError(f"blend={blend!r}: use 'mean' or 'taper'.")
+        if mode not in ("a", "w", "w-"):
+            raise ConfigError(f"mode={mode!r}: use 'a' (create or resume), 'w' or 'w-'.")
+        self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ConfigError(f"dtype={dtype!r}: blended outputs are floating point.")
+        if isinstance(variables, str):
+            variables = [variables]
+        if isinstance(variables, Mapping):
+            self.variables = {str(k): dict(v or {}) for k, v in variables.items()}
+        else:
+            self.variables = {str(k): {} for k in variables}
+        if not self.variables:
+            raise ConfigError("variables= names no output.")
+        self.like = like
+        self.blend = blend
+        grid = order.grid
+        self.grid = grid
+        self.dims = self._output_dims(dims)
+        self.rank, self.world_size = like.placement()
+        forecast = like.forecast
+        offsets: dict[str, int] = {}
+        lengths: dict[str, int] = {}
+        for axis in grid.axes:
+            if axis.squeeze:
+                lengths[axis.dim] = 1
+        self._forecast_dim: str | None = None
+        if forecast is not None:
+            if len(forecast.target_offsets) != 1:
+                raise ConfigError(
+                    "a forecast stream with several leads has several target times per "
+                    "sample; write one lead per writer (Forecast(lead=...))."
+                )
+            offsets[forecast.dim] = forecast.target_offsets[0]
+            lengths[forecast.dim] = 1
+            self._forecast_dim = forecast.dim
+        chunk = self._chunks(chunks)
+        self.out = OutputChunks.of(grid, chunk, offsets, lengths)
+        self._check_coverage()
+        self.store = open_target(target, storage_options)
+        self._writes = ThreadPoolExecutor(max(1, write_threads), thread_name_prefix="es-write")
+        self._futures: list[Future[int]] = []
+        self._lock = threading.Lock()
+        self._accs: dict[int, _Acc] = {}
+        self.report = WriteReport(rank=self.rank, world_size=self.world_size)
+        dist = _distributed() if self.world_size > 1 else None
+        if dist is None or self.rank == 0:
+            self._create(mode, attrs)
+        if dist is not None:
+            dist.barrier()  # the store exists before any rank opens it
+        self._arrays = self._open()
+        done = self._written()
+        if dist is not None:
+            dist.barrier()  # every rank has listed what is written before anyone writes
+        sequence, owners = plan_inference(self.out, self.world_size, order.batch_size, done)
+        self.sequence: ExplicitSequence = sequence
+        self._owned = (owners == self.rank) & ~done
+        self._expected = self.out.expected()
+        self._weights = self._window_weights()
+        self.report.chunks_total = self.out.n_chunks
+        self.report.chunks_owned = int((owners == self.rank).sum())
+        self.report.chunks_skipped = int(((owners == self.rank) & done).sum())
+        self.report.uncovered = dict(zip(self.out.dims, self.out.uncovered(), strict=True))
+        self.stream: Stream = like.with_order(
+            OrderSpec(
+                grid=grid,
+                shuffle="none",
+                seed=order.seed,
+                batch_size=order.batch_size,
+                shuffle_buffer=order.shuffle_buffer,
+                sequence=sequence,
+            )
+        )
+        self._t0 = t0
+        self._error: BaseException | None = None
+
+    # -- configuration ------------------------------------------------------------------
+    def _output_dims(self, dims: Sequence[str] | None) -> tuple[str, ...]:
+        grid = self.grid
+        if dims is None:
+            return grid.dims
+        given = [dims] if isinstance(dims, str) else list(dims)
+        for d in given:
+            if d not in grid.dims:
+                raise DimensionError(
+                    f"dims names {d!r}, which is not a dim of the stream ({', '.join(grid.dims)})."
+                )
+        for axis in grid.axes:
+            if axis.dim not in given and axis.count > 1:
+                raise DimensionError(
+                    f"dims leaves out {axis.dim!r}, but the stream has {axis.count} window "
+                    f"positions along it, whose outputs would land on the same values. Keep "
+                    f"{axis.dim!r} in dims, or window it whole (window={{{axis.dim!r}: None}})."
+                )
+        return tuple(d for d in grid.dims if d in given)
+
+    def _chunks(self, chunks: Mapping[str, int] | None) -> dict[str, int]:
+        grid = self.grid
+        out: dict[str, int] = {}
+        first = next(iter(self.like.source.variables.values()))
+        for axis in grid.axes:
+            if axis.dim not in self.dims:
+                out[axis.dim] = max(1, axis.size)  # one chunk along dims left out
+            elif chunks is not None and axis.dim in chunks:
+                value = chunks[axis.dim]
+                if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                    raise ConfigError(
+                        f"chunks[{axis.dim!r}]={value!r} must be a whole number >= 1."
+                    )
+                out[axis.dim] = int(value)
+            elif axis.dim in first.dims:
+                out[axis.dim] = first.chunks[first.dims.index(axis.dim)]
+        for d in chunks or {}:
+            if d not in self.dims:
+                raise DimensionError(f"chunks names {d!r}, which is not an output dim {self.dims}.")
+        return out
+
+    def _check_coverage(self) -> None:
+        for dim, n in zip(self.out.dims, self.out.uncovered(), strict=True):
+            if n and dim in self.dims and dim != self._forecast_dim:
+                axis = self.grid.axis(dim)
+                raise ConfigError(
+                    f"the stream's windows leave {n} positions of {dim!r} without a prediction "
+                    f"(window {axis.length}, stride {axis.stride}, edges={self.grid.edges!r}); "
+                    "use edges='pad' and a stride no larger than the window."
+                )
+
+    def _window_weights(self) -> np.ndarray:
+        """Weights of one window over the output dims (footprint shape)."""
+        w = np.ones((), dtype=np.float64)
+        for d in self.dims:
+            i = self.out.dims.index(d)
+            length = self.out.lengths[i]
+            axis_w = taper(length) if self.blend == "taper" and length > 1 else np.ones(length)
+            w = np.multiply.outer(w, axis_w)
+        return np.asarray(w, dtype=np.float64)
+
+    # -- the store ------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "dims": list(self.dims),
+            "shape": [self.out.sizes[self.out.dims.index(d)] for d in self.dims],
+            "chunks": [self.out.chunks[self.out.dims.index(d)] for d in self.dims],
+            "variables": list(self.variables),
+            "dtype": self.dtype.str,
+            "blend": self.blend,
+            "windows": [
+                [a.dim, a.size, a.length, a.stride, a.count, a.origin] for a in self.grid.axes
+            ],
+        }
+
+    def _create(self, mode: str, attrs: Mapping[str, Any] | None) -> None:
+        import xarray as xr
+        import zarr
+
+        from ..sampling._time import is_time_axis
+
+        exists = _group_exists(self.store)
+        if not exists and not _empty(self.store):
+            raise ConfigError(
+                f"target {self.store} holds files but no Zarr group; write predictions to a new "
+                "or empty location (nothing there is deleted)."
+            )
+        if exists and mode == "w-":
+            raise ConfigError(f"target {self.store} exists (mode='w-'); use mode='a' to resume.")
+        if exists and mode == "a":
+            self._check_existing()
+            return
+        coords = {}
+        for d in self.dims:
+            values = self.like.coords.get(d)
+            if values is not None:
+                coords[d] = values
+        ds = xr.Dataset(coords=coords, attrs=dict(attrs or {}))
+        for d, values in coords.items():
+            if not is_time_axis(values):
+                ds[d].attrs.update(_coord_attrs(d))
+        ds.to_zarr(self.store, mode="w", zarr_format=3, consolidated=False)
+        group = zarr.open_group(self.store, mode="a", zarr_format=3)
+        group.attrs[CONFIG_ATTR] = self._config()
+        shape = tuple(self.out.sizes[self.out.dims.index(d)] for d in self.dims)
+        chunks = tuple(self.out.chunks[self.out.dims.index(d)] for d in self.dims)
+        for name, var_attrs in self.variables.items():
+            if name in coords:
+                raise ConfigError(f"output variable {name!r} clashes with a coordinate name.")
+            group.create_array(
+                name,
+                shape=shape,
+                chunks=chunks,
+                dtype=self.dtype,
+                fill_value=np.nan,
+                dimension_names=self.dims,
+                attributes=_json_attrs(var_attrs, name),
+                config={"write_empty_chunks": True},
+            )
+        zarr.consolidate_metadata(self.store)
+
+    def _check_existing(self) -> None:
+        import zarr
+
+        group = zarr.open_group(self.store, mode="r", zarr_format=3)
+        saved = group.attrs.get(CONFIG_ATTR)
+        mine = json.loads(json.dumps(self._config()))
+        if saved != mine:
+            differ = (
+                [k for k in mine if not isinstance(saved, Mapping) or saved.get(k) != mine[k]]
+                if isinstance(saved, Mapping)
+                else ["(no earthstream prediction record)"]
+            )
+            raise ConfigError(
+                f"target {self.store} holds another prediction store (differs in "
+                f"{', '.join(differ)}); resume with the same stream, variables, dims, chunks, "
+                "dtype and blend, or pass mode='w' to replace it."
+            )
+
+    def _open(self) -> dict[str, Any]:
+        import zarr
+
+        group = zarr.open_group(self.store, mode="r+", zarr_format=3, use_consolidated=False)
+        return {name: group[name] for name in self.variables}
+
+    def _written(self) -> np.ndarray:
+        """Output chunks whose every variable's Zarr chunk is stored (written whole)."""
+        from zarr.core.sync import sync
+
+        async def listing(prefix: str) -> set[str]:
+            return {key async for key in self.store.list_prefix(prefix)}
+
+        done = np.ones(self.out.n_chunks, dtype=bool)
+        out_axes = [self.out.dims.index(d) for d in self.dims]
+        shape = self.out.shape
+        for name, array in self._arrays.items():
+            keys = sync(listing(f"{name}/"))
+            present = np.zeros(self.out.n_chunks, dtype=bool)
+            for c in range(self.out.n_chunks):
+                index = np.unravel_index(c, shape)
+                key = f"{name}/" + array.metadata.encode_chunk_key(
+                    tuple(int(index[a]) for a in out_axes)
+                )
+                present[c] = key in keys
+            done &= present
+        return done
+
+    # -- writing --------------------------------------------------------------------------
+    def _split_outputs(self, outputs: Any, n: int) -> dict[str, np.ndarray]:
+        names = list(self.variables)
+        sample = tuple(
+            self.out.lengths[self.out.dims.index(d)]
+            for d in self.dims
+            if not self.grid.axis(d).squeeze and d != self._forecast_dim
+        )
+        if isinstance(outputs, Mapping):
+            missing = [k for k in names if k not in outputs]
+            if missing:
+                raise ConfigError(
+                    f"outputs lack {missing}; the writer writes {names}. Pass a mapping with "
+                    "those names, or one array (B, C, ...) with C = len(variables)."
+                )
+            arrays = {k: _numpy(outputs[k]) for k in names}
+        else:
+            array = _numpy(outputs)
+            if array.shape == (n, *sample) and len(names) == 1:
+                arrays = {names[0]: array}
+            elif array.shape == (n, len(names), *sample):
+                arrays = {k: array[:, i] for i, k in enumerate(names)}
+            else:
+                raise ConfigError(
+                    f"outputs of shape {array.shape}: the writer expects ({n}, {len(names)}, "
+                    f"{', '.join(map(str, sample))}) for variables {names} over dims "
+                    f"{self.dims} (or a mapping name -> ({n}, {', '.join(map(str, sample))}))."
+                )
+        for k, a in arrays.items():
+            if a.shape != (n, *sample):
+                raise ConfigError(
+                    f"output {k!r} has shape {a.shape}; expected ({n}, "
+                    f"{', '.join(map(str, sample))}) (samples, then the window over {self.dims})."
+                )
+        return arrays
+
+    def write(self, batch: Any, outputs: Any) -> None:
+        """Add one batch's model outputs; chunks that become complete are written.
+
+        ``batch`` is the :class:`~earthstream.Batch` (or ``TorchBatch``) of
+        :attr:`stream` the outputs belong to; ``outputs`` a mapping name ->
+        ``(B, *window)`` or one ``(B, C, *window)`` array / tensor (window over
+        the output dims, iterated dims squeezed).  Padded samples are ignored.
+        """
+        self._raise_failed()
+        padded = _numpy(batch.padded).astype(bool)
+        n = len(padded)
+        self.report.batches += 1
+        if padded.all():
+            self.report.padded_batches += 1
+            return
+        arrays = self._split_outputs(outputs, n)
+        starts = {d: _numpy(batch.starts[d]).astype(np.int64) for d in self.out.dims}
+        out = self.out
+        shape = out.shape
+        for i in np.flatnonzero(~padded).tolist():
+            lo, hi, c_lo, c_hi = [], [], [], []
+            for d, dim in enumerate(out.dims):
+                p = int(starts[dim][i]) + out.offsets[d]
+                e = min(p + out.lengths[d], out.sizes[d])
+                p0 = max(p, 0)
+                lo.append(p)
+                hi.append(e)
+                c_lo.append(p0 // out.chunks[d])
+                c_hi.append((e - 1) // out.chunks[d] + 1)
+            values = {
+                k: a[i].reshape(self._weights.shape).astype(np.float64, copy=False)
+                for k, a in arrays.items()
+            }
+            for index in np.ndindex(*[b - a for a, b in zip(c_lo, c_hi, strict=True)]):
+                chunk_index = tuple(a + j for a, j in zip(c_lo, index, strict=True))
+                c = int(np.ravel_multi_index(chunk_index, shape)) if shape else 0
+                if not self._owned[c]:
+                    continue  # another rank's chunk, or written by an earlier run
+                self._add(c, chunk_index, lo, hi, values)
+            self.report.windows += 1
+        self.report.elapsed_s = time.perf_counter() - self._t0
+
+    def _add(
+        self,
+        c: int,
+        chunk_index: tuple[int, ...],
+        lo: list[int],
+        hi: list[int],
+        values: Mapping[str, np.ndarray],
+    ) -> None:
+        out = self.out
+        acc = self._accs.get(c)
+        region = out.region(c)
+        if acc is None:
+            acc_shape = tuple(
+                region[out.dims.index(d)].stop - region[out.dims.index(d)].start for d in self.dims
+            )
+            acc = self._accs[c] = _Acc(acc_shape, list(self.variables))
+            held = sum(a.nbytes for a in self._accs.values())
+            self.report.peak_accumulator_bytes = max(self.report.peak_accumulator_bytes, held)
+        src, dst = [], []
+        for d in self.dims:
+            a = out.dims.index(d)
+            start = max(lo[a], region[a].start)
+            stop = min(hi[a], region[a].stop)
+            src.append(slice(start - lo[a], stop - lo[a]))
+            dst.append(slice(start - region[a].start, stop - region[a].start))
+        w = self._weights[tuple(src)]
+        acc.weight[tuple(dst)] += w
+        for name, v in values.items():
+            acc.sums[name][tuple(dst)] += w * v[tuple(src)]
+        acc.count += 1
+        if acc.count == self._expected[c]:
+            del self._accs[c]
+            self._finish(c, acc, region)
+
+    def _finish(self, c: int, acc: _Acc, region: tuple[slice, ...]) -> None:
+        out_region = tuple(region[self.out.dims.index(d)] for d in self.dims)
+        blocks = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, total in acc.sums.items():
+                value = np.where(acc.weight > 0, total / acc.weight, np.nan)
+                blocks[name] = value.astype(self.dtype)
+        self._owned[c] = False
+        self._futures.append(self._writes.submit(self._store_chunk, out_region, blocks))
+        if len(self._futures) > 64:
+            self._drain(32)
+
+    def _store_chunk(self, region: tuple[slice, ...], blocks: Mapping[str, np.ndarray]) -> int:
+        nbytes = 0
+        for name, block in blocks.items():
+            self._arrays[name][region] = block
+            nbytes += block.nbytes
+        with self._lock:
+            self.report.chunks_written += 1
+            self.report.bytes_written += nbytes
+        return nbytes
+
+    def _drain(self, keep: int = 0) -> None:
+        while len(self._futures) > keep:
+            future = self._futures.pop(0)
+            try:
+                future.result()
+            except BaseException as exc:  # surfaced on the next write or close
+                self._error = exc
+        self._raise_failed()
+
+    def _raise_failed(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    # -- ending ---------------------------------------------------------------------------
+    @property
+    def complete(self) -> bool:
+        """Whether every chunk this rank owns is written."""
+        return not self._owned.any() and not self._accs
+
+    def close(self) -> WriteReport:
+        """Wait for the chunks being written; returns the report.
+
+        Chunks whose windows did not all arrive (an interrupted run) are not
+        written: a new writer on the same store computes them again.
+        """
+        try:
+            self._drain()
+        finally:
+            self._writes.shutdown(wait=True)
+        self._accs.clear()
+        self.report.elapsed_s = time.perf_counter() - self._t0
+        return self.report
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<PredictionWriter {list(self.variables)} over {self.dims}, blend={self.blend!r}; "
+            f"{self.out.n_chunks} chunks {self.out.chunks}; rank {self.rank} of "
+            f"{self.world_size}: {int(self._owned.sum())} chunks to write, "
+            f"{len(self.sequence.runs[self.rank]):,} windows in {self.sequence.steps} batches>"
+        )
+
+
+def _group_exists(store: Any) -> bool:
+    from zarr.core.sync import sync
+
+    return bool(sync(store.exists("zarr.json")))
+
+
+def _empty(store: Any) -> bool:
+    from zarr.core.sync import sync
+
+    async def first() -> bool:
+        async for _ in store.list():
+            return False
+        return True
+
+    return bool(sync(first()))
+
+
+def _coord_attrs(dim: str) -> dict[str, str]:
+    if dim in ("lat", "latitude"):
+        return {"units": "degrees_north", "standard_name": "latitude"}
+    if dim in ("lon", "longitude"):
+        return {"units": "degrees_east", "standard_name": "longitude"}
+    return {}
+
+
+def _json_attrs(attrs: Mapping[str, Any], name: str) -> dict[str, Any]:
+    bad = [k for k in attrs if k in ("scale_factor", "add_offset", "_FillValue", "missing_value")]
+    if bad:
+        raise ConfigError(
+            f"attributes {bad} of output {name!r} would make readers unpack the values; the "
+            "writer stores plain floats (NaN for no data). Leave them out."
+        )
+    try:
+        return dict(json.loads(json.dumps(dict(attrs))))
+    except TypeError as exc:
+        raise ConfigError(f"attributes of output {name!r} must be JSON values: {exc}") from None
