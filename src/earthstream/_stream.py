@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._batch import Batch
+from ._batch import Batch, window_labels
 from ._sharding import ShardedStream
 from ._units import format_bytes, parse_bytes
 from .engine import (
@@ -402,7 +402,22 @@ class Stream(ShardedStream):
             self._report = engine.report
             if sequence is not None and sequence.is_padding(batch.index):
                 batch = dataclasses.replace(batch, padded=np.ones(batch.size, dtype=bool))
+            batch = self._with_window_coords(batch)
             yield self._finish(batch) if finish else batch
+
+    def _with_window_coords(self, batch: Batch) -> Batch:
+        """Each sample's coordinate labels along its windowed dims (``attrs["window_coords"]``,
+        for :meth:`Batch.to_xarray`): ``B x window`` values per dim, padding NaN / NaT."""
+        labels = {}
+        for axis in self.layout.grid.axes:
+            values = self._coords.get(axis.dim)
+            if axis.squeeze or values is None or axis.dim not in batch.starts:
+                continue
+            labels[axis.dim] = window_labels(values, batch.starts[axis.dim], axis.length)
+        attrs = {**batch.attrs, "window_coords": labels}
+        if self.forecast is not None:
+            attrs["forecast_dim"] = self.forecast.dim
+        return dataclasses.replace(batch, attrs=attrs)
 
     # -- forecasts and encodings ------------------------------------------------------
     def _finishes(self) -> bool:

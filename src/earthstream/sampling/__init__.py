@@ -1,6 +1,8 @@
 """Sampling: which windows exist, in which order each epoch visits them, who serves which."""
 
 from ._forecast import Forecast, ForecastPlan
+from ._inference import ExplicitSequence, OutputChunks, plan_inference
+from ._labels import LabelChips, label_chip_positions
 from ._order import SHUFFLES, EpochOrder, OrderSpec, normalize_shuffle, shard_range
 from ._permute import permutation_slice
 from ._plan import (
@@ -35,8 +37,11 @@ __all__ = [
     "Cursor",
     "EpochOrder",
     "EpochPlan",
+    "ExplicitSequence",
     "Forecast",
     "ForecastPlan",
+    "LabelChips",
+    "OutputChunks",
     "OrderSpec",
     "Span",
     "StreamContext",
@@ -50,8 +55,10 @@ __all__ = [
     "build_window_grid",
     "cursor_from_state",
     "grid_split_mask",
+    "label_chip_positions",
     "normalize_shuffle",
     "permutation_slice",
+    "plan_inference",
     "resolve_selection",
     "round_robin_counts",
     "round_robin_index",
