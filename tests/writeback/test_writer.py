@@ -376,9 +376,7 @@ def test_object_store_target(source: Path, tmp_path: Path) -> None:
         run(again)
         opts = s3.options()
         client = opts.pop("client_options")
-        store = zarr.storage.ObjectStore(
-            from_url(url, client_options=client, **opts)
-        )
+        store = zarr.storage.ObjectStore(from_url(url, client_options=client, **opts))
         out = xr.open_zarr(store)
         np.testing.assert_array_equal(out["a"].values, xr.open_zarr(source)["a"].values)
     finally:
