@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ._inference import INFERENCE_METHODS
+
 Spec = dict[str, Any]
 Result = dict[str, Any]
 
@@ -422,6 +424,7 @@ METHODS: dict[str, Callable[[Spec], list[Result]]] = {
     "earthstream": earthstream,
     "xbatcher": xbatcher,
     "naive": naive,
+    **INFERENCE_METHODS,
 }
 
 

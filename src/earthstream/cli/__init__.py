@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         "--json", default=None, help="also write the results as JSON here ('-': stdout)"
     )
     bench.add_argument("--smoke", action="store_true", help="tiny store, one repetition, quick")
+    bench.add_argument(
+        "--only",
+        choices=["inference"],
+        default=None,
+        help="run only these rows: 'inference' (domain inference with write-back)",
+    )
     bench.add_argument("--cache-dir", default=None, help="where the stores go")
 
     info = sub.add_parser("info", help="describe a Zarr store: variables, dims, chunks, codecs")
@@ -139,7 +145,7 @@ def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .._units import parse_bytes
-    from ..benchmarks import LAYOUTS, BenchConfig, format_table, run_bench
+    from ..benchmarks import LAYOUTS, BenchConfig, format_table, run_bench, run_inference_bench
     from ._demo import cache_dir
 
     layouts = tuple(LAYOUTS) if args.layouts == "all" else tuple(args.layouts.split(","))
@@ -154,7 +160,7 @@ def _bench(args: argparse.Namespace) -> int:
         scale=not args.no_scale,
         remote=not args.no_remote,
     )
-    result = run_bench(config)
+    result = run_inference_bench(config) if args.only == "inference" else run_bench(config)
     if args.json == "-":
         print(json.dumps(result, default=str))
     else:

@@ -12,6 +12,7 @@ skips them; two ranks never own, so never write, the same chunk.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -82,18 +83,23 @@ class WriteReport:
 
 
 class _Acc:
-    """One chunk's float64 sums while its windows arrive."""
+    """One chunk's float64 sums while its windows arrive (over the output dims)."""
 
-    __slots__ = ("count", "sums", "weight")
+    __slots__ = ("count", "origin", "region", "stop", "sums")
 
-    def __init__(self, shape: tuple[int, ...], names: Sequence[str]) -> None:
-        self.weight = np.zeros(shape, dtype=np.float64)
+    def __init__(
+        self, region: tuple[slice, ...], out_axes: Sequence[int], names: Sequence[str]
+    ) -> None:
+        self.region = region
+        self.origin = [region[a].start for a in out_axes]
+        self.stop = [r.stop for r in region]
+        shape = tuple(region[a].stop - region[a].start for a in out_axes)
         self.sums = {n: np.zeros(shape, dtype=np.float64) for n in names}
         self.count = 0
 
     @property
     def nbytes(self) -> int:
-        return self.weight.nbytes * (1 + len(self.sums))
+        return sum(a.nbytes for a in self.sums.values())
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -281,7 +287,9 @@ class PredictionWriter:
         self.sequence: ExplicitSequence = sequence
         self._owned = (owners == self.rank) & ~done
         self._expected = self.out.expected()
+        self._out_axes = [self.out.dims.index(d) for d in self.dims]
         self._weights = self._window_weights()
+        self._profiles = self._weight_profiles()
         self.report.chunks_total = self.out.n_chunks
         self.report.chunks_owned = int((owners == self.rank).sum())
         self.report.chunks_skipped = int(((owners == self.rank) & done).sum())
@@ -350,15 +358,38 @@ class PredictionWriter:
                     "use edges='pad' and a stride no larger than the window."
                 )
 
+    def _axis_weights(self, axis: int) -> np.ndarray:
+        length = self.out.lengths[axis]
+        if self.blend == "taper" and length > 1:
+            return taper(length)
+        return np.ones(length, dtype=np.float64)
+
     def _window_weights(self) -> np.ndarray:
-        """Weights of one window over the output dims (footprint shape)."""
+        """Weights of one window over the output dims (footprint shape): the outer
+        product of one weight per position along each dim."""
         w = np.ones((), dtype=np.float64)
         for d in self.dims:
-            i = self.out.dims.index(d)
-            length = self.out.lengths[i]
-            axis_w = taper(length) if self.blend == "taper" and length > 1 else np.ones(length)
-            w = np.multiply.outer(w, axis_w)
+            w = np.multiply.outer(w, self._axis_weights(self.out.dims.index(d)))
         return np.asarray(w, dtype=np.float64)
+
+    def _weight_profiles(self) -> list[np.ndarray]:
+        """Per dim, the summed weight of every window at each position.
+
+        Window weights are products over dims and windows a product of starts
+        over dims, so the summed weight at a point is the product of these
+        profiles: each chunk's normalization, computed once, not accumulated.
+        """
+        out = self.out
+        profiles = []
+        for a in range(len(out.dims)):
+            w = self._axis_weights(a)
+            total = np.zeros(out.sizes[a], dtype=np.float64)
+            for j, value in enumerate(w.tolist()):
+                pos = out.starts[a] + out.offsets[a] + j
+                pos = pos[(pos >= 0) & (pos < out.sizes[a])]
+                np.add.at(total, pos, value)
+            profiles.append(total)
+        return profiles
 
     # -- the store ------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -518,73 +549,73 @@ class PredictionWriter:
             self.report.padded_batches += 1
             return
         arrays = self._split_outputs(outputs, n)
-        starts = {d: _numpy(batch.starts[d]).astype(np.int64) for d in self.out.dims}
         out = self.out
+        # footprints of every sample, in output positions, and the chunks they touch
+        lo = (
+            np.stack(
+                [
+                    _numpy(batch.starts[d]).astype(np.int64) + out.offsets[a]
+                    for a, d in enumerate(out.dims)
+                ],
+                axis=1,
+            )
+            if out.dims
+            else np.zeros((n, 0), np.int64)
+        )
+        sizes, chunks = np.asarray(out.sizes), np.asarray(out.chunks)
+        hi = np.minimum(lo + np.asarray(out.lengths), sizes)
+        c_lo = np.maximum(lo, 0) // chunks
+        c_hi = (hi - 1) // chunks + 1
+        weights = self._weights
+        if self.blend == "mean":  # added into the float64 sums as they are
+            weighted = {k: a.reshape((n, *weights.shape)) for k, a in arrays.items()}
+        else:  # weight * value in float64, one vectorized pass per variable
+            weighted = {k: weights * a.reshape((n, *weights.shape)) for k, a in arrays.items()}
         shape = out.shape
         for i in np.flatnonzero(~padded).tolist():
-            lo, hi, c_lo, c_hi = [], [], [], []
-            for d, dim in enumerate(out.dims):
-                p = int(starts[dim][i]) + out.offsets[d]
-                e = min(p + out.lengths[d], out.sizes[d])
-                p0 = max(p, 0)
-                lo.append(p)
-                hi.append(e)
-                c_lo.append(p0 // out.chunks[d])
-                c_hi.append((e - 1) // out.chunks[d] + 1)
-            values = {
-                k: a[i].reshape(self._weights.shape).astype(np.float64, copy=False)
-                for k, a in arrays.items()
-            }
-            for index in np.ndindex(*[b - a for a, b in zip(c_lo, c_hi, strict=True)]):
-                chunk_index = tuple(a + j for a, j in zip(c_lo, index, strict=True))
+            lo_i, hi_i = lo[i].tolist(), hi[i].tolist()
+            spans = [range(a, b) for a, b in zip(c_lo[i].tolist(), c_hi[i].tolist(), strict=True)]
+            for chunk_index in itertools.product(*spans):
                 c = int(np.ravel_multi_index(chunk_index, shape)) if shape else 0
                 if not self._owned[c]:
                     continue  # another rank's chunk, or written by an earlier run
-                self._add(c, chunk_index, lo, hi, values)
+                self._add(c, lo_i, hi_i, {k: v[i] for k, v in weighted.items()})
             self.report.windows += 1
         self.report.elapsed_s = time.perf_counter() - self._t0
 
     def _add(
-        self,
-        c: int,
-        chunk_index: tuple[int, ...],
-        lo: list[int],
-        hi: list[int],
-        values: Mapping[str, np.ndarray],
+        self, c: int, lo: list[int], hi: list[int], weighted: Mapping[str, np.ndarray]
     ) -> None:
-        out = self.out
         acc = self._accs.get(c)
-        region = out.region(c)
         if acc is None:
-            acc_shape = tuple(
-                region[out.dims.index(d)].stop - region[out.dims.index(d)].start for d in self.dims
-            )
-            acc = self._accs[c] = _Acc(acc_shape, list(self.variables))
+            region = self.out.region(c)
+            acc = self._accs[c] = _Acc(region, self._out_axes, list(self.variables))
             held = sum(a.nbytes for a in self._accs.values())
             self.report.peak_accumulator_bytes = max(self.report.peak_accumulator_bytes, held)
         src, dst = [], []
-        for d in self.dims:
-            a = out.dims.index(d)
-            start = max(lo[a], region[a].start)
-            stop = min(hi[a], region[a].stop)
+        for a, start0 in zip(self._out_axes, acc.origin, strict=True):
+            start = max(lo[a], start0)
+            stop = min(hi[a], acc.stop[a])
             src.append(slice(start - lo[a], stop - lo[a]))
-            dst.append(slice(start - region[a].start, stop - region[a].start))
-        w = self._weights[tuple(src)]
-        acc.weight[tuple(dst)] += w
-        for name, v in values.items():
-            acc.sums[name][tuple(dst)] += w * v[tuple(src)]
+            dst.append(slice(start - start0, stop - start0))
+        s, d = tuple(src), tuple(dst)
+        for name, v in weighted.items():
+            acc.sums[name][d] += v[s]
         acc.count += 1
         if acc.count == self._expected[c]:
             del self._accs[c]
-            self._finish(c, acc, region)
+            self._finish(c, acc, acc.region)
 
     def _finish(self, c: int, acc: _Acc, region: tuple[slice, ...]) -> None:
-        out_region = tuple(region[self.out.dims.index(d)] for d in self.dims)
+        out_region = tuple(region[a] for a in self._out_axes)
+        weight = np.ones((), dtype=np.float64)
+        for a, r in zip(self._out_axes, out_region, strict=True):
+            weight = np.multiply.outer(weight, self._profiles[a][r])
         blocks = {}
         with np.errstate(invalid="ignore", divide="ignore"):
             for name, total in acc.sums.items():
-                value = np.where(acc.weight > 0, total / acc.weight, np.nan)
-                blocks[name] = value.astype(self.dtype)
+                np.divide(total, weight, out=total)  # 0 / 0: NaN where no window writes
+                blocks[name] = total.astype(self.dtype)
         self._owned[c] = False
         self._futures.append(self._writes.submit(self._store_chunk, out_region, blocks))
         if len(self._futures) > 64:
