@@ -442,3 +442,27 @@ def test_batch_to_xarray_matches_xarray(source: Path) -> None:
         np.testing.assert_array_equal(one["lon"].values[:w], want["lon"].values)
         assert one["time"].values == want["time"].values
         assert np.isnan(one["lat"].values[h:]).all() and not one["mask"].values[h:].any()
+
+
+def test_next_step_outputs_land_at_the_offset(source: Path, tmp_path: Path) -> None:
+    """Windows of steps (t, t+1) with at={"time": 1}: the second step lands on t+1."""
+    like = es.Stream(
+        source,
+        {"time": 2, "lat": 12, "lon": 12},
+        {"time": 1, "lat": 9, "lon": 9},
+        variables=["a"],
+        edges="pad",
+        batch_size=4,
+    )
+    writer = es.PredictionWriter(
+        tmp_path / "o.zarr", like=like, variables=["a"], at={"time": 1}, blend="taper"
+    )
+    for batch in writer.stream:
+        writer.write(batch, batch["a"][:, 1])
+    report = writer.close()
+    assert report.uncovered["time"] == 1
+    ref, out = xr.open_zarr(source)["a"].values, xr.open_zarr(tmp_path / "o.zarr")["a"].values
+    assert np.isnan(out[0]).all()
+    np.testing.assert_array_equal(out[1:], ref[1:])
+    with pytest.raises(ConfigError, match="inside the window"):
+        es.PredictionWriter(tmp_path / "p.zarr", like=like, variables=["a"], at={"time": 2})

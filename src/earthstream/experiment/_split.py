@@ -187,9 +187,7 @@ class Splits(Mapping[str, Stream]):
                 t = self.time[name]
                 times = stream.coords[self.time_dim]
                 if len(times):
-                    parts.append(
-                        f"{self.time_dim} {format_time(times[0])} .. {format_time(times[-1])}"
-                    )
+                    parts.append(f"{self.time_dim} {_short(times[0])} .. {_short(times[-1])}")
                 if t.embargoed:
                     parts.append(f"{t.embargoed} steps embargoed")
             for reason, n in stream.excluded.items():
@@ -344,3 +342,10 @@ def split(
         blocks,
         assignment if blocks is not None else None,
     )
+
+
+def _short(value: Any) -> str:
+    """A time label to the minute."""
+    if isinstance(value, np.datetime64):
+        return str(np.datetime_as_string(value, unit="m"))
+    return format_time(value)

@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -185,6 +186,11 @@ class PredictionWriter:
         it; ``"w-"``: fail if it exists.
     storage_options
         For object-store URLs (credentials, endpoint), as for ``open_zarr``.
+    at
+        Dim -> offset: outputs of one position along that dim, at the window's
+        start plus the offset (e.g. ``{"time": 1}``: a next-step prediction from
+        a window of steps ``t, t+1`` lands on ``t+1``); the model's outputs
+        then have no such axis.  Forecast streams set it to the target step.
     write_threads
         Threads writing finished chunks while the model runs.
 
@@ -217,6 +223,7 @@ class PredictionWriter:
         attrs: Mapping[str, Any] | None = None,
         mode: Literal["a", "w", "w-"] = "a",
         storage_options: Mapping[str, Any] | None = None,
+        at: Mapping[str, int] | None = None,
         write_threads: int = 4,
     ) -> None:
         t0 = time.perf_counter()
@@ -255,16 +262,33 @@ class PredictionWriter:
         for axis in grid.axes:
             if axis.squeeze:
                 lengths[axis.dim] = 1
-        self._forecast_dim: str | None = None
+        self._at: dict[str, int] = {}
         if forecast is not None:
             if len(forecast.target_offsets) != 1:
                 raise ConfigError(
                     "a forecast stream with several leads has several target times per "
                     "sample; write one lead per writer (Forecast(lead=...))."
                 )
-            offsets[forecast.dim] = forecast.target_offsets[0]
-            lengths[forecast.dim] = 1
-            self._forecast_dim = forecast.dim
+            self._at[forecast.dim] = forecast.target_offsets[0]
+        for dim, offset in (at or {}).items():
+            if dim not in grid.dims or dim not in self.dims:
+                raise DimensionError(f"at= names {dim!r}, which is not an output dim {self.dims}.")
+            axis = grid.axis(dim)
+            if (
+                isinstance(offset, bool)
+                or not isinstance(offset, int)
+                or not 0 <= offset < axis.length
+            ):
+                raise ConfigError(
+                    f"at[{dim!r}]={offset!r} must be a position inside the window (0 .. "
+                    f"{axis.length - 1})."
+                )
+            if dim in self._at:
+                raise ConfigError(f"at= sets {dim!r}, which the forecast already places.")
+            self._at[dim] = int(offset)
+        for dim, offset in self._at.items():
+            offsets[dim] = offset
+            lengths[dim] = 1
         chunk = self._chunks(chunks)
         self.out = OutputChunks.of(grid, chunk, offsets, lengths)
         self._check_coverage()
@@ -350,7 +374,7 @@ class PredictionWriter:
 
     def _check_coverage(self) -> None:
         for dim, n in zip(self.out.dims, self.out.uncovered(), strict=True):
-            if n and dim in self.dims and dim != self._forecast_dim:
+            if n and dim in self.dims and dim not in self._at:
                 axis = self.grid.axis(dim)
                 raise ConfigError(
                     f"the stream's windows leave {n} positions of {dim!r} without a prediction "
@@ -400,6 +424,7 @@ class PredictionWriter:
             "variables": list(self.variables),
             "dtype": self.dtype.str,
             "blend": self.blend,
+            "at": dict(sorted(self._at.items())),
             "windows": [
                 [a.dim, a.size, a.length, a.stride, a.count, a.origin] for a in self.grid.axes
             ],
@@ -449,7 +474,10 @@ class PredictionWriter:
                 attributes=_json_attrs(var_attrs, name),
                 config={"write_empty_chunks": True},
             )
-        zarr.consolidate_metadata(self.store)
+        with warnings.catch_warnings():
+            # consolidated metadata is an extension of Zarr v3 (xarray reads it: one request)
+            warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+            zarr.consolidate_metadata(self.store)
 
     def _check_existing(self) -> None:
         import zarr
@@ -503,7 +531,7 @@ class PredictionWriter:
         sample = tuple(
             self.out.lengths[self.out.dims.index(d)]
             for d in self.dims
-            if not self.grid.axis(d).squeeze and d != self._forecast_dim
+            if not self.grid.axis(d).squeeze and d not in self._at
         )
         if isinstance(outputs, Mapping):
             missing = [k for k in names if k not in outputs]
@@ -572,36 +600,63 @@ class PredictionWriter:
         else:  # weight * value in float64, one vectorized pass per variable
             weighted = {k: weights * a.reshape((n, *weights.shape)) for k, a in arrays.items()}
         shape = out.shape
-        for i in np.flatnonzero(~padded).tolist():
-            lo_i, hi_i = lo[i].tolist(), hi[i].tolist()
+        live = np.flatnonzero(~padded)
+        self.report.windows += len(live)
+        # most windows lie in one chunk: grouped by chunk, added in one tight loop each
+        one = (c_hi[live] - c_lo[live] == 1).all(axis=1)
+        single, several = live[one], live[~one]
+        if len(single):
+            cids = (
+                np.ravel_multi_index(tuple(c_lo[single].T), shape)
+                if shape
+                else np.zeros(len(single), np.int64)
+            )
+            order = np.argsort(cids, kind="stable")
+            cids, single = cids[order], single[order]
+            bounds = np.flatnonzero(np.diff(cids)) + 1
+            for members in np.split(np.arange(len(single)), bounds):
+                c = int(cids[members[0]])
+                if self._owned[c]:  # else another rank's chunk, or written by an earlier run
+                    self._add(c, single[members], lo, hi, weighted)
+        for i in several.tolist():
             spans = [range(a, b) for a, b in zip(c_lo[i].tolist(), c_hi[i].tolist(), strict=True)]
             for chunk_index in itertools.product(*spans):
                 c = int(np.ravel_multi_index(chunk_index, shape)) if shape else 0
-                if not self._owned[c]:
-                    continue  # another rank's chunk, or written by an earlier run
-                self._add(c, lo_i, hi_i, {k: v[i] for k, v in weighted.items()})
-            self.report.windows += 1
+                if self._owned[c]:
+                    self._add(c, np.array([i]), lo, hi, weighted)
         self.report.elapsed_s = time.perf_counter() - self._t0
 
     def _add(
-        self, c: int, lo: list[int], hi: list[int], weighted: Mapping[str, np.ndarray]
+        self,
+        c: int,
+        members: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        weighted: Mapping[str, np.ndarray],
     ) -> None:
+        """Add samples ``members`` (footprints ``lo``/``hi``) to chunk ``c``'s sums."""
         acc = self._accs.get(c)
         if acc is None:
             region = self.out.region(c)
             acc = self._accs[c] = _Acc(region, self._out_axes, list(self.variables))
             held = sum(a.nbytes for a in self._accs.values())
             self.report.peak_accumulator_bytes = max(self.report.peak_accumulator_bytes, held)
-        src, dst = [], []
-        for a, start0 in zip(self._out_axes, acc.origin, strict=True):
-            start = max(lo[a], start0)
-            stop = min(hi[a], acc.stop[a])
-            src.append(slice(start - lo[a], stop - lo[a]))
-            dst.append(slice(start - start0, stop - start0))
-        s, d = tuple(src), tuple(dst)
-        for name, v in weighted.items():
-            acc.sums[name][d] += v[s]
-        acc.count += 1
+        axes = self._out_axes
+        origin = acc.origin
+        stops = [acc.stop[a] for a in axes]
+        pairs = [(acc.sums[k], v) for k, v in weighted.items()]
+        los, his = lo[members][:, axes].tolist(), hi[members][:, axes].tolist()
+        for i, low, high in zip(members.tolist(), los, his, strict=True):
+            src, dst = [], []
+            for lj, hj, o, st in zip(low, high, origin, stops, strict=True):
+                a = lj if lj > o else o
+                b = hj if hj < st else st
+                src.append(slice(a - lj, b - lj))
+                dst.append(slice(a - o, b - o))
+            s, d = tuple(src), tuple(dst)
+            for total, v in pairs:
+                total[d] += v[i][s]
+        acc.count += len(members)
         if acc.count == self._expected[c]:
             del self._accs[c]
             self._finish(c, acc, acc.region)
