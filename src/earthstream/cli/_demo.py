@@ -285,7 +285,6 @@ def run_demo(
     val_persistence /= max(1, n_val)
 
     # 4. The held-out period over the whole domain, written back to Zarr.
-    test_period = periods["test"]
     held_out = splits["test"].coords["time"]
     domain = Stream(
         source,
@@ -322,7 +321,8 @@ def run_demo(
             writer.write(tensors, out)
     report = writer.close()
     print(
-        f"predictions for {test_period.start} .. {test_period.stop}: {report.summary()} "
+        f"predictions for {np.datetime_as_string(held_out[0], unit='h')} .. "
+        f"{np.datetime_as_string(held_out[-1], unit='h')}: {report.summary()} "
         f"({time.perf_counter() - t2:.1f} s) -> {target}"
     )
 
