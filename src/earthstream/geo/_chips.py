@@ -31,7 +31,7 @@ import numpy as np
 from .._batch import Batch
 from .._sharding import ShardedStream
 from ..errors import ConfigError
-from ..sampling import OrderSpec, build_window_grid, normalize_shuffle
+from ..sampling import OrderSpec, as_subset, build_window_grid, normalize_shuffle
 from ._grid import GridSpec, PixelWindow, transformer
 from ._plan import ChipPlan, build_plan
 from ._read import decode, read_chip
@@ -312,6 +312,8 @@ class ChipStream(ShardedStream):
             "time": self.plan.time,
             "chips": [dataclasses.astuple(a) for a in self.order.grid.axes],
         }
+        if self.order.subset is not None:
+            described["subset"] = self.order.subset.digest()
         return described, {}
 
     def _run(
@@ -431,6 +433,9 @@ def stream_chips(
     rank: int | None = None,
     world_size: int | None = None,
     remainder: str = "pad",
+    windows: Any = None,
+    samples_per_epoch: int | None = None,
+    replacement: bool = False,
 ) -> ChipStream:
     """Stream chips from STAC items or COGs on one target grid, with optional label masks.
 
@@ -479,6 +484,15 @@ def stream_chips(
         As :class:`earthstream.Stream`: each rank of a distributed job serves its
         share of the epoch, every rank the same number of batches; the stream
         has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
+    windows
+        Which chips of the grid to keep, as :class:`earthstream.Stream`'s
+        ``windows=`` (pure rules only): e.g. one split of a spatial block
+        assignment, ``earthstream.sampling.BlockSplit(name, {"y": 1024, "x":
+        1024}, assign_blocks(...), split, buffer=32)``, or a boolean mask over
+        the chip grid.
+    samples_per_epoch, replacement
+        Random chips per epoch instead of every chip once, as ``Stream``'s
+        (with ``stride=1`` any pixel offset can be drawn).
     """
     ch, cw = (chip_size, chip_size) if isinstance(chip_size, int) else chip_size
     if ch < 1 or cw < 1:
@@ -513,7 +527,7 @@ def stream_chips(
         edges=edges,
     )
     sizes = {"y": plan.grid.height, "x": plan.grid.width}
-    windows = build_window_grid(
+    chips = build_window_grid(
         sizes,
         {"y": ch, "x": cw},
         {"y": sh, "x": sw},
@@ -521,12 +535,15 @@ def stream_chips(
         {"y": sh * shuffle_block, "x": sw * shuffle_block},
     )
     order = OrderSpec(
-        grid=windows,
+        grid=chips,
         shuffle=normalize_shuffle(shuffle),
         seed=int(seed),
         batch_size=batch_size,
         drop_last=drop_last,
         shuffle_buffer=shuffle_buffer,
+        subset=None if windows is None else as_subset(windows, chips),
+        samples=samples_per_epoch,
+        replacement=bool(replacement),
     )
     label_spec = None
     if labels is not None:
