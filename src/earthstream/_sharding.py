@@ -244,13 +244,17 @@ class ShardedStream:
 
     def _settings(self) -> dict[str, Any]:
         o = self.order
-        return {
+        settings: dict[str, Any] = {
             "n_windows": o.n_windows,
             "batch_size": o.batch_size,
             "drop_last": o.drop_last,
             "shuffle": o.shuffle,
             "shuffle_buffer": o.shuffle_buffer,
         }
+        if o.samples is not None:  # random windows per epoch (absent otherwise: old states load)
+            settings["samples_per_epoch"] = o.samples
+            settings["replacement"] = o.replacement
+        return settings
 
     def _cursor(self) -> Cursor:
         if self._pending is not None:

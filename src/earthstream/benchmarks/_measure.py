@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from ._inference import INFERENCE_METHODS
+
 Spec = dict[str, Any]
 Result = dict[str, Any]
 
@@ -495,6 +497,7 @@ METHODS: dict[str, Callable[[Spec], list[Result]]] = {
     "es.xbatcher": lambda spec: xbatcher({**spec, "dropin": True}),
     "naive": naive,
     "xarray": xarray_forecast,
+    **INFERENCE_METHODS,
 }
 
 

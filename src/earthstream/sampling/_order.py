@@ -27,12 +27,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ConfigError
 from ._permute import permutation_slice
 from ._windows import WindowGrid
+
+if TYPE_CHECKING:
+    from ._inference import ExplicitSequence
+    from ._subset import WindowSubset
 
 __all__ = ["SHUFFLES", "EpochOrder", "OrderSpec", "normalize_shuffle", "shard_range"]
 
@@ -71,7 +76,15 @@ def shard_range(n_batches: int, shard: int, num_shards: int) -> range:
 
 @dataclass(frozen=True)
 class OrderSpec:
-    """How windows are ordered and batched; frozen and picklable."""
+    """How windows are ordered and batched; frozen and picklable.
+
+    ``subset`` restricts the epoch to some windows of the grid (a split, a
+    valid-fraction threshold); ``samples`` draws that many windows per epoch
+    at random from the grid (or the subset) instead of visiting each once,
+    without ``replacement`` by default (see :mod:`earthstream.sampling._random`);
+    ``sequence`` is an explicit, planned window sequence per rank (inference
+    over output chunks, :mod:`earthstream.sampling._inference`).
+    """
 
     grid: WindowGrid
     shuffle: str = "chunks"
@@ -79,6 +92,10 @@ class OrderSpec:
     batch_size: int = 32
     drop_last: bool = False
     shuffle_buffer: int = 16
+    subset: WindowSubset | None = None
+    samples: int | None = None
+    replacement: bool = False
+    sequence: ExplicitSequence | None = None
 
     def __post_init__(self) -> None:
         if self.shuffle not in SHUFFLES:
@@ -87,17 +104,55 @@ class OrderSpec:
             raise ConfigError(f"batch_size={self.batch_size} must be at least 1.")
         if self.shuffle_buffer < 1:
             raise ConfigError(f"shuffle_buffer={self.shuffle_buffer} must be at least 1.")
+        if self.subset is not None and self.subset.counts != self.grid.counts:
+            raise ConfigError(
+                f"the window subset belongs to a grid of {self.subset.counts} windows per dim, "
+                f"not this grid's {self.grid.counts}."
+            )
+        if self.samples is not None:
+            if isinstance(self.samples, bool) or not isinstance(self.samples, int | np.integer):
+                raise ConfigError(f"samples_per_epoch={self.samples!r} must be a whole number.")
+            if self.samples < 1:
+                raise ConfigError(f"samples_per_epoch={self.samples} must be at least 1.")
+            if not self.replacement and self.samples > self.n_set:
+                raise ConfigError(
+                    f"samples_per_epoch={self.samples} distinct windows, but only "
+                    f"{self.n_set} windows exist; lower it, or pass replacement=True to "
+                    "draw windows with replacement."
+                )
+            if self.n_set == 0:
+                raise ConfigError("samples_per_epoch needs at least one window to draw from.")
+
+    @property
+    def n_set(self) -> int:
+        """Windows the epoch draws from (the subset's, else the grid's)."""
+        return self.subset.n if self.subset is not None else self.grid.n_windows
 
     @property
     def n_windows(self) -> int:
-        return self.grid.n_windows
+        """Windows (samples) per epoch."""
+        if self.sequence is not None:
+            return self.sequence.n_windows
+        if self.samples is not None:
+            return int(self.samples)
+        return self.n_set
 
     @property
     def n_batches(self) -> int:
+        if self.sequence is not None:
+            return self.sequence.n_batches
         n, b = self.n_windows, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def epoch(self, epoch: int) -> EpochOrder:
+        if self.sequence is not None:
+            from ._inference import ExplicitOrder
+
+            return ExplicitOrder(self, epoch)
+        if self.subset is not None or self.samples is not None:
+            from ._random import SampledOrder
+
+            return SampledOrder(self, epoch)
         return EpochOrder(self, epoch)
 
 

@@ -12,9 +12,11 @@ of workers.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
+import sys
 import time
 import uuid
 import warnings
@@ -32,6 +34,7 @@ from ..sampling._select import Span, format_label, resolve_selection
 from ..sampling._time import format_time, is_cftime_axis
 from ..sources import ChunkedSource, VariableInfo, as_source, source_selection
 from ..sources._cf import fill_values
+from ..sources._xarray import is_xarray
 from ._moments import DEFAULT_COMPRESSION, Moments
 from ._result import Stats, VariableStats
 
@@ -55,6 +58,11 @@ class _Task:
     nodata: tuple[float, ...]
     compression: float
     nbytes: int  # decoded bytes of the selection these chunks cover
+    # where=: a boolean mask over some axes, cropped to these chunks (selection positions
+    # from where_origin), in the order of where_axes
+    where_axes: tuple[int, ...] = ()
+    where_mask: np.ndarray | None = None
+    where_origin: tuple[int, ...] = ()
 
 
 # -- worker side ------------------------------------------------------------------------
@@ -81,15 +89,29 @@ def _read_task(source: ChunkedSource, task: _Task) -> dict[str, Moments]:
             region.append(slice(start - i * c, stop - i * c))
             offsets.append(start - lo)
         block = np.asarray(data)[tuple(region)]
+        where = None
+        if task.where_mask is not None:
+            axes = task.where_axes
+            cut = tuple(
+                slice(offsets[a] - o, offsets[a] - o + block.shape[a])
+                for a, o in zip(axes, task.where_origin, strict=True)
+            )
+            part = task.where_mask[cut].transpose(np.argsort(axes))
+            shape = [block.shape[a] if a in axes else 1 for a in range(block.ndim)]
+            where = np.broadcast_to(part.reshape(shape), block.shape)
+            where = where.transpose(*task.per_axes, *rest)
         block = block.transpose(*task.per_axes, *rest)
         local = block.shape[: len(task.per_axes)]
         rows = block.reshape(math.prod(local), -1)
+        where_rows = None if where is None else where.reshape(math.prod(local), -1)
         for r, local_index in enumerate(np.ndindex(*local)):
             row = rows[r]
             valid = np.isfinite(row) if row.dtype.kind in "fc" else None
             for value in task.nodata:
                 keep = row != value
                 valid = keep if valid is None else valid & keep
+            if where_rows is not None:
+                valid = where_rows[r] if valid is None else valid & where_rows[r]
             values = row if valid is None else row[valid]
             if not len(values):
                 continue
@@ -232,6 +254,7 @@ def _tasks(
     nodata: Any,
     task_bytes: int,
     compression: float,
+    where: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> tuple[list[_Task], dict[str, tuple[tuple[int, int], ...]]]:
     tasks: list[_Task] = []
     var_ranges: dict[str, tuple[tuple[int, int], ...]] = {}
@@ -252,8 +275,74 @@ def _tasks(
                 for (lo, hi), i, c in zip(vr, index, info.chunks, strict=True):
                     n *= min(hi, (i + 1) * c) - max(lo, i * c)
                 nbytes += n
-            tasks.append(_Task(name, run, vr, per_axes, value, compression, nbytes))
+            task = _Task(name, run, vr, per_axes, value, compression, nbytes)
+            if where is not None:
+                task = _with_where(task, info, where)
+            tasks.append(task)
     return tasks, var_ranges
+
+
+def _with_where(
+    task: _Task, info: VariableInfo, where: tuple[tuple[str, ...], np.ndarray]
+) -> _Task:
+    """The task with the part of the ``where`` mask its chunks cover."""
+    dims, mask = where
+    missing = [d for d in dims if d not in info.dims]
+    if missing:
+        raise DimensionError(
+            f"where= is a mask over {dims}, but {info.name!r} has no {', '.join(missing)} dim "
+            f"(dims {info.dims}); measure it separately without where=."
+        )
+    axes = tuple(info.dims.index(d) for d in dims)
+    cut, origin = [], []
+    for a in axes:
+        lo, hi = task.ranges[a]
+        c = info.chunks[a]
+        first = min(index[a] for index in task.indices)
+        last = max(index[a] for index in task.indices)
+        start, stop = max(lo, first * c) - lo, min(hi, (last + 1) * c) - lo
+        cut.append(slice(start, stop))
+        origin.append(start)
+    return dataclasses.replace(
+        task,
+        where_axes=axes,
+        where_mask=np.ascontiguousarray(mask[tuple(cut)]),
+        where_origin=tuple(origin),
+    )
+
+
+def _check_where(
+    where: Any, var_dims: Mapping[str, int], spans: Mapping[str, Span]
+) -> tuple[tuple[str, ...], np.ndarray] | None:
+    """``where=`` as ``(dims, bool mask)`` over the selection, checked."""
+    if where is None:
+        return None
+    if isinstance(where, tuple) and len(where) == 2:
+        dims, mask = tuple(str(d) for d in where[0]), np.asarray(where[1])
+    elif is_xarray(where) and isinstance(where, sys.modules["xarray"].DataArray):
+        dims, mask = tuple(str(d) for d in where.dims), np.asarray(where.values)
+    else:
+        raise ConfigError(
+            "where= must be (dims, boolean array) or a boolean xarray.DataArray over some dims "
+            "of the selection."
+        )
+    if mask.dtype != bool or mask.ndim != len(dims):
+        raise ConfigError(
+            f"where= needs a boolean array with one axis per dim {dims}; got {mask.dtype} with "
+            f"shape {mask.shape}."
+        )
+    for dim, n in zip(dims, mask.shape, strict=True):
+        if dim not in var_dims:
+            raise DimensionError(f"where= names dim {dim!r}, which no selected variable has.")
+        size = spans[dim].size if dim in spans else var_dims[dim]
+        if dim in spans and spans[dim].scalar:
+            raise DimensionError(f"where= names {dim!r}, which the selection drops.")
+        if n != size:
+            raise ConfigError(
+                f"where= has {n} positions along {dim!r}; the selection has {size}. The mask "
+                "covers the selection (positions after sel/isel)."
+            )
+    return dims, mask
 
 
 # -- drivers ------------------------------------------------------------------------------
@@ -378,6 +467,7 @@ def compute_stats(
     compression: float = DEFAULT_COMPRESSION,
     progress: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    where: Any = None,
 ) -> Stats:
     """Count, mean, std, min, max and quantiles of each variable, streamed over the chunks.
 
@@ -437,6 +527,11 @@ def compute_stats(
         Show a progress bar (decoded bytes).
     storage_options
         Passed to :func:`~earthstream.open_zarr` when ``source`` is a URL.
+    where
+        Only values where this boolean mask is True: ``(dims, array)`` or a
+        boolean ``xarray.DataArray`` over some dims of the selection (positions
+        after ``sel``/``isel``), e.g. the pixels a spatial split's training
+        windows cover (:meth:`earthstream.Splits.compute_stats`).
 
     Returns
     -------
@@ -510,6 +605,10 @@ def compute_stats(
             "a distributed.Client, 'sync' (this process), or None (a LocalCluster)."
         )
     ranges = {d: (span.start, span.stop) for d, span in spans.items()}
+    var_dims: dict[str, int] = {}
+    for info in source.variables.values():
+        var_dims.update(zip(info.dims, info.shape, strict=True))
+    checked_where = _check_where(where, var_dims, spans)
     tasks, var_ranges = _tasks(
         source,
         names,
@@ -518,6 +617,7 @@ def compute_stats(
         nodata,
         task_nbytes,
         compression,
+        checked_where,
     )
     total = sum(t.nbytes for t in tasks)
     bar = None
@@ -594,6 +694,17 @@ def compute_stats(
             "url": url,
             "variables": described,
             "selection": {d: list(r) for d, r in ranges.items()},
+            **(
+                {
+                    "where": {
+                        "dims": list(checked_where[0]),
+                        "kept": int(checked_where[1].sum()),
+                        "of": int(checked_where[1].size),
+                    }
+                }
+                if checked_where is not None
+                else {}
+            ),
         },
         quantile_levels=qs,
         method={
