@@ -26,14 +26,15 @@ FLOORS: dict[str, int] = {
     **dict.fromkeys(["sources/", "vector/", "stac/"], 3),
     **dict.fromkeys(["engine/", "stats/"], 4),
     **dict.fromkeys(["_sharding.py", "_stream.py", "chips/"], 5),
-    "multimodal/": 6,
-    "delivery/": 7,
+    **dict.fromkeys(["multimodal/", "experiment/", "writeback/"], 6),
+    **dict.fromkeys(["delivery/", "xbatcher/"], 7),
     **dict.fromkeys(["__init__.py", "datasets/", "testing/", "benchmarks/", "cli/"], 8),
     "__main__.py": 9,
 }
 
 #: Imports that run up a floor on purpose, only inside a function: ``stream.to_torch()``
-#: forwards to the PyTorch delivery when called (streams never import torch).
+#: and ``stream.to_jax()`` forward to the framework delivery when called (streams never
+#: import torch or JAX).
 ALLOWED_UP = {("_sharding.py", "delivery/")}
 
 #: What the library's core (floors up to delivery) never imports.

@@ -16,6 +16,7 @@ from . import errors
 from ._batch import Batch
 from ._stream import Stream
 from .engine import EpochReport
+from .experiment import MinValid, SpatialBlocks, Splits, split
 from .multimodal import Modality, MultiStream
 from .sampling import Forecast
 from .sources import (
@@ -28,6 +29,7 @@ from .sources import (
     open_zarr,
 )
 from .stats import Normalizer, Stats, compute_stats
+from .writeback import PredictionWriter, WriteReport
 
 if TYPE_CHECKING:
     from . import datasets
@@ -94,16 +96,21 @@ __all__ = [
     "ChunkedSource",
     "EpochReport",
     "Forecast",
+    "MinValid",
     "Modality",
     "MultiStream",
     "GridSpec",
     "Normalizer",
     "PixelWindow",
+    "PredictionWriter",
+    "SpatialBlocks",
+    "Splits",
     "Stats",
     "Stream",
     "TiffSource",
     "VariableInfo",
     "VectorSource",
+    "WriteReport",
     "XarraySource",
     "ZarrSource",
     "__version__",
@@ -118,6 +125,7 @@ __all__ = [
     "open_xarray",
     "open_zarr",
     "search_items",
+    "split",
     "stream_chips",
     "to_torch",
 ]

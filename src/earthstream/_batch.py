@@ -10,7 +10,34 @@ import numpy as np
 
 from ._records import Record, record_of
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "window_labels"]
+
+
+def window_labels(values: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """``(B, length)`` coordinate labels of windows starting at ``starts``.
+
+    Positions past the end of ``values`` (padded windows) hold NaN (numbers,
+    as float64), NaT (datetimes) or None (other labels).
+
+    >>> window_labels(np.array([10, 20, 30]), np.array([0, 2]), 2).tolist()
+    [[10.0, 20.0], [30.0, nan]]
+    """
+    values = np.asarray(values)
+    index = np.asarray(starts, dtype=np.int64)[:, None] + np.arange(length, dtype=np.int64)
+    inside = index < len(values)
+    picked = values[np.minimum(index, max(len(values) - 1, 0))]
+    if inside.all():
+        return np.asarray(picked)
+    if values.dtype.kind == "M":
+        picked = picked.copy()
+        picked[~inside] = np.datetime64("NaT")
+    elif values.dtype.kind in "iufb":
+        picked = picked.astype(np.float64)
+        picked[~inside] = np.nan
+    else:
+        picked = picked.astype(object)
+        picked[~inside] = None
+    return np.asarray(picked)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +121,86 @@ class Batch(Mapping[str, np.ndarray]):
     def size(self) -> int:
         """Number of samples in the batch."""
         return len(self.window_ids)
+
+    def to_xarray(self) -> Any:
+        """This batch as an ``xarray.Dataset``, for quick looks.
+
+        Every array gets a leading ``sample`` dim and its own dims; windowed dims
+        get each sample's coordinate labels as 2-D coordinates ``(sample, dim)``
+        (NaN / NaT where a window is padded), iterated dims one label per sample
+        ``(sample,)``.  ``<dim>_start`` holds the window starts (positions in
+        the selection), ``window_id`` and ``padded`` each sample's id and padding
+        flag, ``mask`` (with ``edges="pad"``) where samples hold data.  Forecast
+        targets get their time dim as ``target_<dim>`` with ``target_times``;
+        inputs ``input_times``.
+
+        Examples
+        --------
+        >>> import earthstream as es
+        >>> path = es.datasets.era5_like(tmp_path / "b.zarr", n_times=4, n_lat=16, n_lon=32)
+        >>> batch = next(iter(es.Stream(path, {"lat": 8, "lon": 8}, variables="t2m",
+        ...                             batch_size=4, shuffle=False)))
+        >>> ds = batch.to_xarray()
+        >>> dict(ds.sizes), ds["lat"].dims, ds["time"].dims
+        ({'sample': 4, 'lat': 8, 'lon': 8}, ('sample', 'lat'), ('sample',))
+        >>> one = ds.isel(sample=1)                    # one window with its lat/lon labels
+        >>> float(one["lon"][0]) == float(batch.coords["lon"][1])
+        True
+        """
+        import xarray as xr
+
+        n = self.size
+        window = dict(self.attrs.get("window_coords", {}))
+        fdim = self.attrs.get("forecast_dim")
+        forecast = fdim is not None and "target_times" in self.coords
+        renamed: dict[str, dict[str, str]] = {}
+        sizes: dict[str, int] = {"sample": n}
+        data_vars: dict[str, Any] = {}
+        for name, array in self.data.items():
+            dims = list(self.dims.get(name, ()))
+            if len(dims) != array.ndim - 1:
+                dims = [f"{name}_dim_{i}" for i in range(array.ndim - 1)]
+            mapping: dict[str, str] = {}
+            for i, dim in enumerate(dims):
+                new = dim
+                if forecast and name.startswith("target/") and dim == fdim:
+                    new = f"target_{dim}"
+                if sizes.get(new, array.shape[i + 1]) != array.shape[i + 1]:
+                    new = f"{new}_{name}"
+                sizes[new] = array.shape[i + 1]
+                mapping[dim] = new
+            renamed[name] = mapping
+            data_vars[name] = (("sample", *[mapping[d] for d in dims]), array)
+        if self.mask is not None:
+            data_vars["mask"] = (("sample", *self.mask_dims), self.mask)
+        coords: dict[str, Any] = {
+            "window_id": ("sample", np.asarray(self.window_ids)),
+            "padded": ("sample", np.asarray(self.padded)),
+        }
+        for dim, starts in self.starts.items():
+            coords[f"{dim}_start"] = ("sample", np.asarray(starts))
+        for dim, labels in window.items():
+            if forecast and dim == fdim:
+                continue
+            if sizes.get(dim) == labels.shape[1]:
+                coords[dim] = (("sample", dim), labels)
+        for key, values in self.coords.items():
+            values = np.asarray(values)
+            if key in window or key in coords:
+                continue
+            if values.ndim == 1 and len(values) == n:
+                coords[key] = ("sample", values)
+        if forecast:
+            dim = str(fdim)
+            inputs = np.asarray(self.coords["input_times"])
+            targets = np.asarray(self.coords["target_times"])
+            if sizes.get(dim) == inputs.shape[1]:
+                coords["input_times"] = (("sample", dim), inputs)
+            if sizes.get(f"target_{dim}") == targets.shape[1]:
+                coords["target_times"] = (("sample", f"target_{dim}"), targets)
+        return xr.Dataset(
+            data_vars, coords=coords, attrs={"epoch": self.epoch, "batch_index": self.index}
+        )
 
     @property
     def nbytes(self) -> int:

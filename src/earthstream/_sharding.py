@@ -34,10 +34,11 @@ from .sampling import (
 )
 
 if TYPE_CHECKING:
+    from .delivery._jax import JaxStream
     from .delivery._torch import TorchStream
     from .engine import CorruptCount
 
-__all__ = ["ShardedStream", "detect_placement"]
+__all__ = ["ShardedStream", "detect_placement", "framework_placement"]
 
 #: Most DataLoader workers per rank (a plan is built per worker).
 MAX_WORKERS = 4096
@@ -45,15 +46,28 @@ MAX_WORKERS = 4096
 MAX_EPOCH = 2**62
 
 
-def detect_placement() -> tuple[int, int]:
-    """``(rank, world_size)`` of an initialized ``torch.distributed`` group, else ``(0, 1)``.
+def framework_placement() -> tuple[int, int] | None:
+    """``(rank, world_size)`` of an initialized ``torch.distributed`` group, else of a
+    multi-process JAX job (``jax.distributed.initialize``: ``jax.process_index()`` of
+    ``jax.process_count()``), else None.
 
-    Looks only if torch.distributed is already imported: earthstream never imports torch.
+    Looks only at frameworks already imported: earthstream never imports torch or jax.
     """
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         return int(dist.get_rank()), int(dist.get_world_size())
-    return 0, 1
+    jax = sys.modules.get("jax")
+    if jax is not None:
+        initialized = getattr(getattr(jax, "distributed", None), "is_initialized", None)
+        if initialized is not None and initialized():
+            return int(jax.process_index()), int(jax.process_count())
+    return None
+
+
+def detect_placement() -> tuple[int, int]:
+    """``(rank, world_size)`` of an initialized ``torch.distributed`` group or multi-process
+    JAX job (see :func:`framework_placement`), else ``(0, 1)``."""
+    return framework_placement() or (0, 1)
 
 
 class ShardedStream:
@@ -142,6 +156,19 @@ class ShardedStream:
             normalize=normalize,
         )
 
+    def to_jax(self, placement: Any = None, *, prefetch: int = 2) -> JaxStream:
+        """Batches as ``jax.Array``s on a device or with a ``jax.sharding.Sharding``.
+
+        Transfers run ``prefetch`` batches ahead of the training step (double
+        buffering by default).  Under a multi-process JAX job each process
+        streams its own part of the epoch (``jax.process_index()`` of
+        ``jax.process_count()``) and a sharding that spans every process makes
+        one global batch of them.  See :class:`earthstream.delivery.JaxStream`.
+        """
+        from .delivery._jax import JaxStream
+
+        return JaxStream(self, placement, prefetch=prefetch)
+
     def _sharding_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Pickled state: workers started with "spawn" have no torch.distributed group,
         so the placement is pinned."""
@@ -174,18 +201,18 @@ class ShardedStream:
         return self.placement()[1]
 
     def placement(self) -> tuple[int, int]:
-        """``(rank, world_size)``: as given, else from ``torch.distributed``, else ``(0, 1)``.
+        """``(rank, world_size)``: as given, else from ``torch.distributed`` or a
+        multi-process JAX job, else ``(0, 1)``.
 
         Found in an initialized process group, it is kept: DataLoader workers
         copy it and never call into ``torch.distributed`` themselves.
         """
         if self._placement is not None:
             return self._placement
-        found = detect_placement()
-        dist = sys.modules.get("torch.distributed")
-        if dist is not None and dist.is_available() and dist.is_initialized():
+        found = framework_placement()
+        if found is not None:
             self._placement = found
-        return found
+        return found or (0, 1)
 
     @property
     def n_batches(self) -> int:
@@ -221,13 +248,17 @@ class ShardedStream:
 
     def _settings(self) -> dict[str, Any]:
         o = self.order
-        return {
+        settings: dict[str, Any] = {
             "n_windows": o.n_windows,
             "batch_size": o.batch_size,
             "drop_last": o.drop_last,
             "shuffle": o.shuffle,
             "shuffle_buffer": o.shuffle_buffer,
         }
+        if o.samples is not None:  # random windows per epoch (absent otherwise: old states load)
+            settings["samples_per_epoch"] = o.samples
+            settings["replacement"] = o.replacement
+        return settings
 
     def _cursor(self) -> Cursor:
         if self._pending is not None:

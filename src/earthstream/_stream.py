@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import warnings
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._batch import Batch
+from ._batch import Batch, window_labels
 from ._sharding import ShardedStream
 from ._units import format_bytes, parse_bytes
 from ._validate import (
@@ -47,6 +48,7 @@ from .sampling._forecast import (
     time_encoding,
 )
 from .sampling._select import format_label, resolve_selection, selected_coords
+from .sampling._subset import StreamContext, WindowSubset, as_subset
 from .sampling._time import is_time_axis
 from .sources import ChunkedSource, as_source, source_selection
 
@@ -140,7 +142,8 @@ class Stream(ShardedStream):
         over ``stream.to_torch()`` counts per worker.
     rank, world_size
         This process's part of a distributed job.  Default: taken from
-        ``torch.distributed`` when it is initialized, else ``0`` of ``1``.  Ranks
+        ``torch.distributed`` when it is initialized, else from a multi-process
+        JAX job (``jax.process_index()`` of ``jax.process_count()``), else ``0`` of ``1``.  Ranks
         serve disjoint contiguous runs of the epoch's batches.
     remainder
         Every rank yields ``len(stream)`` batches.  When the batches do not
@@ -167,6 +170,25 @@ class Stream(ShardedStream):
         dim from the samples, as in xarray (it is iterated over its one
         position); a one-element slice keeps it.  Empty, inverted or stepped
         selections raise :class:`~earthstream.errors.SelectionError`.
+    windows
+        Which windows of the grid to keep: a rule such as
+        :class:`~earthstream.MinValid` (windows whose valid fraction, from
+        NaNs or a land/sea mask, reaches a threshold; read once, here) or a
+        split's blocks (see :func:`~earthstream.split`), a
+        :class:`~earthstream.sampling.WindowSubset`, a boolean array of shape
+        ``stream.order.grid.counts``, or a list of them (all must keep a
+        window).  What each left out is counted in ``stream.excluded``.
+    samples_per_epoch
+        Draw this many windows per epoch at random (uniformly over the
+        windows kept; a pure function of ``(seed, epoch)``) instead of visiting
+        every window once.  With ``stride=1`` on the windowed dims any offset
+        can be drawn, as torchgeo's ``RandomGeoSampler``.  ``shuffle="chunks"``
+        draws the sample chunk group by chunk group so each chunk is still
+        decoded once per epoch.
+    replacement
+        With ``samples_per_epoch``: draw independently (windows may repeat
+        within an epoch); default False: distinct windows (a simple random
+        sample).
     encodings
         Extra per-sample features: ``"time"`` adds ``batch["time_encoding"]``
         ``(B, 4)``: sin/cos of day of year and hour of the reference time (the
@@ -222,6 +244,9 @@ class Stream(ShardedStream):
         encodings: Sequence[str] = (),
         sel: Mapping[str, Any] | None = None,
         isel: Mapping[str, Any] | None = None,
+        windows: Any = None,
+        samples_per_epoch: int | None = None,
+        replacement: bool = False,
     ) -> None:
         # -- every argument checked before anything is read (ConfigError) --
         chosen = check_names(variables, "variables")
@@ -289,6 +314,12 @@ class Stream(ShardedStream):
                 ResourceWarning,
                 stacklevel=2,
             )
+        self.subset: WindowSubset | None = None
+        if windows is not None:
+            context = StreamContext(
+                source, dict(self._spans), self._coords, limit, self.num_threads
+            )
+            self.subset = as_subset(windows, grid, context)
         self.order = OrderSpec(
             grid=grid,
             shuffle=order_kind,
@@ -296,6 +327,9 @@ class Stream(ShardedStream):
             batch_size=batch_size,
             drop_last=drop_last,
             shuffle_buffer=int(shuffle_buffer),
+            subset=self.subset,
+            samples=samples_per_epoch,
+            replacement=bool(replacement),
         )
         # Fully shuffled batches that touch more chunks than fit: assemble in sweeps.
         self._sweep_batches = (
@@ -318,6 +352,11 @@ class Stream(ShardedStream):
     def n_windows(self) -> int:
         """Windows (samples) per epoch."""
         return self.order.n_windows
+
+    @property
+    def excluded(self) -> dict[str, int]:
+        """Windows of the grid left out by ``windows=`` rules, by reason (empty: none)."""
+        return dict(self.subset.excluded) if self.subset is not None else {}
 
     @property
     def dims(self) -> tuple[str, ...]:
@@ -373,6 +412,10 @@ class Stream(ShardedStream):
             "edges": self.layout.grid.edges,
             "selection": {d: [s.start, s.stop, s.scalar] for d, s in sorted(self._spans.items())},
         }
+        if self.subset is not None:
+            described["windows"] = self.subset.digest()
+        if self.order.sequence is not None:
+            described["sequence"] = self.order.sequence.digest()
         return described, self._coords
 
     @property
@@ -396,9 +439,27 @@ class Stream(ShardedStream):
         )
         self._report = engine.report
         finish = self._finishes()
+        sequence = self.order.sequence
         for batch in runner:
             self._report = engine.report
+            if sequence is not None and sequence.is_padding(batch.index):
+                batch = dataclasses.replace(batch, padded=np.ones(batch.size, dtype=bool))
+            batch = self._with_window_coords(batch)
             yield self._finish(batch) if finish else batch
+
+    def _with_window_coords(self, batch: Batch) -> Batch:
+        """Each sample's coordinate labels along its windowed dims (``attrs["window_coords"]``,
+        for :meth:`Batch.to_xarray`): ``B x window`` values per dim, padding NaN / NaT."""
+        labels = {}
+        for axis in self.layout.grid.axes:
+            values = self._coords.get(axis.dim)
+            if axis.squeeze or values is None or axis.dim not in batch.starts:
+                continue
+            labels[axis.dim] = window_labels(values, batch.starts[axis.dim], axis.length)
+        attrs = {**batch.attrs, "window_coords": labels}
+        if self.forecast is not None:
+            attrs["forecast_dim"] = self.forecast.dim
+        return dataclasses.replace(batch, attrs=attrs)
 
     # -- forecasts and encodings ------------------------------------------------------
     def _finishes(self) -> bool:
@@ -511,6 +572,26 @@ class Stream(ShardedStream):
             self._engine_key = key
         return self._engine
 
+    def with_order(self, order: OrderSpec) -> Stream:
+        """This stream (source, windows, budget, placement) following another order.
+
+        ``order`` must be over the same window grid, e.g. a planned inference
+        sequence (:class:`~earthstream.PredictionWriter` builds one).  The copy
+        starts at epoch 0 with no resume state and its own engine.
+        """
+        if order.grid != self.order.grid:
+            raise ConfigError("with_order() needs an order over this stream's window grid.")
+        new = copy.copy(self)
+        new.order = order
+        new._engine = None
+        new._engine_key = None
+        new._report = None
+        new._epoch = 0
+        new._pending = new._live = None
+        new._fingerprint = None
+        new._sweep_batches = self._sweep_batches if order.shuffle == "full" else 0
+        return new
+
     def close(self) -> None:
         """Free the decoded-chunk slots kept between epochs (iteration can resume later)."""
         self._engine = None
@@ -539,6 +620,13 @@ class Stream(ShardedStream):
         state["_engine_key"] = None
         return self._sharding_state(state)
 
+    def _count_text(self) -> str:
+        o = self.order
+        if o.samples is None:
+            return f"{self.n_windows} windows"
+        how = "with" if o.replacement else "without"
+        return f"{o.samples} random windows of {o.n_set} ({how} replacement)"
+
     def __repr__(self) -> str:
         grid = self.layout.grid
         window = ", ".join(f"{a.dim}={a.length}" for a in grid.axes if not a.squeeze)
@@ -547,7 +635,9 @@ class Stream(ShardedStream):
         return (
             f"<Stream {len(self.variables)} variables ({', '.join(self.variables)}); "
             f"window {window or 'none'}; iterated {iterated}; "
-            f"{f'selection {selected}; ' if selected else ''}{self.n_windows} windows in "
+            f"{f'selection {selected}; ' if selected else ''}"
+            f"{f'{self.subset.describe()}; ' if self.subset is not None else ''}"
+            f"{self._count_text()} in "
             f"{len(self)} batches of {self.order.batch_size}; shuffle={self.order.shuffle!r} "
             f"seed={self.order.seed} epoch={self._epoch}; rank {self.rank} of {self.world_size}; "
             f"memory_limit={format_bytes(self.budget.memory_limit)}>"

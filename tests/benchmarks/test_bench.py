@@ -38,7 +38,7 @@ def test_smoke_json_has_every_field(tmp_path: Path) -> None:
     out = json.loads(result.stdout)
     rows = out["rows"]
     methods = {(r["layout"], r["method"]) for r in rows}
-    for method in ("limit", "earthstream", "xbatcher", "naive"):
+    for method in ("limit", "earthstream", "xbatcher", "es.xbatcher", "naive"):
         assert ("zstd-t1", method) in methods
     assert ("sharded", "earthstream") in methods
     variants = {r["variant"] for r in rows if r["method"] == "earthstream"}
@@ -57,7 +57,11 @@ def test_smoke_json_has_every_field(tmp_path: Path) -> None:
     assert {"shuffle=chunks, http, proxy +0 ms", "shuffle=chunks, http, proxy +20 ms"} <= remote
     assert any("s3, moto" in v for v in remote)
     assert out["remote"]["ratio_latency_over_none"] > 0
-    assert {t["target"].split(" ")[0] for t in out["targets"]} >= {"shuffle=chunks", "time"}
+    assert {t["target"].split(" ")[0] for t in out["targets"]} >= {
+        "shuffle=chunks",
+        "time",
+        "earthstream.xbatcher",
+    }
 
 
 @pytest.mark.slow

@@ -354,3 +354,42 @@ def test_label_values_are_checked(catalog, labels) -> None:
     with pytest.raises(ConfigError, match="label_dtype='float32' must be an integer dtype"):
         es.stream_chips(catalog, label_dtype="float32", **kwargs)
     assert es.stream_chips(catalog, label_dtype="int16", **kwargs).labels.ignore == -1
+
+
+def test_block_splits_and_random_chips(catalog) -> None:
+    """Chips of two block splits never come within 2 * buffer pixels of each other; random
+    chips are distinct and a pure function of (seed, epoch)."""
+    from earthstream.sampling import BlockSplit, assign_blocks
+
+    kwargs = {"chip_size": 32, "stride": 16, "crs": UTM, "resolution": 40, "batch_size": 8}
+    probe = es.stream_chips(catalog, shuffle=False, **kwargs)
+    h, w = probe.grid.height, probe.grid.width
+    assignment = assign_blocks((-(-h // 64), -(-w // 64)), 2)
+    boxes = []
+    for i, name in enumerate(("train", "val")):
+        rule = BlockSplit(name, {"y": 64, "x": 64}, assignment, i, buffer=4)
+        stream = es.stream_chips(catalog, windows=rule, **kwargs)
+        starts = [
+            (int(y), int(x))
+            for b in stream
+            for y, x in zip(b.starts["y"], b.starts["x"], strict=True)
+        ]
+        assert (
+            len(starts) == stream.n_windows > 0 and sum(stream.order.subset.excluded.values()) > 0
+        )
+        boxes.append(np.array(starts))
+    a, b = boxes
+    between_y = np.maximum(
+        a[:, None, 0] - (b[None, :, 0] + 32), b[None, :, 0] - (a[:, None, 0] + 32)
+    )
+    between_x = np.maximum(
+        a[:, None, 1] - (b[None, :, 1] + 32), b[None, :, 1] - (a[:, None, 1] + 32)
+    )
+    assert (np.maximum(between_y, between_x) >= 2 * 4).all()  # pixels strictly between them
+
+    random = es.stream_chips(catalog, samples_per_epoch=12, seed=3, **kwargs)
+    ids = [int(i) for batch in random for i in batch.window_ids]
+    assert len(ids) == len(set(ids)) == 12
+    assert [int(i) for batch in random for i in batch.window_ids] == ids
+    random.set_epoch(1)
+    assert [int(i) for batch in random for i in batch.window_ids] != ids

@@ -23,6 +23,9 @@ from ._stores import LAYOUTS, SIZES, VARIABLES, make_store
 
 __all__ = ["FIELDS", "WEATHER_ROWS", "BenchConfig", "format_table", "run_bench"]
 
+#: The method name of earthstream's xbatcher drop-in (earthstream.xbatcher.BatchGenerator).
+DROPIN = "es.xbatcher"
+
 #: The scale check's budget: below the default store's decoded size, so that both
 #: stores are budget-bound and memory can be compared (a store that fits in the
 #: budget is simply held whole).
@@ -82,6 +85,16 @@ def _plan_methods(
                         {"dask": dask, "workers": workers},
                     )
                 )
+            # earthstream.xbatcher.BatchGenerator on the same Dataset and windows
+            plan.append(
+                (
+                    DROPIN,
+                    "dask" if dask else "no dask",
+                    f"first {config.time_budget:.0f} s from the first batch (decodes included); "
+                    "xbatcher's batches, read by the engine",
+                    {"dask": dask},
+                )
+            )
         plan.append(
             (
                 "naive",
@@ -401,6 +414,7 @@ def targets(
         )
     if full:
         out.append(_target("shuffle=full, cache 1/4 >= 0.5x limit", full["ratio_to_limit"], 0.5))
+    out += dropin_targets(mine)
     packed = next(
         (
             r
@@ -444,6 +458,21 @@ def targets(
                 below=True,
             )
         )
+    return out
+
+
+def dropin_targets(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The xbatcher drop-in against xbatcher in-process, each on the same Dataset opening
+    (no dask / dask) and windows: samples/s side by side in one run."""
+    out = []
+    for variant in ("no dask", "dask"):
+        ours = next((r for r in rows if r["method"] == DROPIN and r["variant"] == variant), None)
+        theirs = next(
+            (r for r in rows if r["method"] == "xbatcher" and r["variant"] == variant), None
+        )
+        if ours and theirs and ours["samples_per_s"] and theirs["samples_per_s"]:
+            ratio = ours["samples_per_s"] / theirs["samples_per_s"]
+            out.append(_target(f"earthstream.xbatcher >= 1x xbatcher ({variant})", ratio, 1.0))
     return out
 
 

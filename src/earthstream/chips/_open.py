@@ -16,7 +16,15 @@ from .._validate import (
 )
 from ..errors import ConfigError
 from ..geo._grid import GridSpec
-from ..sampling import EDGES, Edges, OrderSpec, Remainder, build_window_grid, normalize_shuffle
+from ..sampling import (
+    EDGES,
+    Edges,
+    OrderSpec,
+    Remainder,
+    as_subset,
+    build_window_grid,
+    normalize_shuffle,
+)
 from ._labels import LabelSpec, label_values
 from ._plan import GROUP_BY, TIME_MODES, GroupBy, TimeMode, build_plan
 from ._stream import ChipStream
@@ -74,6 +82,9 @@ def stream_chips(
     rank: int | None = None,
     world_size: int | None = None,
     remainder: Remainder = "pad",
+    windows: Any = None,
+    samples_per_epoch: int | None = None,
+    replacement: bool = False,
 ) -> ChipStream:
     """Stream chips from STAC items or COGs on one target grid, with optional label masks.
 
@@ -130,6 +141,15 @@ def stream_chips(
         As :class:`earthstream.Stream`: each rank of a distributed job serves its
         share of the epoch, every rank the same number of batches; the stream
         has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
+    windows
+        Which chips of the grid to keep, as :class:`earthstream.Stream`'s
+        ``windows=`` (pure rules only): e.g. one split of a spatial block
+        assignment, ``earthstream.sampling.BlockSplit(name, {"y": 1024, "x":
+        1024}, assign_blocks(...), split, buffer=32)``, or a boolean mask over
+        the chip grid.
+    samples_per_epoch, replacement
+        Random chips per epoch instead of every chip once, as ``Stream``'s
+        (with ``stride=1`` any pixel offset can be drawn).
     """
     # -- every argument checked before anything is read (ConfigError) --
     ch, cw = _pixels(chip_size, "chip_size")
@@ -197,7 +217,7 @@ def stream_chips(
         edges=edges,
     )
     sizes = {"y": plan.grid.height, "x": plan.grid.width}
-    windows = build_window_grid(
+    chips = build_window_grid(
         sizes,
         {"y": ch, "x": cw},
         {"y": sh, "x": sw},
@@ -205,12 +225,15 @@ def stream_chips(
         {"y": sh * shuffle_block, "x": sw * shuffle_block},
     )
     order = OrderSpec(
-        grid=windows,
+        grid=chips,
         shuffle=normalize_shuffle(shuffle),
         seed=int(seed),
         batch_size=batch_size,
         drop_last=drop_last,
         shuffle_buffer=shuffle_buffer,
+        subset=None if windows is None else as_subset(windows, chips),
+        samples=samples_per_epoch,
+        replacement=bool(replacement),
     )
     label_spec = None
     if labels is not None:

@@ -332,6 +332,8 @@ class ChipStream(ShardedStream):
             "time": self.plan.time,
             "chips": [dataclasses.astuple(a) for a in self.order.grid.axes],
         }
+        if self.order.subset is not None:
+            described["subset"] = self.order.subset.digest()
         return described, {}
 
     def _run(

@@ -122,6 +122,12 @@ def _parser() -> argparse.ArgumentParser:
         "--json", default=None, help="also write the results as JSON here ('-': stdout)"
     )
     bench.add_argument("--smoke", action="store_true", help="tiny store, one repetition, quick")
+    bench.add_argument(
+        "--only",
+        choices=["inference"],
+        default=None,
+        help="run only these rows: 'inference' (domain inference with write-back)",
+    )
     bench.add_argument("--cache-dir", default=None, help="where the stores go")
     bench.add_argument(
         "--suite",
@@ -239,7 +245,7 @@ def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .._units import parse_bytes
-    from ..benchmarks import LAYOUTS, BenchConfig, format_table, run_bench
+    from ..benchmarks import LAYOUTS, BenchConfig, format_table, run_bench, run_inference_bench
     from ._demo import cache_dir
 
     layouts = tuple(LAYOUTS) if args.layouts == "all" else tuple(args.layouts.split(","))
@@ -259,7 +265,7 @@ def _bench(args: argparse.Namespace) -> int:
         suites=("patches", "weather") if args.suite == "all" else (args.suite,),
         weather=tuple(args.weather.split(",")) if args.weather else (),
     )
-    result = run_bench(config)
+    result = run_inference_bench(config) if args.only == "inference" else run_bench(config)
     if args.json == "-":
         print(json.dumps(result, default=str))
     else:

@@ -1,11 +1,17 @@
-"""``earthstream demo``: the main job on embedded data.
+"""``earthstream demo``: the main job on embedded data, and the experiment's whole life.
 
 1. Generate (once) an ERA5-like Zarr v3 store into the cache folder.
-2. Stream chunk-shuffled windows of two consecutive 6-hourly steps of every
-   variable, stacked into channels (geopotential levels become channels).
-3. Train a small CNN to predict step t+1 from step t, for about a minute,
+2. Split it in time (``es.split``): train on the first period, validate on a
+   later one, hold out the last, with a one-day gap between them; statistics
+   for normalization from the train split only.
+3. Stream chunk-shuffled windows of two consecutive 6-hourly steps of every
+   variable, stacked into channels (geopotential levels become channels), and
+   train a small CNN to predict step t+1 from step t, for about a minute,
    with a progress bar showing samples/s, MB/s and the loss.
-4. Write a PNG comparing prediction and truth for one sample.
+4. Validate on the later period: the loss next to the persistence baseline.
+5. Predict the held-out period over the whole domain (overlapping windows,
+   tapered) and write it to Zarr with :class:`~earthstream.PredictionWriter`;
+   plot a whole-domain map read back from that store next to the truth.
 """
 
 from __future__ import annotations
@@ -151,6 +157,47 @@ def _plot(
     plt.close(fig)
 
 
+def _plot_map(
+    path: Path, truth: np.ndarray, pred: np.ndarray, persistence: np.ndarray, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.0), constrained_layout=True)
+    lo, hi = float(np.nanmin(truth)), float(np.nanmax(truth))
+    err = float(np.nanmax(np.abs(persistence - truth)))
+    panels = [
+        (truth, "truth: t2m (K)", "coolwarm", (lo, hi)),
+        (pred, "prediction from the Zarr store: t2m (K)", "coolwarm", (lo, hi)),
+        (pred - truth, "prediction - truth (K)", "RdBu_r", (-err, err)),
+        (persistence - truth, "persistence - truth (K)", "RdBu_r", (-err, err)),
+    ]
+    for ax, (img, label, cmap, (vmin, vmax)) in zip(axes, panels, strict=True):
+        im = ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_title(label)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _periods(times: np.ndarray) -> dict[str, slice]:
+    """Train on four weeks, validate on the next one, hold out the one after (on a short
+    store: 60%, 20%, 20% of the days).  Adjacent ranges: the split's gap cuts the embargo."""
+    days = [str(d) for d in np.unique(times.astype("datetime64[D]"))]  # partial dates: whole days
+    n = len(days)
+    a, b, c = (28, 35, 42) if n >= 42 else (int(n * 0.6), int(n * 0.8), n)
+    return {
+        "train": slice(days[0], days[a - 1]),
+        "val": slice(days[a], days[b - 1]),
+        "test": slice(days[b], days[c - 1]),
+    }
+
+
 def run_demo(
     *,
     seconds: float = 60.0,
@@ -160,9 +207,12 @@ def run_demo(
     small: bool = False,
 ) -> int:
     """Run the demo; returns a process exit code."""
-    import torch
+    import shutil
 
-    from .. import Stream, open_zarr
+    import torch
+    import xarray as xr
+
+    from .. import PredictionWriter, Stream, open_zarr, split
 
     folder = _resolve(cache_dir)
     print(f"earthstream demo: data in {folder}")
@@ -173,41 +223,42 @@ def run_demo(
     print(f"store ready in {time.perf_counter() - t0:.1f} s: {store}")
     print(source)
 
+    # 1. Splits in time, one day apart: no window (inputs or targets) crosses into another.
     window = 48 if not small else 24
-    stream = Stream(
+    periods = _periods(np.asarray(source.coords["time"]))
+    splits = split(
         source,
-        window={"time": 2, "lat": window, "lon": window, "level": None},
-        stride={"time": 1},
+        {"time": 2, "lat": window, "lon": window, "level": None},
+        {"time": 1},
+        time=periods,
+        gap="1D",
         stack=True,
         batch_size=batch_size,
-        shuffle="chunks",
         seed=seed,
         memory_limit="512MB",
+        options={"val": {"shuffle": False}, "test": {"shuffle": False}},
     )
-    print(stream)
-    channels = list(stream.channels)
+    print(splits)
+    train = splits["train"]
+    channels = list(train.channels)
     print(f"channels: {channels}; {format_bytes(decoded)} decoded in the store")
 
-    # Per-channel normalization from a few batches (issue #6 brings `earthstream stats`).
-    probe = []
-    for i, first_batches in enumerate(stream):
-        assert first_batches.stacked is not None
-        probe.append(first_batches.stacked[:, :, 0])
-        if i == 7:
-            break
-    sample = np.concatenate(probe)
-    mean = torch.from_numpy(sample.mean(axis=(0, 2, 3))).view(1, -1, 1, 1)
-    std = torch.from_numpy(sample.std(axis=(0, 2, 3)) + 1e-6).view(1, -1, 1, 1)
+    # 2. Statistics for normalization from the train split only.
+    t1 = time.perf_counter()
+    stats = splits.compute_stats(scheduler="sync", progress=False, quantiles=())
+    print(
+        f"statistics of the train split ({stats.run['bytes'] / 1e6:,.0f} MB, "
+        f"{stats.source['selection']}) in {time.perf_counter() - t1:.1f} s"
+    )
 
     torch.manual_seed(seed)
     model = _model(len(channels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    loader = stream.to_torch(device="cpu")
+    loader = train.to_torch(device="cpu", normalize=stats)
 
     def step(tensors: Any) -> tuple[int, int, float, float]:
         assert tensors.stacked is not None
-        x = (tensors.stacked[:, :, 0] - mean) / std
-        y = (tensors.stacked[:, :, 1] - mean) / std
+        x, y = tensors.stacked[:, :, 0], tensors.stacked[:, :, 1]
         loss = torch.nn.functional.mse_loss(model(x), y)
         optimizer.zero_grad()
         loss.backward()
@@ -218,33 +269,81 @@ def run_demo(
     log, _ = train_for(loader, seconds, step)
     elapsed = log.elapsed
 
-    # One sample, in grid order, to compare prediction and truth.
-    view = Stream(
-        source,
-        window={"time": 2, "lat": window, "lon": window, "level": None},
-        stride={"time": 1},
-        stack=True,
-        batch_size=1,
-        shuffle=False,
-        memory_limit="256MB",
-    )
-    order = view.order.epoch(0)
-    target_id = int(order.batch(len(view) // 2)[0])
-    for batch in view.iter_shard(len(view) // 2, len(view)):
-        if int(batch.window_ids[0]) == target_id:
-            break
-    assert batch.stacked is not None
-    x_np = batch.stacked[:, :, 0]
+    # 3. Validation on the later period, next to persistence (tomorrow = today).
+    model.eval()
+    val_loss = val_persistence = 0.0
+    n_val = 0
     with torch.no_grad():
-        pred = model((torch.from_numpy(x_np) - mean) / std) * std + mean
-    c = channels.index("t2m")
-    when = np.datetime_as_string(batch.coords["time"][0], unit="h")
-    title = (
-        f"{when}, window at lat {batch.coords['lat'][0]:.1f}, lon {batch.coords['lon'][0]:.1f} "
-        f"(after {elapsed:.0f} s of training)"
+        for tensors in splits["val"].to_torch(device="cpu", normalize=stats):
+            assert tensors.stacked is not None
+            x, y = tensors.stacked[:, :, 0], tensors.stacked[:, :, 1]
+            k = tensors.size
+            val_loss += k * float(torch.nn.functional.mse_loss(model(x), y))
+            val_persistence += k * float(torch.nn.functional.mse_loss(x, y))
+            n_val += k
+    val_loss /= max(1, n_val)
+    val_persistence /= max(1, n_val)
+
+    # 4. The held-out period over the whole domain, written back to Zarr.
+    held_out = splits["test"].coords["time"]
+    domain = Stream(
+        source,
+        {"time": 2, "lat": window, "lon": window, "level": None},
+        {"time": 1, "lat": window // 2, "lon": window // 2},  # overlapping by half
+        sel={"time": slice(held_out[0], held_out[-1])},  # the test split's steps
+        edges="pad",
+        stack=True,
+        shuffle=False,
+        batch_size=batch_size,
+        memory_limit="512MB",
     )
+    target = folder / "demo-predictions.zarr"
+    shutil.rmtree(target, ignore_errors=True)
+    c = channels.index("t2m")
+    t2m = stats["t2m"]
+    mean_t, std_t = float(t2m.mean), float(t2m.std)
+    t2 = time.perf_counter()
+    writer = PredictionWriter(
+        target,
+        like=domain,
+        variables={"t2m": {"units": "K", "long_name": "2 m temperature, predicted 6 h ahead"}},
+        dims=("time", "lat", "lon"),
+        at={"time": 1},  # the prediction from steps (t, t+1) belongs to t+1
+        blend="taper",
+        chunks={"time": 8, "lat": source.variables["t2m"].shape[1]},
+        attrs={"title": "earthstream demo: next-step CNN on the held-out period"},
+    )
+    with torch.no_grad():
+        for tensors in writer.stream.to_torch(device="cpu", normalize=stats):
+            assert tensors.stacked is not None
+            x = torch.nan_to_num(tensors.stacked[:, :, 0])  # padding past an edge: the mean
+            out = model(x)[:, c] * std_t + mean_t
+            writer.write(tensors, out)
+    report = writer.close()
+    print(
+        f"predictions for {np.datetime_as_string(held_out[0], unit='h')} .. "
+        f"{np.datetime_as_string(held_out[-1], unit='h')}: {report.summary()} "
+        f"({time.perf_counter() - t2:.1f} s) -> {target}"
+    )
+
+    # 5. A whole-domain map read back from the store, next to the truth.
+    pred = xr.open_zarr(target)["t2m"]
+    truth = xr.open_zarr(store)["t2m"].sel(time=pred["time"])
+    valid = pred["time"][1:]  # the first step has no prediction (no step before it)
+    err = (pred.sel(time=valid) - truth.sel(time=valid)).values
+    pers = (truth.shift(time=1).sel(time=valid) - truth.sel(time=valid)).values
+    rmse, rmse_p = float(np.sqrt(np.nanmean(err**2))), float(np.sqrt(np.nanmean(pers**2)))
+    when = valid[len(valid) // 2]
     png = folder / "demo-prediction.png"
-    _plot(png, x_np[0, c], batch.stacked[0, c, 1], pred[0, c].numpy(), title)
+    _plot_map(
+        png,
+        truth.sel(time=when).values,
+        pred.sel(time=when).values,
+        truth.shift(time=1).sel(time=when).values,
+        f"{np.datetime_as_string(when.values, unit='h')}: whole domain from {target.name} "
+        f"(RMSE {rmse:.2f} K over the held-out period; persistence {rmse_p:.2f} K; "
+        f"after {elapsed:.0f} s of training)",
+    )
 
     k, first, last = log.first_last()
     print(
@@ -256,9 +355,14 @@ def run_demo(
         f"loss (normalized MSE): first {k} batches {first:.4f} -> last {k} batches {last:.4f} "
         f"(persistence baseline {float(np.mean(log.persistence)):.4f})"
     )
-    report = stream.report
-    if report is not None:
-        print(report.summary())
+    print(
+        f"validation ({n_val:,} windows of {periods['val'].start} .. {periods['val'].stop}): "
+        f"loss {val_loss:.4f}, persistence baseline {val_persistence:.4f}"
+    )
+    print(f"held-out t2m RMSE: model {rmse:.3f} K, persistence {rmse_p:.3f} K")
+    train_report = train.report
+    if train_report is not None:
+        print(train_report.summary())
     print(f"figure: {png}")
     if not last < first:
         print("warning: the loss did not fall; train longer with --seconds")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._buffers import BatchBuffers
+from ._buffers import BatchBuffers, aligned_empty
 from ._layout import VarLayout
 from ._plan import Pieces, VarPlan
 from ._slots import SlotPool
@@ -66,7 +66,9 @@ def new_array(
     """A ``(n, *sample shape)`` array for ``var`` (from ``buffers`` when given), filled
     with its fill value when ``prefill``."""
     shape = (n, *var.sample_shape)
-    out = buffers.empty(shape, var.dtype) if buffers is not None else np.empty(shape, var.dtype)
+    out = (
+        buffers.empty(shape, var.dtype) if buffers is not None else aligned_empty(shape, var.dtype)
+    )
     if prefill:
         out[...] = var.fill
     return out

@@ -30,6 +30,31 @@ __all__ = ["BatchBuffers"]
 MIN_POOLED = 2**20
 
 
+#: Byte alignment of the batch arrays the engine allocates: JAX aliases a NumPy buffer
+#: on CPU (no copy) only when it is 64-byte aligned.
+ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting on an :data:`ALIGNMENT`-byte boundary.
+
+    >>> int(aligned_empty((3, 5), np.float32).ctypes.data % ALIGNMENT)
+    0
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    return _aligned_view(raw, nbytes, shape, dtype)
+
+
+def _aligned_view(
+    raw: np.ndarray, nbytes: int, shape: tuple[int, ...], dtype: np.dtype[Any]
+) -> np.ndarray:
+    offset = -raw.ctypes.data % ALIGNMENT
+    out: np.ndarray = raw[offset : offset + nbytes].view(dtype).reshape(shape)
+    return out
+
+
 class BatchBuffers:
     """Up to ``keep`` reusable buffers for batch arrays of at least :data:`MIN_POOLED` bytes.
 
@@ -58,26 +83,27 @@ class BatchBuffers:
         return len(self._buffers)
 
     def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """An uninitialized array of ``shape`` and ``dtype`` (C order)."""
+        """An uninitialized array of ``shape`` and ``dtype`` (C order, 64-byte aligned)."""
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes < self.min_nbytes or self.keep < 1:
-            return np.empty(shape, dtype)
+            return aligned_empty(shape, dtype)
+        size = nbytes + ALIGNMENT
         with self._lock:
             found = None
             for i in range(len(self._buffers)):
                 # referenced by the list and the call's argument only: nobody uses it
-                if self._buffers[i].nbytes == nbytes and sys.getrefcount(self._buffers[i]) <= 2:
+                # (views of it have it as their base, so they count)
+                if self._buffers[i].nbytes == size and sys.getrefcount(self._buffers[i]) <= 2:
                     found = self._buffers[i]
                     self.reused += 1
                     break
             if found is None:
                 if len(self._buffers) >= self.keep:
-                    return np.empty(shape, dtype)  # all in use: not pooled
-                found = np.empty(nbytes, dtype=np.uint8)
+                    return aligned_empty(shape, dtype)  # all in use: not pooled
+                found = np.empty(size, dtype=np.uint8)
                 self._buffers.append(found)
-        out: np.ndarray = found.view(dtype).reshape(shape)
-        return out
+        return _aligned_view(found, nbytes, shape, dtype)
 
     def clear(self) -> None:
         """Forget the buffers (their memory returns when the batches using them go)."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._batch import Batch
 from ._assemble import BatchArrays, cut_var, frame_of, new_array
-from ._buffers import BatchBuffers
+from ._buffers import BatchBuffers, aligned_empty
 from ._kind import StreamKind
 from ._layout import StreamLayout, VarLayout
 from ._plan import BatchPlan, VarPlan, plan_var
@@ -108,7 +108,7 @@ def _stacked(layout: StreamLayout, n: int, buffers: BatchBuffers | None) -> np.n
     shape = (n, len(layout.channels), *layout.common_shape)
     if buffers is not None:
         return buffers.empty(shape, layout.stacked_dtype)
-    return np.empty(shape, layout.stacked_dtype)
+    return aligned_empty(shape, layout.stacked_dtype)
 
 
 def _stacks(layout: StreamLayout) -> bool:

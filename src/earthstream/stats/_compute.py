@@ -29,7 +29,14 @@ from ..sampling._time import format_time, is_cftime_axis
 from ..sources import ChunkedSource, as_source
 from ._moments import DEFAULT_COMPRESSION, Moments
 from ._result import Stats, VariableStats
-from ._select import Selection, check_nodata, legacy_selection, nodata_of, selection_spans
+from ._select import (
+    Selection,
+    check_nodata,
+    check_where,
+    legacy_selection,
+    nodata_of,
+    selection_spans,
+)
 from ._tasks import make_tasks, run_dask, run_sync, start_client
 
 __all__ = ["DEFAULT_PER", "compute_stats", "selection_spans"]
@@ -55,6 +62,7 @@ def compute_stats(
     compression: float = DEFAULT_COMPRESSION,
     progress: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    where: Any = None,
 ) -> Stats:
     """Count, mean, std, min, max and quantiles of each variable, streamed over the chunks.
 
@@ -114,6 +122,11 @@ def compute_stats(
         Show a progress bar (decoded bytes).
     storage_options
         Passed to :func:`~earthstream.open_zarr` when ``source`` is a URL.
+    where
+        Only values where this boolean mask is True: ``(dims, array)`` or a
+        boolean ``xarray.DataArray`` over some dims of the selection (positions
+        after ``sel``/``isel``), e.g. the pixels a spatial split's training
+        windows cover (:meth:`earthstream.Splits.compute_stats`).
 
     Returns
     -------
@@ -187,6 +200,10 @@ def compute_stats(
             "a distributed.Client, 'sync' (this process), or None (a LocalCluster)."
         )
     ranges = {d: (span.start, span.stop) for d, span in spans.items()}
+    var_dims: dict[str, int] = {}
+    for info in source.variables.values():
+        var_dims.update(zip(info.dims, info.shape, strict=True))
+    checked_where = check_where(where, var_dims, spans)
     tasks, var_ranges = make_tasks(
         source,
         names,
@@ -195,6 +212,7 @@ def compute_stats(
         nodata,
         task_nbytes,
         compression,
+        checked_where,
     )
     total = sum(t.nbytes for t in tasks)
     bar = None
@@ -271,6 +289,17 @@ def compute_stats(
             "url": url,
             "variables": described,
             "selection": {d: list(r) for d, r in ranges.items()},
+            **(
+                {
+                    "where": {
+                        "dims": list(checked_where[0]),
+                        "kept": int(checked_where[1].sum()),
+                        "of": int(checked_where[1].size),
+                    }
+                }
+                if checked_where is not None
+                else {}
+            ),
         },
         quantile_levels=qs,
         method={

@@ -1,21 +1,30 @@
-"""What statistics cover: selections (``sel``/``isel``, and the old ``selection=``) and
-the values left out (``nodata``)."""
+"""What statistics cover: selections (``sel``/``isel``, and the old ``selection=``), the
+values left out (``nodata``) and a mask of the values kept (``where``)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .._validate import check_number
-from ..errors import ConfigError
+from ..errors import ConfigError, DimensionError
 from ..protocols import VariableInfo
 from ..sampling._select import Span, format_label, resolve_selection
 from ..sources import ChunkedSource, source_selection
 from ..sources._cf import fill_values
+from ..sources._xarray import is_xarray
 
-__all__ = ["Selection", "check_nodata", "legacy_selection", "nodata_of", "selection_spans"]
+__all__ = [
+    "Selection",
+    "check_nodata",
+    "check_where",
+    "legacy_selection",
+    "nodata_of",
+    "selection_spans",
+]
 
 Selection = Mapping[str, "slice | tuple[Any, Any] | int"]
 
@@ -130,3 +139,37 @@ def nodata_of(info: VariableInfo, nodata: Any) -> tuple[float, ...]:
                 values.append(float(value))
         return tuple(values)
     return (float(nodata),)
+
+
+def check_where(
+    where: Any, var_dims: Mapping[str, int], spans: Mapping[str, Span]
+) -> tuple[tuple[str, ...], np.ndarray] | None:
+    """``where=`` as ``(dims, bool mask)`` over the selection, checked."""
+    if where is None:
+        return None
+    if isinstance(where, tuple) and len(where) == 2:
+        dims, mask = tuple(str(d) for d in where[0]), np.asarray(where[1])
+    elif is_xarray(where) and isinstance(where, sys.modules["xarray"].DataArray):
+        dims, mask = tuple(str(d) for d in where.dims), np.asarray(where.values)
+    else:
+        raise ConfigError(
+            "where= must be (dims, boolean array) or a boolean xarray.DataArray over some dims "
+            "of the selection."
+        )
+    if mask.dtype != bool or mask.ndim != len(dims):
+        raise ConfigError(
+            f"where= needs a boolean array with one axis per dim {dims}; got {mask.dtype} with "
+            f"shape {mask.shape}."
+        )
+    for dim, n in zip(dims, mask.shape, strict=True):
+        if dim not in var_dims:
+            raise DimensionError(f"where= names dim {dim!r}, which no selected variable has.")
+        size = spans[dim].size if dim in spans else var_dims[dim]
+        if dim in spans and spans[dim].scalar:
+            raise DimensionError(f"where= names {dim!r}, which the selection drops.")
+        if n != size:
+            raise ConfigError(
+                f"where= has {n} positions along {dim!r}; the selection has {size}. The mask "
+                "covers the selection (positions after sel/isel)."
+            )
+    return dims, mask

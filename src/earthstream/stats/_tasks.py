@@ -3,6 +3,7 @@ fixed tree (the same bits on any number of workers)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import uuid
@@ -12,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..protocols import ChunkedSource
+from ..errors import DimensionError
+from ..protocols import ChunkedSource, VariableInfo
 from ._moments import Moments
 from ._select import nodata_of
 
@@ -33,6 +35,11 @@ class Task:
     nodata: tuple[float, ...]
     compression: float
     nbytes: int  # decoded bytes of the selection these chunks cover
+    # where=: a boolean mask over some axes, cropped to these chunks (selection positions
+    # from where_origin), in the order of where_axes
+    where_axes: tuple[int, ...] = ()
+    where_mask: np.ndarray | None = None
+    where_origin: tuple[int, ...] = ()
 
 
 # -- worker side ------------------------------------------------------------------------
@@ -59,15 +66,29 @@ def _read_task(source: ChunkedSource, task: Task) -> dict[str, Moments]:
             region.append(slice(start - i * c, stop - i * c))
             offsets.append(start - lo)
         block = np.asarray(data)[tuple(region)]
+        where = None
+        if task.where_mask is not None:
+            axes = task.where_axes
+            cut = tuple(
+                slice(offsets[a] - o, offsets[a] - o + block.shape[a])
+                for a, o in zip(axes, task.where_origin, strict=True)
+            )
+            part = task.where_mask[cut].transpose(np.argsort(axes))
+            shape = [block.shape[a] if a in axes else 1 for a in range(block.ndim)]
+            where = np.broadcast_to(part.reshape(shape), block.shape)
+            where = where.transpose(*task.per_axes, *rest)
         block = block.transpose(*task.per_axes, *rest)
         local = block.shape[: len(task.per_axes)]
         rows = block.reshape(math.prod(local), -1)
+        where_rows = None if where is None else where.reshape(math.prod(local), -1)
         for r, local_index in enumerate(np.ndindex(*local)):
             row = rows[r]
             valid = np.isfinite(row) if row.dtype.kind in "fc" else None
             for value in task.nodata:
                 keep = row != value
                 valid = keep if valid is None else valid & keep
+            if where_rows is not None:
+                valid = where_rows[r] if valid is None else valid & where_rows[r]
             values = row if valid is None else row[valid]
             if not len(values):
                 continue
@@ -98,6 +119,7 @@ def make_tasks(
     nodata: Any,
     task_bytes: int,
     compression: float,
+    where: tuple[tuple[str, ...], np.ndarray] | None = None,
 ) -> tuple[list[Task], dict[str, tuple[tuple[int, int], ...]]]:
     tasks: list[Task] = []
     var_ranges: dict[str, tuple[tuple[int, int], ...]] = {}
@@ -118,8 +140,38 @@ def make_tasks(
                 for (lo, hi), i, c in zip(vr, index, info.chunks, strict=True):
                     n *= min(hi, (i + 1) * c) - max(lo, i * c)
                 nbytes += n
-            tasks.append(Task(name, run, vr, per_axes, value, compression, nbytes))
+            task = Task(name, run, vr, per_axes, value, compression, nbytes)
+            if where is not None:
+                task = _with_where(task, info, where)
+            tasks.append(task)
     return tasks, var_ranges
+
+
+def _with_where(task: Task, info: VariableInfo, where: tuple[tuple[str, ...], np.ndarray]) -> Task:
+    """The task with the part of the ``where`` mask its chunks cover."""
+    dims, mask = where
+    missing = [d for d in dims if d not in info.dims]
+    if missing:
+        raise DimensionError(
+            f"where= is a mask over {dims}, but {info.name!r} has no {', '.join(missing)} dim "
+            f"(dims {info.dims}); measure it separately without where=."
+        )
+    axes = tuple(info.dims.index(d) for d in dims)
+    cut, origin = [], []
+    for a in axes:
+        lo, hi = task.ranges[a]
+        c = info.chunks[a]
+        first = min(index[a] for index in task.indices)
+        last = max(index[a] for index in task.indices)
+        start, stop = max(lo, first * c) - lo, min(hi, (last + 1) * c) - lo
+        cut.append(slice(start, stop))
+        origin.append(start)
+    return dataclasses.replace(
+        task,
+        where_axes=axes,
+        where_mask=np.ascontiguousarray(mask[tuple(cut)]),
+        where_origin=tuple(origin),
+    )
 
 
 # -- drivers ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import os
 import random
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -372,12 +373,14 @@ def check_fork(url: str) -> None:
     _OBSTORE_PIDS.add(pid)
 
 
-def make_object_store(location: StoreLocation) -> Any:
+def make_object_store(location: StoreLocation, *, retries: bool = False) -> Any:
     """An obstore store for a remote location; credentials from options or environment.
 
-    obstore's internal retries are disabled: :class:`ObjectStoreReader` retries,
-    counts and classifies every request instead, and obstore's per-request timeout
-    is bounded by the retry budget (:meth:`StoreOptions.client_options`).  Options
+    For reads obstore's internal retries are disabled: :class:`ObjectStoreReader`
+    retries, counts and classifies every request instead.  ``retries=True`` (writers
+    that go through zarr-python, e.g. the prediction writer) lets obstore retry with
+    the same policy (``max_attempts``, ``budget_s``).  obstore's per-request timeout is
+    bounded by the retry budget (:meth:`StoreOptions.client_options`).  Options
     obstore refuses (or panics on) raise :class:`ConfigError`, redacted.
     """
     from obstore.store import from_url
@@ -393,7 +396,19 @@ def make_object_store(location: StoreLocation) -> Any:
         headers = dict(client.get("default_headers", {}))
         if auth and not any(k.lower() == "authorization" for k in headers):
             client["default_headers"] = {**headers, "Authorization": auth}
-    kwargs: dict[str, Any] = {"client_options": client, "retry_config": {"max_retries": 0}}
+    retry_config: dict[str, Any] = {"max_retries": 0}
+    if retries:
+        policy = options.retry
+        retry_config = {
+            "max_retries": max(0, policy.max_attempts - 1),
+            "retry_timeout": timedelta(seconds=policy.budget_s),
+            "backoff": {
+                "init_backoff": timedelta(seconds=policy.base_delay),
+                "max_backoff": timedelta(seconds=policy.max_delay),
+                "base": 2,
+            },
+        }
+    kwargs: dict[str, Any] = {"client_options": client, "retry_config": retry_config}
     if options.config:
         kwargs["config"] = options.config
     if options.credential_provider is not None:
