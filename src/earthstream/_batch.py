@@ -8,6 +8,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from ._records import Record, record_of
+
 __all__ = ["Batch", "window_labels"]
 
 
@@ -110,11 +112,9 @@ class Batch(Mapping[str, np.ndarray]):
         kept = [d for d in self.mask_dims if d in dims]
         return np.transpose(mask, (0, *[1 + kept.index(d) for d in dims]))
 
-    def record(self, name: str) -> Any:
+    def record(self, name: str) -> Record:
         """Modality ``name`` of a :class:`~earthstream.MultiStream` batch, as a
         :class:`~earthstream.multimodal.Record` (data, layout, channels, metadata)."""
-        from .multimodal._spec import record_of
-
         return record_of(self, name)
 
     @property

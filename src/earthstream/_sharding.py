@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._batch import Batch
-from ._validate import check_whole
+from ._validate import check_choice, check_whole
 from .errors import ConfigError, ResumeError
 from .sampling import (
     REMAINDERS,
     Cursor,
     EpochPlan,
     OrderSpec,
+    Remainder,
     cursor_from_state,
     round_robin_index,
     shard_range,
@@ -86,13 +87,16 @@ class ShardedStream:
         """What the last (or current) pass did (the subclass's report type)."""
         return self._report
 
-    def _init_sharding(self, rank: int | None, world_size: int | None, remainder: str) -> None:
-        if remainder not in REMAINDERS:
-            raise ConfigError(
-                f"remainder={remainder!r} is not a policy; use 'pad' (repeat a batch on ranks "
-                "with one batch less, flagged in batch.padded) or 'drop' (leave the extra "
-                "batches out of the epoch)."
-            )
+    def _init_sharding(
+        self, rank: int | None, world_size: int | None, remainder: Remainder
+    ) -> None:
+        remainder = check_choice(
+            remainder,
+            "remainder",
+            REMAINDERS,
+            meaning="'pad' repeats a batch on ranks with one batch less, flagged in "
+            "batch.padded; 'drop' leaves the extra batches out of the epoch",
+        )
         if (rank is None) != (world_size is None):
             raise ConfigError(
                 f"rank={rank!r} and world_size={world_size!r}: give both, or neither to take "
@@ -136,17 +140,17 @@ class ShardedStream:
         pin_memory: bool | None = None,
         normalize: Any = None,
     ) -> TorchStream:
-        """A ``torch.utils.data.IterableDataset`` yielding batches as tensors.
+        """A ``torch.utils.data.IterableDataset`` yielding batches as tensors: a thin
+        forwarder to :func:`earthstream.delivery.to_torch` (see there).
 
-        ``normalize`` (a statistics JSON path, :class:`~earthstream.Stats` or
-        :class:`~earthstream.Normalizer`) applies ``(x - mean) / std`` on the
-        device in the last stage.  See :class:`earthstream.delivery.TorchStream`.
+        The PyTorch delivery lives on the framework floor (``delivery/``); it is
+        imported here only when asked for, so streams never import torch.
         """
-        from .delivery._torch import TorchStream
+        from .delivery._torch import to_torch
 
-        return TorchStream(
+        return to_torch(
             self,
-            device=device,
+            device,
             non_blocking=non_blocking,
             pin_memory=pin_memory,
             normalize=normalize,

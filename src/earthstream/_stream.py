@@ -35,6 +35,7 @@ from .engine import (
     plan_budget,
     sweep_size,
     union_dims,
+    window_kind,
 )
 from .errors import ConfigError, DimensionError
 from .sampling import EDGES, Edges, OrderSpec, Remainder, build_window_grid, normalize_shuffle
@@ -470,7 +471,7 @@ class Stream(ShardedStream):
         forecast: Forecast,
         window: Mapping[str, int | None],
         stride: Mapping[str, int] | None,
-        edges: str,
+        edges: Edges,
     ) -> Mapping[str, int | None]:
         dim = forecast.dim
         if dim in (window or {}) or dim in (stride or {}):
@@ -560,11 +561,10 @@ class Stream(ShardedStream):
         key = (os.getpid(), num_threads)
         if self._engine is None or self._engine_key != key:
             self._engine = Engine(
-                self._source,
-                self.layout,
+                [self._source],
+                window_kind(self.layout, self._coords),
                 self.budget,
                 num_threads=num_threads,
-                coords=self._coords,
                 lookahead=self._lookahead(),
                 sweep_batches=self._sweep_batches,
                 policy=self.policy,

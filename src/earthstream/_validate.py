@@ -153,8 +153,12 @@ def check_flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def check_choice(value: Any, name: str, options: Sequence[S]) -> S:
+def check_choice(value: Any, name: str, options: Sequence[S], *, meaning: str = "") -> S:
     """``value`` if it is one of ``options`` (strings); else :class:`ConfigError` with a hint.
+
+    The option comes back typed as the ``Literal`` of ``options``: option strings
+    are normalized here, once, at the edge.  ``meaning`` says what the options do
+    (appended to the message).
 
     >>> check_choice("skip", "corrupt", ("error", "skip"))
     'skip'
@@ -168,7 +172,8 @@ def check_choice(value: Any, name: str, options: Sequence[S]) -> S:
             return option
     listed = ", ".join(repr(o) for o in options[:-1]) + f" or {options[-1]!r}"
     hint = suggest(value, list(options)) if isinstance(value, str) and value else ""
-    raise ConfigError(f"{_show(name, value)} is not an option; use {listed}.{hint}")
+    why = f" ({meaning})" if meaning else ""
+    raise ConfigError(f"{_show(name, value)} is not an option; use {listed}{why}.{hint}")
 
 
 def check_names(value: Any, name: str, *, none: bool = True) -> tuple[str, ...] | None:

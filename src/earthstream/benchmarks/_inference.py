@@ -33,8 +33,7 @@ from typing import Any
 
 import numpy as np
 
-Spec = dict[str, Any]
-Result = dict[str, Any]
+from ._limit import Result, Spec, limit
 
 __all__ = ["INFERENCE_METHODS"]
 
@@ -56,8 +55,6 @@ def _out_dir(spec: Spec) -> Path:
 
 
 def inference_limit(spec: Spec) -> list[Result]:
-    from ._measure import limit
-
     runs = limit({**spec, "window": 1})  # every chunk of every step
     for run in runs:
         run["samples"] = spec["n_windows"]
@@ -243,7 +240,7 @@ def run_inference_bench(config: Any) -> dict[str, Any]:
     import os
     import sys
 
-    from ._runner import _log, _row, _run, _target
+    from ._common import _log, _row, _run, _target
     from ._stores import LAYOUTS, SIZES, VARIABLES, make_store
 
     started = time.time()

@@ -87,7 +87,7 @@ def make_weather_store(folder: Path, layout: WeatherLayout, smoke: bool, progres
 
 def measure_weather(config: Any, name: str) -> list[dict[str, Any]]:
     """The rows of one weather layout (``config`` is the bench's ``BenchConfig``)."""
-    from ._runner import _log, _median, _row, _run, _warm
+    from ._common import _log, _median, _row, _run, _warm
 
     layout = WEATHER[name]
     smoke = config.size == "smoke"
@@ -172,7 +172,7 @@ def measure_weather(config: Any, name: str) -> list[dict[str, Any]]:
 
 def weather_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The issue's targets for whole-field forecast samples."""
-    from ._runner import _target
+    from ._common import _target
 
     out = []
     for name in WEATHER:

@@ -5,7 +5,7 @@ Each framework is an optional extra and is imported only when its names are used
 
 from typing import Any
 
-__all__ = ["DeviceLoader", "JaxBatch", "JaxStream", "TorchBatch", "TorchStream"]
+__all__ = ["DeviceLoader", "JaxBatch", "JaxStream", "TorchBatch", "TorchStream", "to_torch"]
 
 _JAX = ("JaxBatch", "JaxStream")
 

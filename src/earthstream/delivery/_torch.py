@@ -20,200 +20,31 @@ import signal
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .._batch import Batch
 from .._sharding import MAX_WORKERS
 from .._validate import check_flag, check_whole
+from ..engine import StreamLayout
 from ..errors import ConfigError, ResumeError, WorkerError
+from ._torch_batch import TorchBatch, batch_views, to_tensor
 
 if TYPE_CHECKING:
     from .._sharding import ShardedStream
     from ..stats import Normalizer
 
-__all__ = ["DeviceLoader", "SharedCount", "TorchBatch", "TorchStream", "WorkerReport", "to_tensor"]
-
-
-def to_tensor(array: np.ndarray) -> torch.Tensor | np.ndarray:
-    """Zero-copy tensor of a NumPy array; datetimes become int64 nanoseconds.
-
-    Arrays torch cannot hold (strings, objects) are returned unchanged.
-    """
-    if array.dtype.kind == "M":
-        array = array.astype("datetime64[ns]").view(np.int64)
-    elif array.dtype.kind == "m":
-        array = array.astype("timedelta64[ns]").view(np.int64)
-    elif array.dtype.kind in "OSUV" or not array.dtype.isnative:
-        return array
-    return torch.from_numpy(array)
-
-
-@dataclass(frozen=True)
-class _View:
-    """How to cut one variable out of a stacked ``(B, C, *common)`` tensor."""
-
-    start: int
-    stop: int
-    shape: tuple[int, ...]
-    perm: tuple[int, ...]
-
-    def __call__(self, stacked: torch.Tensor) -> torch.Tensor:
-        block = stacked[:, self.start : self.stop]
-        return block.reshape(stacked.shape[0], *self.shape).permute(0, *self.perm)
-
-
-@dataclass(frozen=True)
-class _Strided:
-    """A view of the stacked tensor: shape, strides and offset in elements (any view
-    NumPy made of the stacked array, e.g. a forecast's input steps of one variable)."""
-
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]
-    offset: int
-
-    def __call__(self, stacked: torch.Tensor) -> torch.Tensor:
-        return stacked.as_strided(self.shape, self.strides, stacked.storage_offset() + self.offset)
-
-    @classmethod
-    def of(cls, view: np.ndarray, stacked: np.ndarray) -> _Strided | None:
-        """``view`` as a view of the C-contiguous ``stacked``, or None if it is not one."""
-        if view.dtype != stacked.dtype or not stacked.flags.c_contiguous:
-            return None
-        item = stacked.itemsize
-        offset = view.__array_interface__["data"][0] - stacked.__array_interface__["data"][0]
-        if offset < 0 or offset >= max(stacked.nbytes, 1) or offset % item:
-            return None
-        if any(s % item for s in view.strides) or any(s < 0 for s in view.strides):
-            return None
-        last = offset + sum((n - 1) * s for n, s in zip(view.shape, view.strides, strict=True))
-        if view.size and last + item > stacked.nbytes:  # not inside the stacked array
-            return None
-        return cls(view.shape, tuple(s // item for s in view.strides), offset // item)
-
-
-@dataclass(frozen=True, eq=False)
-class TorchBatch:
-    """A batch as tensors: ``batch[name]`` -> tensor ``(B, *window dims)``.
-
-    Carries the same fields as :class:`earthstream.Batch`; ``padded`` (bool,
-    ``(B,)``) marks samples repeated to even out ranks.  ``coords`` holding
-    datetimes are int64 nanoseconds since 1970 (``coords_dtype`` keeps the
-    original dtype so they can be turned back with ``.numpy().view(dtype)``).
-    With ``stack=True`` only ``stacked`` is stored; ``batch[name]`` is a view.
-    """
-
-    tensors: Mapping[str, torch.Tensor]
-    starts: Mapping[str, torch.Tensor]
-    coords: Mapping[str, Any]
-    window_ids: torch.Tensor
-    epoch: int
-    index: int
-    dims: Mapping[str, tuple[str, ...]]
-    padded: torch.Tensor
-    mask: torch.Tensor | None = None
-    mask_dims: tuple[str, ...] = ()
-    stacked: torch.Tensor | None = None
-    channels: tuple[str, ...] = ()
-    views: Mapping[str, _View | _Strided] = field(default_factory=dict)
-    coords_dtype: Mapping[str, np.dtype[Any]] = field(default_factory=dict)
-    attrs: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_batch(cls, batch: Batch, views: Mapping[str, _View] | None = None) -> TorchBatch:
-        stacked = None if batch.stacked is None else torch.from_numpy(batch.stacked)
-        # with stack=True the variables (and a forecast's input and target steps of
-        # them) are views of `stacked`, kept as views of it through pinning and device
-        # moves; other entries (encodings) stay.  No copy here.
-        found: dict[str, _View | _Strided] = {}
-        if batch.stacked is not None:
-            for k, v in batch.items():
-                strided = _Strided.of(v, batch.stacked)
-                if strided is not None:  # else a copy (unevenly spaced steps): a tensor
-                    found[k] = strided
-        tensors = {k: torch.from_numpy(v) for k, v in batch.items() if k not in found}
-        return cls(
-            tensors=tensors,
-            starts={k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.starts.items()},
-            coords={k: to_tensor(np.ascontiguousarray(v)) for k, v in batch.coords.items()},
-            window_ids=torch.from_numpy(np.ascontiguousarray(batch.window_ids)),
-            epoch=batch.epoch,
-            index=batch.index,
-            dims=dict(batch.dims),
-            padded=torch.from_numpy(batch.padded),
-            mask=None if batch.mask is None else torch.from_numpy(batch.mask),
-            mask_dims=batch.mask_dims,
-            stacked=stacked,
-            channels=batch.channels,
-            views=found,
-            coords_dtype={k: v.dtype for k, v in batch.coords.items()},
-            attrs=dict(batch.attrs),
-        )
-
-    # -- mapping-like access ----------------------------------------------------------
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if self.stacked is not None and name in self.views:
-            return self.views[name](self.stacked)
-        return self.tensors[name]
-
-    def keys(self) -> list[str]:
-        return list(self.dims)
-
-    def record(self, name: str) -> Any:
-        """Modality ``name`` of a multi-modal batch (see :meth:`earthstream.Batch.record`)."""
-        from ..multimodal._spec import record_of
-
-        return record_of(self, name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.dims)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.dims
-
-    @property
-    def size(self) -> int:
-        return int(self.window_ids.shape[0])
-
-    # -- memory placement ---------------------------------------------------------------
-    def _map(self, fn: Any) -> TorchBatch:
-        def each(values: Mapping[str, Any]) -> dict[str, Any]:
-            return {k: fn(v) if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-
-        return replace(
-            self,
-            tensors=each(self.tensors),
-            starts=each(self.starts),
-            coords=each(self.coords),
-            window_ids=fn(self.window_ids),
-            padded=fn(self.padded),
-            mask=None if self.mask is None else fn(self.mask),
-            stacked=None if self.stacked is None else fn(self.stacked),
-        )
-
-    def pin_memory(self) -> TorchBatch:
-        """Page-locked copy for fast host-to-GPU transfer (called by ``DataLoader``)."""
-        return self._map(lambda t: t.pin_memory())
-
-    def to(self, device: str | torch.device, non_blocking: bool = False) -> TorchBatch:
-        """The batch on ``device``; tensors already there are not copied."""
-        device = torch.device(device)
-        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
-
-    def __repr__(self) -> str:
-        if self.stacked is not None:
-            body = f"stacked={tuple(self.stacked.shape)} channels={list(self.channels)}"
-        else:
-            body = ", ".join(f"{k}: {tuple(v.shape)}" for k, v in self.tensors.items())
-        device = (self.stacked if self.stacked is not None else self.window_ids).device
-        pad = int(self.padded.sum())
-        head = f"<TorchBatch epoch={self.epoch} index={self.index} size={self.size}"
-        head += f" padded={pad}" if pad else ""
-        return f"{head} {body} on {device}>"
+__all__ = [
+    "DeviceLoader",
+    "SharedCount",
+    "TorchBatch",
+    "TorchStream",
+    "WorkerReport",
+    "to_tensor",
+    "to_torch",
+]
 
 
 @dataclass(frozen=True)
@@ -239,23 +70,6 @@ class SharedCount:
     @property
     def value(self) -> int:
         return int(self._value.value)
-
-
-def _views(stream: ShardedStream) -> dict[str, _View]:
-    layout = getattr(stream, "layout", None)
-    if layout is None or not layout.stack:  # a ChipStream has no chunk layout
-        return {}
-    views = {}
-    for v in layout.variables:
-        extra = [d for d in v.sample_dims if d not in layout.common_dims]
-        order = extra + list(layout.common_dims)
-        views[v.name] = _View(
-            start=v.channel_start,
-            stop=v.channel_start + v.n_channels,
-            shape=tuple(layout.grid.axis(d).length for d in order),
-            perm=tuple(1 + order.index(d) for d in v.sample_dims),
-        )
-    return views
 
 
 def _loader_state(state: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -351,7 +165,7 @@ class TorchStream(IterableDataset[TorchBatch]):
             if pin_memory is None
             else check_flag(pin_memory, "pin_memory")
         )
-        self._views = _views(stream)
+        self._views = batch_views(_layout(stream))
         self.normalizer = _normalizer(normalize)
         self._device_stage = False  # set while DeviceLoader starts workers: it calls to_device
         if self.normalizer is not None:
@@ -456,6 +270,36 @@ class TorchStream(IterableDataset[TorchBatch]):
         return DeviceLoader(loader, self)
 
 
+def to_torch(
+    stream: ShardedStream,
+    device: str | torch.device = "cpu",
+    *,
+    non_blocking: bool = True,
+    pin_memory: bool | None = None,
+    normalize: Any = None,
+) -> TorchStream:
+    """A stream as a ``torch.utils.data.IterableDataset`` yielding batches as tensors.
+
+    ``stream.to_torch(...)`` forwards here.  ``normalize`` (a statistics JSON
+    path, :class:`~earthstream.Stats` or :class:`~earthstream.Normalizer`)
+    applies ``(x - mean) / std`` on the device in the last stage.  See
+    :class:`TorchStream` for the other arguments.
+
+    >>> import earthstream as es, numpy as np
+    >>> src = es.ArraySource({"x": (("t", "y"), np.zeros((4, 8), "f4"))})
+    >>> ds = to_torch(es.Stream(src, {"y": 8}, batch_size=2))
+    >>> next(iter(ds))["x"].shape
+    torch.Size([2, 8])
+    """
+    return TorchStream(
+        stream,
+        device=device,
+        non_blocking=non_blocking,
+        pin_memory=pin_memory,
+        normalize=normalize,
+    )
+
+
 def _device(device: Any) -> torch.device:
     """``device`` as a ``torch.device``; a :class:`ConfigError` naming it otherwise."""
     if not isinstance(device, str | torch.device):
@@ -514,6 +358,12 @@ def _dead_workers(iterator: Any, exc: BaseException) -> str:
             how = f"exited unexpectedly with status {code}"
         phrases.append(f"worker (pid {w.pid}, worker {i}) {how}")
     return "; ".join(phrases)
+
+
+def _layout(stream: ShardedStream) -> StreamLayout | None:
+    """The window layout of a :class:`~earthstream.Stream` (a ChipStream has none)."""
+    layout = getattr(stream, "layout", None)
+    return layout if isinstance(layout, StreamLayout) else None
 
 
 def _remote(stream: Any) -> bool:

@@ -1,15 +1,20 @@
-"""Cutting windows out of resident chunks into batch arrays.
+"""Cutting samples out of resident chunks: the copy primitives every assembler uses.
 
-Windows wholly inside one chunk are cut by one fancy-index gather per variable
-over a sliding-window view of the variable's slot slab: a single NumPy call
-that copies every window of the batch (no per-window Python, the GIL released),
-and whose result *is* the batch array.  Other windows come as *pieces* (see
-``_plan``): a uniform batch (time stacks of whole fields, a forecast's steps)
-is one gather of all its pieces; otherwise pieces of one extent are copied
-together (a gather from the slab and a scatter into the batch).  Pieces of
-whole fields are large: they are copied one by one, straight from the slot into
-the batch (stacked or not): one copy per use, no intermediate array, each copy
-a single memcpy-like NumPy call that releases the GIL.
+Samples whose box is the frame inside one chunk are cut by one fancy-index
+gather per variable over a sliding-window view of the variable's slot slab: a
+single NumPy call that copies every sample of the batch (no per-sample Python,
+the GIL released), and whose result *is* the batch array.  Other samples come
+as *pieces* (see ``_plan``): a uniform batch (time stacks of whole fields, a
+forecast's steps) is one gather of all its pieces; otherwise pieces of one
+extent are copied together (a gather from the slab and a scatter into the
+batch).  Pieces of whole fields are large: they are copied one by one, straight
+from the slot into the batch (stacked or not): one copy per use, no
+intermediate array, each copy a single memcpy-like NumPy call that releases the
+GIL.
+
+Pieces are placed in a variable's *frame*: the ``(n, *box)`` view over all of
+its dims (iterated dims as length 1, :func:`frame_of`) of the array its samples
+go to.
 """
 
 from __future__ import annotations
@@ -20,11 +25,19 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._buffers import BatchBuffers, aligned_empty
-from ._layout import StreamLayout, VarLayout
-from ._plan import BatchPlan, Pieces, VarPlan
+from ._layout import VarLayout
+from ._plan import Pieces, VarPlan
 from ._slots import SlotPool
 
-__all__ = ["BatchArrays", "copy_pieces", "cut_batch", "scatter_key", "validity_mask"]
+__all__ = [
+    "BIG_PIECE",
+    "BatchArrays",
+    "copy_pieces",
+    "cut_var",
+    "frame_of",
+    "new_array",
+    "scatter_key",
+]
 
 #: Pieces of at least this many elements are copied one by one (the copy dwarfs
 #: the Python around it); smaller ones of one extent are gathered together.
@@ -35,26 +48,23 @@ _FEW = 6
 
 @dataclass
 class BatchArrays:
-    """The arrays of one assembled batch."""
+    """The arrays of one assembled batch, as its assembler lays them out.
 
-    data: dict[str, np.ndarray]  # per variable (views into ``stacked`` when stacking)
+    ``data``: per variable (by its batch name), or per output of the stream kind;
+    ``stacked``: one array the entries of ``data`` are views of, if any;
+    ``nbytes``: what the arrays hold (the engine counts it against the budget).
+    """
+
+    data: dict[str, np.ndarray]
     stacked: np.ndarray | None
     nbytes: int
 
 
-def _stacked_view(stacked: np.ndarray, var: VarLayout, layout: StreamLayout) -> np.ndarray:
-    """The variable's (B, *sample shape) view into the (B, C, *common) stacked array."""
-    b = stacked.shape[0]
-    block = stacked[:, var.channel_start : var.channel_start + var.n_channels]
-    extra = [d for d in var.sample_dims if d not in layout.common_dims]
-    order = extra + list(layout.common_dims)
-    sizes = [layout.grid.axis(d).length for d in order]
-    view = np.reshape(block, (b, *sizes), copy=False)
-    perm = [0] + [1 + order.index(d) for d in var.sample_dims]
-    return view.transpose(perm)
-
-
-def _new(var: VarLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None) -> np.ndarray:
+def new_array(
+    var: VarLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None
+) -> np.ndarray:
+    """A ``(n, *sample shape)`` array for ``var`` (from ``buffers`` when given), filled
+    with its fill value when ``prefill``."""
     shape = (n, *var.sample_shape)
     out = (
         buffers.empty(shape, var.dtype) if buffers is not None else aligned_empty(shape, var.dtype)
@@ -64,9 +74,9 @@ def _new(var: VarLayout, n: int, prefill: bool, buffers: BatchBuffers | None = N
     return out
 
 
-def _full(out: np.ndarray, var: VarLayout) -> np.ndarray:
+def frame_of(out: np.ndarray, var: VarLayout) -> np.ndarray:
     """``out`` (n, *sample shape) as a view over all of the variable's dims (iterated
-    dims as length 1), the frame pieces are placed in."""
+    dims as length 1): the frame pieces are placed in."""
     squeezed = tuple(1 + d for d, k in enumerate(var.keep) if not k)
     return np.expand_dims(out, squeezed) if squeezed else out
 
@@ -135,8 +145,8 @@ def _cut_uniform(
     assert counts is not None
     extent = pieces.size[0].tolist()
     if int(np.prod(extent)) >= BIG_PIECE or len(pieces) < _FEW:
-        out = dest if dest is not None else _new(var, n, False, buffers)
-        copy_pieces(pool.slab, slots[pieces.position], pieces, _full(out, var))
+        out = dest if dest is not None else new_array(var, n, False, buffers)
+        copy_pieces(pool.slab, slots[pieces.position], pieces, frame_of(out, var))
         return out
     got = sliding_window_view(pool.slab, (1, *extent))[(slots[pieces.position], *pieces.src.T)]
     ndim = len(extent)
@@ -167,7 +177,7 @@ def cut_var(
     var = pool.var
     windows = pool.windows
     if not n:
-        return dest if dest is not None else _new(var, n, prefill)
+        return dest if dest is not None else new_array(var, n, prefill)
     big = int(np.prod(var.lengths, dtype=np.int64)) >= BIG_PIECE
     if plan.all_inside and windows is not None and not big:
         gathered = windows[(slots[plan.which], *plan.local.T)]
@@ -178,7 +188,7 @@ def cut_var(
         return dest
     if plan.counts is not None:
         return _cut_uniform(pool, plan, slots, n, dest, buffers)
-    out = dest if dest is not None else _new(var, n, prefill, buffers)
+    out = dest if dest is not None else new_array(var, n, prefill, buffers)
     rows = np.flatnonzero(plan.which >= 0)
     if len(rows):
         if windows is not None and not big:
@@ -186,82 +196,20 @@ def cut_var(
             out[rows] = picked.reshape((len(rows), *var.sample_shape))
         else:
             inside = _inside_pieces(plan, var, rows)
-            copy_pieces(pool.slab, slots[inside.position], inside, _full(out, var))
+            copy_pieces(pool.slab, slots[inside.position], inside, frame_of(out, var))
     pieces = plan.pieces
-    copy_pieces(pool.slab, slots[pieces.position], pieces, _full(out, var))
+    copy_pieces(pool.slab, slots[pieces.position], pieces, frame_of(out, var))
     return out
 
 
-def _stacked(layout: StreamLayout, n: int, buffers: BatchBuffers | None) -> np.ndarray:
-    shape = (n, len(layout.channels), *layout.common_shape)
-    if buffers is not None:
-        return buffers.empty(shape, layout.stacked_dtype)
-    return aligned_empty(shape, layout.stacked_dtype)
-
-
-def allocate(
-    layout: StreamLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None
-) -> BatchArrays:
-    """Arrays for a batch assembled chunk by chunk (the tight-memory path)."""
-    if layout.stack and layout.stacked_dtype is not None:
-        stacked = _stacked(layout, n, buffers)
-        data = {v.name: _stacked_view(stacked, v, layout) for v in layout.variables}
-        if prefill:
-            for v in layout.variables:
-                data[v.name][...] = v.fill
-        return BatchArrays(data, stacked, stacked.nbytes)
-    data = {v.name: _new(v, n, prefill, buffers) for v in layout.variables}
-    return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
-
-
-def cut_batch(
-    layout: StreamLayout,
-    pools: list[SlotPool],
-    plan: BatchPlan,
-    slots: list[np.ndarray],
-    buffers: BatchBuffers | None = None,
-) -> BatchArrays:
-    """The whole batch, cut from resident chunks (runs on a cut thread)."""
-    n = len(plan.ids)
-    if layout.stack and layout.stacked_dtype is not None:
-        stacked = _stacked(layout, n, buffers)
-        data = {}
-        for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True):
-            view = _stacked_view(stacked, var, layout)
-            if plan.padded:
-                view[...] = var.fill
-            data[var.name] = cut_var(pool, vplan, s, n, view, plan.padded)
-        return BatchArrays(data, stacked, stacked.nbytes)
-    data = {
-        var.name: cut_var(pool, vplan, s, n, None, plan.padded, buffers)
-        for var, vplan, pool, s in zip(layout.variables, plan.vars, pools, slots, strict=True)
-    }
-    return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
-
-
 def scatter_key(
-    pool: SlotPool, plan: VarPlan, position: int, chunk: np.ndarray, out: np.ndarray
+    pool: SlotPool, plan: VarPlan, position: int, chunk: np.ndarray, full: np.ndarray
 ) -> None:
-    """Copy what chunk ``plan.keys[position]`` holds of the batch's windows into ``out``."""
+    """Copy what chunk ``plan.keys[position]`` holds of the batch's samples into ``full``
+    (the variable's frame, :func:`frame_of`)."""
     var = pool.var
     slab = chunk[None]
-    full = _full(out, var)
     inside = _inside_pieces(plan, var, np.flatnonzero(plan.which == position))
     copy_pieces(slab, np.zeros(len(inside), np.intp), inside, full)
     mine = plan.pieces.take(plan.pieces.position == position)
     copy_pieces(slab, np.zeros(len(mine), np.intp), mine, full)
-
-
-def validity_mask(layout: StreamLayout, starts: np.ndarray) -> np.ndarray:
-    """Boolean ``(n, *window)`` mask: True where a padded window holds real data."""
-    mask = np.ones((len(starts), *layout.mask_shape), dtype=bool)
-    position = 0
-    for a, axis in enumerate(layout.grid.axes):
-        if axis.squeeze:
-            continue
-        inside = (starts[:, a, None] + axis.positions()) < axis.size  # (n, length)
-        shape = [len(starts)] + [1] * len(layout.mask_shape)
-        shape[1 + position] = axis.length
-        mask &= inside.reshape(shape)
-        position += 1
-    return mask

@@ -22,21 +22,31 @@ from typing import Any
 import numpy as np
 
 from ..errors import DimensionError
+from ..protocols import VariableInfo
 from ..sampling import WindowGrid
-from ..sources import VariableInfo
 
 __all__ = ["StreamLayout", "VarLayout", "build_layout", "union_dims"]
 
 
 @dataclass(frozen=True)
 class VarLayout:
-    """One variable's place in the stream.
+    """One variable of one input source, as the engine reads, caches and cuts it.
 
-    ``grid_axes[i]`` is the window-grid axis of the variable's dim ``i``;
-    ``lengths`` the window length along each of its dims (1 where iterated);
-    ``keep`` which of its dims stay in the sample.  ``spans`` are the positions a
-    window covers from its start (``lengths`` unless a dim reads selected
-    ``offsets``, e.g. a forecast's steps; ``None`` there for every position).
+    The engine's unit: ``input`` is the position of its source among the
+    engine's inputs, ``name`` its name there (what ``read_chunk`` is given),
+    ``shape``/``chunks``/``dtype``/``fill`` as the source describes it (``fill``
+    cast to the dtype the batch holds).  ``lengths`` is the variable's *frame*:
+    the box one sample holds along each of its dims (1 where iterated; for
+    windows on a grid the window, for boxes of varying size the largest), and
+    ``keep`` which of its dims stay in the sample (the others are squeezed).
+    ``label`` is the name in batches and reports when it differs from ``name``
+    (two inputs with a variable of one name).
+
+    For window grids (:func:`build_layout`): ``grid_axes[i]`` is the window-grid
+    axis of the variable's dim ``i``; ``spans`` are the positions a window covers
+    from its start (``lengths`` unless a dim reads selected ``offsets``, e.g. a
+    forecast's steps; ``None`` there for every position); ``limit`` where the
+    stream's selection ends.
     """
 
     name: str
@@ -68,6 +78,48 @@ class VarLayout:
     #: Where the stream's selection ends along each dim (default: the array's end);
     #: windows padded past it are filled, never read from beyond it.
     limit: tuple[int, ...] = ()
+    #: Position of the variable's source among the engine's inputs.
+    input: int = 0
+    #: Name in batches and reports, when not ``name``.
+    label: str = ""
+
+    @property
+    def batch_name(self) -> str:
+        """The variable's name in batches and reports."""
+        return self.label or self.name
+
+    @classmethod
+    def of(
+        cls,
+        info: VariableInfo,
+        frame: Sequence[int],
+        *,
+        input: int = 0,
+        label: str = "",
+        keep: Sequence[bool] | None = None,
+    ) -> VarLayout:
+        """Variable ``info`` of input ``input`` with a ``frame`` (the box one sample
+        holds along each of its dims), for stream kinds other than the window grid.
+
+        >>> info = VariableInfo("dem", ("y", "x"), (90, 120), np.dtype("f4"), (30, 40), None)
+        >>> var = VarLayout.of(info, (8, 8), input=1, label="static/dem")
+        >>> var.batch_name, var.sample_shape, var.chunk_grid, var.fill
+        ('static/dem', (8, 8), (3, 3), nan)
+        """
+        dtype = np.dtype(info.dtype).newbyteorder("=")
+        return cls(
+            name=info.name,
+            dims=info.dims,
+            grid_axes=(),
+            shape=info.shape,
+            chunks=info.chunks,
+            lengths=tuple(int(n) for n in frame),
+            keep=tuple(keep) if keep is not None else (True,) * len(info.dims),
+            dtype=dtype,
+            fill=_fill_for(dtype, info.fill_value),
+            input=input,
+            label=label,
+        )
 
     @property
     def end(self) -> tuple[int, ...]:
@@ -205,8 +257,10 @@ def build_layout(
     *,
     stack: bool = False,
     coords: Mapping[str, np.ndarray] | None = None,
+    input: int = 0,
 ) -> StreamLayout:
-    """Check that ``variables`` fit ``grid`` and describe their batch arrays."""
+    """Check that ``variables`` (of input ``input``) fit ``grid`` and describe their batch
+    arrays."""
     dims = grid.dims
     layouts: list[VarLayout] = []
     for info in variables:
@@ -236,6 +290,7 @@ def build_layout(
                 dtype=dtype,
                 fill=_fill_for(dtype, info.fill_value),
                 limit=tuple(grid.axes[a].origin + grid.axes[a].size for a in grid_axes),
+                input=input,
             )
         )
     if not stack:

@@ -1,26 +1,32 @@
 """Loading chunks into slots: one stage locally, fetch then decode for object stores.
 
-Local files are read and decoded by the same task (reads are cheap, mostly
-memory maps).  Object stores answer in tens of milliseconds, so there the
-work is split: many fetches in flight on an I/O pool (network waits release
-the GIL), and decoding on a pool the size of the CPU.  Fetches of inner chunks
-of one shard are grouped, so the source can merge their byte ranges.
-Every load ends in a future per chunk key: ``True`` (decoded into its slot),
-``False`` (not stored: the slot holds the fill value) or an exception.
+The engine reads from any number of inputs; each load goes to its variable's
+input (``VarLayout.input``), whose capabilities were resolved once
+(:class:`~earthstream.protocols.SourceCapabilities`).  Inputs read from local
+files are read and decoded by the same task (reads are cheap, mostly memory
+maps).  Inputs that fetch and decode in two steps (object stores:
+:class:`~earthstream.protocols.SplitFetch`) answer in tens of milliseconds, so
+there the work is split: many fetches in flight on an I/O pool (network waits
+release the GIL), and decoding on a pool the size of the CPU.  Fetches of chunks
+the source groups (inner chunks of one shard, tiles of one row) go together, so
+the source can merge their byte ranges.  Every load ends in a future per chunk
+key: ``True`` (decoded into its slot), ``False`` (not stored: the slot holds the
+fill value) or an exception.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..sources import ChunkedSource
+from ..protocols import ChunkedSource, SourceCapabilities, SplitFetch
+from ._layout import VarLayout
 
 __all__ = ["ChunkLoader"]
 
@@ -28,6 +34,7 @@ __all__ = ["ChunkLoader"]
 @dataclass
 class _Item:
     key: int
+    source: SplitFetch
     name: str
     index: tuple[int, ...]
     out: np.ndarray
@@ -35,17 +42,21 @@ class _Item:
     future: Future[bool]
 
 
-def _store(
-    source: ChunkedSource, name: str, index: tuple[int, ...], out: np.ndarray, fill: Any
-) -> bool:
-    """Read and decode one chunk into its slot; a chunk not stored becomes fill values."""
-    chunk = source.read_chunk(name, index, out)
+def _landed(chunk: np.ndarray | None, out: np.ndarray, fill: Any) -> bool:
+    """Put a decoded chunk in its slot; a chunk not stored becomes fill values."""
     if chunk is None:
         out[...] = fill
         return False
     if chunk is not out:  # a source that ignores ``out``
         out[tuple(slice(0, n) for n in chunk.shape)] = chunk
     return True
+
+
+def _store(
+    source: ChunkedSource, name: str, index: tuple[int, ...], out: np.ndarray, fill: Any
+) -> bool:
+    """Read and decode one chunk into its slot."""
+    return _landed(source.read_chunk(name, index, out), out, fill)
 
 
 def _call_notify(notify: Callable[[int], None], key: int, _: Future[bool]) -> None:
@@ -57,30 +68,22 @@ class ChunkLoader:
 
     def __init__(
         self,
-        source: ChunkedSource,
+        inputs: Sequence[ChunkedSource],
+        capabilities: Sequence[SourceCapabilities],
         num_threads: int,
-        io_concurrency: int,
         notify: Callable[[int], None],
     ) -> None:
-        self.source = source
+        self.inputs = list(inputs)
+        self.capabilities = list(capabilities)
         self.notify = notify
         self.decode_pool = ThreadPoolExecutor(num_threads, thread_name_prefix="earthstream-decode")
-        split = io_concurrency > 0 and hasattr(source, "fetch_chunks")
+        io = sum(c.io_concurrency for c in self.capabilities if c.split is not None)
         self.fetch_pool = (
-            ThreadPoolExecutor(io_concurrency, thread_name_prefix="earthstream-fetch")
-            if split
-            else None
+            ThreadPoolExecutor(io, thread_name_prefix="earthstream-fetch") if io else None
         )
         self.futures: dict[int, Future[bool]] = {}
         self._direct: set[int] = set()  # keys whose future is the decode pool's own
         self._pending: list[_Item] = []
-        self._group: Callable[[str, tuple[int, ...]], Hashable] = getattr(
-            source, "fetch_group", lambda name, index: index
-        )
-
-    @property
-    def two_stage(self) -> bool:
-        return self.fetch_pool is not None
 
     def __len__(self) -> int:
         return len(self.futures)
@@ -88,13 +91,13 @@ class ChunkLoader:
     def __contains__(self, key: object) -> bool:
         return key in self.futures
 
-    def submit(
-        self, key: int, name: str, index: tuple[int, ...], out: np.ndarray, fill: Any
-    ) -> None:
-        """Start loading chunk ``index`` of ``name`` into ``out`` (two-stage: at :meth:`flush`)."""
+    def submit(self, key: int, var: VarLayout, index: tuple[int, ...], out: np.ndarray) -> None:
+        """Start loading chunk ``index`` of ``var`` into ``out`` (two-stage: at :meth:`flush`)."""
         notify = functools.partial(_call_notify, self.notify, key)
-        if self.fetch_pool is None:  # one task, one future: the per-chunk cost stays small
-            direct = self.decode_pool.submit(_store, self.source, name, index, out, fill)
+        split = self.capabilities[var.input].split
+        if split is None or self.fetch_pool is None:  # one task, one future: cheap per chunk
+            source = self.inputs[var.input]
+            direct = self.decode_pool.submit(_store, source, var.name, index, out, var.fill)
             self.futures[key] = direct
             self._direct.add(key)
             direct.add_done_callback(notify)
@@ -103,15 +106,16 @@ class ChunkLoader:
         future.set_running_or_notify_cancel()
         future.add_done_callback(notify)
         self.futures[key] = future
-        self._pending.append(_Item(key, name, index, out, fill, future))
+        self._pending.append(_Item(key, split, var.name, index, out, var.fill, future))
 
     def flush(self) -> None:
-        """Send the fetches started since the last flush, grouped by shard."""
+        """Send the fetches started since the last flush, grouped as each source asks."""
         if not self._pending or self.fetch_pool is None:
             return
-        groups: dict[tuple[str, Hashable], list[_Item]] = {}
+        groups: dict[tuple[int, str, Hashable], list[_Item]] = {}
         for item in self._pending:
-            groups.setdefault((item.name, self._group(item.name, item.index)), []).append(item)
+            group = item.source.fetch_group(item.name, item.index)
+            groups.setdefault((id(item.source), item.name, group), []).append(item)
         self._pending = []
         for items in groups.values():
             self.fetch_pool.submit(self._fetch, items)
@@ -122,8 +126,9 @@ class ChunkLoader:
 
     # -- worker side --------------------------------------------------------------
     def _fetch(self, items: list[_Item]) -> None:
+        first = items[0]
         try:
-            raws = self.source.fetch_chunks(items[0].name, [i.index for i in items])  # type: ignore[attr-defined]
+            raws = first.source.fetch_chunks(first.name, [i.index for i in items])
         except BaseException as exc:
             for item in items:
                 item.future.set_exception(exc)
@@ -140,14 +145,8 @@ class ChunkLoader:
 
     def _decode(self, item: _Item, raw: Any) -> None:
         try:
-            chunk = self.source.decode_chunk(item.name, item.index, raw, item.out)  # type: ignore[attr-defined]
-            if chunk is None:
-                item.out[...] = item.fill
-                item.future.set_result(False)
-            else:
-                if chunk is not item.out:
-                    item.out[tuple(slice(0, n) for n in chunk.shape)] = chunk
-                item.future.set_result(True)
+            chunk = item.source.decode_chunk(item.name, item.index, raw, item.out)
+            item.future.set_result(_landed(chunk, item.out, item.fill))
         except BaseException as exc:
             item.future.set_exception(exc)
 

@@ -86,7 +86,7 @@ class EpochReport:
             raise ValueError("no reports to merge")
         merged = cls(epoch=reports[0].epoch, shard=shard, num_shards=num_shards)
         for name in _SUMMED:
-            setattr(merged, name, sum(getattr(r, name) for r in reports))
+            vars(merged)[name] = sum(vars(r)[name] for r in reports)
         for r in reports:
             merged.decodes.update(r.decodes)
             merged.corrupt_chunks.extend(r.corrupt_chunks)

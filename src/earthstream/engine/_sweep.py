@@ -6,41 +6,52 @@ batches one at a time decodes nearly every chunk for every batch.  A sweep
 turns the loop around: it allocates the outputs of the next ``K`` batches (as
 much as the budget allows), then reads each chunk those batches need once,
 copies its windows into all of them, and lets it go.  Each chunk is decoded
-once per sweep instead of once per batch.
+once per sweep instead of once per batch.  The outputs are laid out by the
+stream kind's assembler (:meth:`~earthstream.engine.Assembler.allocate`), each
+variable's pieces copied into its frame; each batch then takes its own rows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import queue
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._assemble import _full, allocate, copy_pieces
-from ._layout import StreamLayout
+from ..sampling import EpochOrder
+from ._assemble import BatchArrays, copy_pieces
+from ._kind import Assembler
+from ._layout import VarLayout
+from ._pass import Delivery, Pass
 from ._plan import BatchPlan, Pieces
 from ._slots import SlotPool
 
-__all__ = ["SweepOutputs", "sweep_outputs", "sweep_targets"]
+__all__ = ["KeyTargets", "SweepOutputs", "run_sweeps", "sweep_outputs", "sweep_targets"]
 
 
 @dataclass
 class SweepOutputs:
-    """The outputs of the batches of one sweep, stacked along the sample axis."""
+    """The outputs of the batches of one sweep, one after the other along the sample axis."""
 
-    data: dict[str, np.ndarray]  # per variable: (total windows, *sample shape)
-    stacked: np.ndarray | None
+    arrays: BatchArrays  # (total samples, ...) as the assembler lays them out
     offsets: list[int]  # row where each batch starts (plus the end)
-    nbytes: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.arrays.nbytes
 
 
-def sweep_outputs(layout: StreamLayout, plans: Sequence[BatchPlan]) -> SweepOutputs:
+def sweep_outputs(assembler: Assembler, plans: Sequence[BatchPlan]) -> SweepOutputs:
     offsets = [0]
     for plan in plans:
         offsets.append(offsets[-1] + len(plan.ids))
-    arrays = allocate(layout, offsets[-1], prefill=any(plan.padded for plan in plans))
-    return SweepOutputs(arrays.data, arrays.stacked, offsets, arrays.nbytes)
+    prefill = any(plan.padded for plan in plans)
+    return SweepOutputs(assembler.allocate(offsets[-1], prefill, None), offsets)
 
 
 @dataclass
@@ -56,9 +67,9 @@ class KeyTargets:
     uses: int  # batches of the sweep that use it
 
 
-def sweep_targets(layout: StreamLayout, plans: Sequence[BatchPlan]) -> list[KeyTargets]:
-    """Group every window of the sweep by the chunk(s) it reads from."""
-    n_vars = len(layout.variables)
+def sweep_targets(variables: Sequence[VarLayout], plans: Sequence[BatchPlan]) -> list[KeyTargets]:
+    """Group every sample of the sweep by the chunk(s) it reads from."""
+    n_vars = len(variables)
     out: list[KeyTargets] = []
     offset = 0
     per_var: list[dict[int, dict[str, Any]]] = [{} for _ in range(n_vars)]
@@ -97,7 +108,7 @@ def sweep_targets(layout: StreamLayout, plans: Sequence[BatchPlan]) -> list[KeyT
                     table[keys[int(part.position[0])]]["pieces"].append(part)
         offset += len(plan.ids)
     for vi, table in enumerate(per_var):
-        ndim = len(layout.variables[vi].chunks)
+        ndim = len(variables[vi].chunks)
         for key in table:
             entry = table[key]
             rows: np.ndarray = (
@@ -123,16 +134,83 @@ def sweep_targets(layout: StreamLayout, plans: Sequence[BatchPlan]) -> list[KeyT
     return out
 
 
-def scatter_sweep(pool: SlotPool, target: KeyTargets, slot: int, dest: np.ndarray) -> None:
-    """Copy everything chunk ``target`` holds into the sweep's output rows."""
+def scatter_sweep(pool: SlotPool, target: KeyTargets, slot: int, full: np.ndarray) -> None:
+    """Copy everything chunk ``target`` holds into the sweep's output rows (``full``: the
+    variable's frame in the outputs)."""
     var = pool.var
-    full = _full(dest, var)
     if len(target.rows) and pool.windows is not None:
         picked = pool.windows[(np.full(len(target.rows), slot), *target.local.T)]
-        dest[target.rows] = picked.reshape((len(target.rows), *var.sample_shape))
+        full[target.rows] = picked.reshape((len(target.rows), *var.lengths))
     elif len(target.rows):
         ndim = len(var.chunks)
         size = np.broadcast_to(np.asarray(var.lengths, dtype=np.int64), (len(target.rows), ndim))
         inside = Pieces(target.rows, target.rows * 0, target.local, np.zeros_like(size), size)
         copy_pieces(pool.slab, np.full(len(inside), slot), inside, full)
     copy_pieces(pool.slab, np.full(len(target.pieces), slot), target.pieces, full)
+
+
+def run_sweeps(p: Pass, order: EpochOrder, batches: Sequence[int], out: queue.Queue[Any]) -> None:
+    """Assemble ``sweep_batches`` batches at a time, each chunk loaded once per sweep."""
+    source = order.iter_batches(batches)
+    pools, report, assembler = p.pools, p.report, p.assembler
+    size = p.setup.sweep_batches
+    slot_of: dict[int, int] = {}  # slot of each load in flight
+    while True:
+        span = list(itertools.islice(source, size))
+        if not span:
+            return
+        plans = p.kind.planner.plan(span)
+        outputs = sweep_outputs(assembler, plans)
+        frames = [assembler.frame(outputs.arrays, vi) for vi in range(len(pools))]
+        p.held.add(outputs.nbytes)
+        pending = deque(sweep_targets(p.variables, plans))
+        running: dict[int, KeyTargets] = {}
+        while pending or running:
+            while pending and len(p.loader) < p.setup.max_inflight:
+                target = pending[0]
+                pool = pools[target.var]
+                slot = pool.take()
+                if slot is None:
+                    break
+                pending.popleft()
+                index = tuple(target.index.tolist())
+                p.index_of[target.key] = index
+                slot_of[target.key] = slot
+                p.loader.submit(target.key, pool.var, index, pool.slab[slot])
+                running[target.key] = target
+            in_use = sum(pools[t.var].chunk_nbytes for t in running.values())
+            report.peak_cache_bytes = max(report.peak_cache_bytes, in_use)
+            p.track_peak(in_use)
+            p.loader.flush()
+            if not _drain(p, running, slot_of, frames):
+                p.wait("stall")
+        for i, plan in enumerate(plans):
+            p.take_batch_slot()
+            lo, hi = outputs.offsets[i], outputs.offsets[i + 1]
+            arrays = assembler.take_rows(outputs.arrays, slice(lo, hi))
+            nbytes = p.setup.budget.batch_nbytes
+            p.held.add(nbytes)
+            out.put(Delivery(p.finish(plan, arrays, order.epoch), nbytes))
+        p.held.add(-outputs.nbytes)
+
+
+def _drain(
+    p: Pass, running: dict[int, KeyTargets], slot_of: dict[int, int], frames: list[np.ndarray]
+) -> bool:
+    """Scatter every finished load of a sweep and free its slot; True if any."""
+    landed = False
+    with contextlib.suppress(queue.Empty):
+        while True:
+            key = p.done.get_nowait()
+            target = running.pop(key)
+            pool = p.pools[target.var]
+            slot = slot_of.pop(key)
+            try:
+                p.outcome(key, p.loader.pop(key), pool.var)
+                if key not in p.bad:
+                    scatter_sweep(pool, target, slot, frames[target.var])
+            finally:
+                pool.give(slot)
+            p.report.chunk_uses += target.uses
+            landed = True
+    return landed

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import numpy as np
+from .._records import Record, RecordInfo
+from .._validate import check_choice
 
-from ..errors import ConfigError
+__all__ = [
+    "MISSING",
+    "RESOLUTIONS",
+    "MissingModality",
+    "Modality",
+    "Record",
+    "RecordInfo",
+    "Resolution",
+]
 
-__all__ = ["MISSING", "RESOLUTIONS", "Modality", "Record", "RecordInfo"]
-
-MISSING = ("error", "skip", "zero")
-RESOLUTIONS = ("common", "native")
+#: A modality with no data for a sample: raise, drop the sample, or zeros.
+MissingModality = Literal["error", "skip", "zero"]
+MISSING: tuple[MissingModality, ...] = ("error", "skip", "zero")
+#: Where a modality is read: on the primary's grid, or at its own resolution.
+Resolution = Literal["common", "native"]
+RESOLUTIONS: tuple[Resolution, ...] = ("common", "native")
 
 #: Letters of a record's declared layout, by dim role.
 _LETTERS = {"channel": "C", "variable": "V", "time": "T", "level": "L", "lat": "H", "lon": "W"}
@@ -49,8 +59,8 @@ class Modality:
 
     source: Any
     variables: Any = None  # names; normalized to a tuple
-    missing: str | None = None
-    resolution: str | None = None
+    missing: MissingModality | None = None
+    resolution: Resolution | None = None
     resampling: str = "nearest"
     broadcast_time: bool = False
 
@@ -59,34 +69,11 @@ class Modality:
             object.__setattr__(self, "variables", (self.variables,))
         elif self.variables is not None:
             object.__setattr__(self, "variables", tuple(self.variables))
-        if self.missing is not None and self.missing not in MISSING:
-            raise ConfigError(f"missing={self.missing!r} must be one of {MISSING}.")
-        if self.resolution is not None and self.resolution not in RESOLUTIONS:
-            raise ConfigError(f"resolution={self.resolution!r} must be one of {RESOLUTIONS}.")
-
-
-@dataclass(frozen=True)
-class RecordInfo:
-    """The static description of one modality's records (the same for every sample).
-
-    ``layout`` names the sample axes (``"CHW"``, ``"CTHW"``, ``"VLHW"`` ...);
-    ``channels`` the entries of the first axis.  Wavelengths (micrometres) and
-    GSD (metres) are given where the source says them.
-    """
-
-    name: str
-    kind: str  # "gridded" or "raster"
-    layout: str
-    dims: tuple[str, ...]
-    channels: tuple[str, ...]
-    shape: tuple[int, ...]
-    source: str
-    crs: str | None = None
-    resolution: tuple[float, float] | None = None
-    wavelengths: tuple[float | None, ...] | None = None
-    gsd: tuple[float | None, ...] | None = None
-    static: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+        if self.missing is not None:
+            object.__setattr__(self, "missing", check_choice(self.missing, "missing", MISSING))
+        if self.resolution is not None:
+            resolution = check_choice(self.resolution, "resolution", RESOLUTIONS)
+            object.__setattr__(self, "resolution", resolution)
 
 
 def layout_of(dims: tuple[str, ...], first: str = "channel") -> str:
@@ -96,50 +83,3 @@ def layout_of(dims: tuple[str, ...], first: str = "channel") -> str:
         role = {"latitude": "lat", "longitude": "lon", "y": "lat", "x": "lon"}.get(d, d)
         letters.append(_LETTERS.get(role, d[:1].upper()))
     return "".join(letters)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One modality of a batch: ``data (B, *layout)`` with its description.
-
-    ``present`` (``(B,)`` bool) is False for samples the modality had no data
-    for (``missing="zero"``); ``mask`` (where given) is True on valid pixels.
-    ``meta`` holds the per-sample provenance arrays (e.g. ``transform``,
-    ``time``).
-    """
-
-    info: RecordInfo
-    data: Any
-    present: Any
-    mask: Any = None
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def layout(self) -> str:
-        return self.info.layout
-
-    @property
-    def channels(self) -> tuple[str, ...]:
-        return self.info.channels
-
-
-def record_of(batch: Any, name: str) -> Record:
-    """The :class:`Record` of modality ``name`` in a batch (NumPy or torch)."""
-    infos: Mapping[str, RecordInfo] = batch.attrs.get("modalities", {})
-    if name not in infos:
-        raise KeyError(f"no modality {name!r} in this batch; modalities: {', '.join(infos)}")
-    prefix = name + "/"
-    data = batch[name]
-    present = _entry(batch, prefix + "present")
-    if present is None:
-        present = np.ones(len(data), dtype=bool)
-    mask = _entry(batch, prefix + "mask")
-    meta = {k[len(prefix) :]: v for k, v in batch.coords.items() if k.startswith(prefix)}
-    return Record(info=infos[name], data=data, present=present, mask=mask, meta=meta)
-
-
-def _entry(batch: Any, key: str) -> Any:
-    try:
-        return batch[key]
-    except KeyError:
-        return None

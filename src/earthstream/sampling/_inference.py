@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError
-from ._order import EpochOrder, _runs, shard_range
+from ._epoch import EpochOrder, _runs, shard_range
 from ._windows import WindowGrid
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal, overload
 
 from ..errors import ConfigError
-from ._order import shard_range
+from ._epoch import shard_range
 
 __all__ = [
     "REMAINDERS",

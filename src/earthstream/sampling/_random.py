@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._order import EpochOrder
+from ._epoch import EpochOrder
 from ._permute import permutation_slice
 from ._subset import BlockIndex
 

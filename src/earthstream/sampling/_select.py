@@ -27,37 +27,15 @@ The rules are xarray's (``Dataset.isel`` then ``Dataset.sel``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._names import suggest
 from ..errors import ConfigError, DimensionError, SelectionError
+from ..protocols import Span
 
 __all__ = ["Span", "format_label", "resolve_selection", "selected_coords"]
-
-
-@dataclass(frozen=True)
-class Span:
-    """Positions ``start .. stop - 1`` of one dim in the source arrays.
-
-    ``scalar``: selected by a single label or position (xarray drops such a dim).
-
-    >>> Span(2, 7).size
-    5
-    """
-
-    start: int
-    stop: int
-    scalar: bool = False
-
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
-
-    def as_slice(self) -> slice:
-        return slice(self.start, self.stop)
 
 
 def format_label(value: Any) -> str:

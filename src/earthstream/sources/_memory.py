@@ -9,8 +9,8 @@ import numpy as np
 
 from .._validate import check_whole
 from ..errors import DimensionError
-from ._base import VariableInfo
-from ._zarr import _check_names
+from ..protocols import Span
+from ._base import VariableInfo, check_variables
 
 __all__ = ["ArraySource"]
 
@@ -88,6 +88,11 @@ class ArraySource:
     def coords(self) -> Mapping[str, np.ndarray]:
         return self._coords
 
+    @property
+    def selection(self) -> Mapping[str, Span]:
+        """Empty: every position of the arrays is streamed."""
+        return {}
+
     def read_chunk(
         self, name: str, index: tuple[int, ...], out: np.ndarray | None = None
     ) -> np.ndarray | None:
@@ -99,12 +104,12 @@ class ArraySource:
         )
         chunk = self._arrays[name][region]
         if out is None:
-            return chunk
+            return chunk.astype(info.dtype, copy=False)  # a view unless byte order differs
         out[tuple(slice(0, n) for n in chunk.shape)] = chunk
         return out
 
     def select(self, variables: Sequence[str]) -> ArraySource:
-        names = _check_names(variables, self._variables)
+        names = check_variables(variables, self._variables)
         out = ArraySource.__new__(ArraySource)
         out._arrays = {n: self._arrays[n] for n in names}
         out._variables = {n: self._variables[n] for n in names}

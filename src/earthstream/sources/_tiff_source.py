@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,59 +38,16 @@ from ..errors import (
     CRSError,
     DimensionError,
     StoreNotFoundError,
-    UnsupportedFormatError,
     VariableNotFoundError,
 )
-from ..storage import StoreLocation, parse_location
+from ..protocols import RequestCounts, Span
 from ..storage._readers import ByteReader, keep_inherited, open_reader
 from ._base import VariableInfo
-from ._tiff import COMPRESSIONS, HEADER_BYTES, TiffHeader, TiffImage, read_header
+from ._tiff import TiffImage
 from ._tiff_codecs import BlockDecoder, native_reason
-from ._tiff_gdal import GdalInfo, gdal_info
+from ._tiff_file import TiffFile, band_indexes
 
-__all__ = ["TiffFile", "TiffSource", "open_tiff"]
-
-
-@dataclass(frozen=True)
-class TiffFile:
-    """One GeoTIFF: where it is, its parsed header and GDAL's view of it (picklable)."""
-
-    url: str
-    location: StoreLocation  # the directory (or URL prefix) holding it
-    key: str  # its name in ``location``
-    header: TiffHeader
-    info: GdalInfo
-
-    @property
-    def size(self) -> int:
-        return self.header.size
-
-    @property
-    def gdal_path(self) -> str:
-        from ..geo._gdal import gdal_path
-
-        return gdal_path(self.url)
-
-    def image(self, level: int | None) -> TiffImage:
-        """The full-resolution image (``None``) or overview ``level``."""
-        if level is None:
-            return self.header.main
-        overviews = self.header.overviews
-        if not 0 <= level < len(overviews):
-            raise ConfigError(
-                f"overview={level} but {self.url!r} has {len(overviews)} overviews; use "
-                f"0..{len(overviews) - 1} or None (full resolution)."
-            )
-        return overviews[level]
-
-    def transform(self, level: int | None) -> tuple[float, float, float, float, float, float]:
-        """The affine transform of ``level`` (GDAL scales the full one by the size ratio)."""
-        a, b, c, d, e, f = self.info.transform
-        if level is None:
-            return (a, b, c, d, e, f)
-        main, image = self.header.main, self.image(level)
-        sx, sy = main.width / image.width, main.height / image.height
-        return (a * sx, b * sy, c, d * sx, e * sy, f)
+__all__ = ["TiffSource"]
 
 
 @dataclass(frozen=True)
@@ -328,7 +284,7 @@ class TiffSource:
     def select_bands(self, bands: Sequence[int | str]) -> TiffSource:
         """The same files restricted to ``bands`` of the file (1-based numbers or
         descriptions, in the order given); no I/O."""
-        chosen = _band_indexes(self.files[0], bands)
+        chosen = band_indexes(self.files[0], bands)
         return TiffSource(
             self.files,
             level=self.level,
@@ -387,6 +343,11 @@ class TiffSource:
             out["x"] = (np.arange(w) + 0.5) * a + c
             out["y"] = (np.arange(h) + 0.5) * e + f
         return out
+
+    @property
+    def selection(self) -> Mapping[str, Span]:
+        """Empty: every pixel of the image (a chip stream's ``isel`` cuts it)."""
+        return {}
 
     def select(self, variables: Sequence[str]) -> TiffSource:
         names = [variables] if isinstance(variables, str) else list(variables)
@@ -550,9 +511,9 @@ class TiffSource:
             ) from None
         out[:, :h, :w] = data
 
-    def request_stats(self) -> dict[str, Any]:
+    def request_stats(self) -> RequestCounts:
         """Requests, retries, bytes and failures of this process's readers (all files)."""
-        total: dict[str, Any] = {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
+        total: RequestCounts = {"requests": 0, "retries": 0, "bytes": 0, "failures": {}}
         if self._pid != os.getpid():
             return total
         for reader in list(self._readers.values()):
@@ -560,7 +521,7 @@ class TiffSource:
             total["requests"] += snap["requests"]
             total["retries"] += snap["retries"]
             total["bytes"] += snap["bytes"]
-            for kind, n in snap["failures"].items():  # type: ignore[attr-defined]
+            for kind, n in snap["failures"].items():
                 total["failures"][kind] = total["failures"].get(kind, 0) + n
         return total
 
@@ -581,150 +542,3 @@ class TiffSource:
         if reasons:
             lines.append(f"  (read through GDAL, slower: {'; '.join(sorted(reasons))})")
         return "\n".join(lines)
-
-
-def _band_indexes(file: TiffFile, bands: Sequence[int | str]) -> list[int]:
-    """0-based band indexes of ``bands`` (1-based numbers or descriptions)."""
-    names = [d or f"b{i + 1}" for i, d in enumerate(file.info.descriptions)]
-    out = []
-    for b in bands:
-        if isinstance(b, int | np.integer) and not isinstance(b, bool):
-            if not 1 <= int(b) <= file.info.count:
-                raise VariableNotFoundError(
-                    f"band {b} is not in {file.url!r}; it has bands 1..{file.info.count}."
-                )
-            out.append(int(b) - 1)
-        elif b in names:
-            out.append(names.index(str(b)))
-        else:
-            raise VariableNotFoundError(
-                f"band {b!r} is not in {file.url!r}.{suggest(str(b), names)} "
-                f"Bands: {', '.join(names)}."
-            )
-    return out
-
-
-def _open_file(
-    url_or_path: str | os.PathLike[str], options: Mapping[str, Any] | None, prefix: int
-) -> TiffFile:
-    location = parse_location(url_or_path, options)
-    if location.is_local:
-        parent, name = os.path.split(location.path)
-        parent_location = parse_location(parent)
-    else:
-        parent, _, name = location.url.rpartition("/")
-        parent_location = parse_location(parent, options)
-    reader = open_reader(parent_location)
-    header, buf = read_header(reader, name, location.url, prefix=prefix)
-    for image in (header.main, *header.overviews):
-        if image.compression not in COMPRESSIONS:
-            raise UnsupportedFormatError(
-                f"{location.url!r} uses {image.compression_name}, which neither earthstream nor "
-                "GDAL decodes. Convert it (e.g. gdal_translate -of COG -co COMPRESS=DEFLATE)."
-            )
-
-    def fetch(start: int, end: int) -> bytes:  # a read GDAL needs beyond the header
-        data = reader.get_range(name, start, end)
-        if data is None:
-            raise StoreNotFoundError(f"{location.url!r} disappeared while it was opened.")
-        return bytes(data)
-
-    info = gdal_info(buf, name, location.url, fetch)
-    return TiffFile(url=location.url, location=parent_location, key=name, header=header, info=info)
-
-
-def open_tiff(
-    url_or_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    *,
-    bands: Sequence[int | str] | None = None,
-    overview: int | None = None,
-    name: str = "band_data",
-    stack_dim: str = "scene",
-    stack_coords: Any = None,
-    storage_options: Mapping[str, Any] | None = None,
-    header_bytes: int = HEADER_BYTES,
-) -> TiffSource:
-    """Open a (Cloud-Optimized) GeoTIFF, or a stack of them, as a chunked source of its tiles.
-
-    Reads each file's header (one request for a COG) and nothing else; the source
-    keeps it, so DataLoader workers do not read it again.  In a ``Stream``, name
-    ``"band": None`` in the window to keep every band in each chip; a dim left out
-    of the window is iterated, so without it each sample is one band.
-
-    Parameters
-    ----------
-    url_or_path
-        A local path, ``file://`` or object-store URL (``s3://``, ``gs://``, ``az://``,
-        ``http(s)://``); or a list of them with one shape, tiling, band count and
-        dtype, stacked along ``stack_dim``.
-    bands
-        Bands to read (1-based numbers or descriptions); default all.
-    overview
-        Overview level to read (0: the first, 2x coarser, as rasterio's
-        ``overview_level``); default full resolution.  ``source.overview(k)``
-        gives another level without reading again.
-    name
-        The variable's name.
-    stack_dim, stack_coords
-        With several files: the name of the leading dim and its coordinate values
-        (default ``0 .. n-1``).
-    storage_options
-        Options for the object-store client of remote URLs (never logged).
-    header_bytes
-        Bytes read from the start of each file for its header.
-
-    Examples
-    --------
-    >>> import numpy as np, rasterio
-    >>> from affine import Affine
-    >>> path = str(tmp_path / "a.tif")
-    >>> data = np.arange(2 * 600 * 700, dtype=np.uint16).reshape(2, 600, 700)
-    >>> with rasterio.open(path, "w", driver="COG", width=700, height=600, count=2,
-    ...                    dtype="uint16", crs="EPSG:32633", blocksize=256,
-    ...                    compress="zstd", transform=Affine(10, 0, 5e5, 0, -10, 5e6)) as dst:
-    ...     dst.write(data)
-    >>> source = open_tiff(path)
-    >>> info = source.variables["band_data"]
-    >>> info.dims, info.shape, info.chunks
-    (('band', 'y', 'x'), (2, 600, 700), (2, 256, 256))
-    >>> source.overviews, source.coords["x"][:2]
-    ((2, 4), array([500005., 500015.]))
-    >>> tile = source.read_chunk("band_data", (0, 1, 2))   # tile row 1, column 2
-    >>> bool((tile[:, :, :700 - 512] == data[:, 256:512, 512:700]).all())
-    True
-
-    Chips on the file's own grid stream through the engine, each tile decoded once:
-
-    >>> import earthstream as es
-    >>> stream = es.Stream(source, window={"band": None, "y": 128, "x": 128},
-    ...                    batch_size=4, shuffle=False)
-    >>> batch = next(iter(stream))
-    >>> batch["band_data"].shape
-    (4, 2, 128, 128)
-    """
-    if isinstance(url_or_path, str | os.PathLike):
-        paths = [url_or_path]
-        stacked = False
-    else:
-        paths = list(url_or_path)
-        stacked = True
-        if not paths:
-            raise ConfigError("open_tiff got an empty list of files.")
-    if header_bytes < 16:
-        raise ConfigError(f"header_bytes={header_bytes} must be at least 16.")
-    remote = not parse_location(paths[0], storage_options).is_local
-    if len(paths) > 1 and remote:
-        with ThreadPoolExecutor(min(len(paths), 16)) as pool:
-            files = list(pool.map(lambda p: _open_file(p, storage_options, header_bytes), paths))
-    else:
-        files = [_open_file(p, storage_options, header_bytes) for p in paths]
-    source = TiffSource(
-        files,
-        level=overview,
-        name=name,
-        stack_dim=stack_dim if stacked else None,
-        stack_coords=stack_coords,
-    )
-    if bands is not None:
-        source = source.select_bands(bands)
-    return source

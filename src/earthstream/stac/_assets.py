@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urljoin, urlparse
 
 import numpy as np
@@ -19,9 +19,17 @@ from ..geo._gdal import gdal_env, gdal_path, open_dataset
 from ..geo._grid import GridSpec, normalize_crs
 from ..geo._read import RasterBand, RasterRef
 
-__all__ = ["MISSING_PROJECTION", "asset_raster", "item_datetime", "resolve_href"]
+__all__ = [
+    "MISSING_PROJECTION",
+    "MissingProjection",
+    "asset_raster",
+    "item_datetime",
+    "resolve_href",
+]
 
-MISSING_PROJECTION = ("error", "read")
+#: An asset without projection metadata: raise, or read the file's header.
+MissingProjection = Literal["error", "read"]
+MISSING_PROJECTION: tuple[MissingProjection, ...] = ("error", "read")
 
 
 def resolve_href(href: str, base: str | None) -> str:
@@ -107,7 +115,7 @@ def asset_raster(
     *,
     base_href: str | None = None,
     projection: Mapping[str, Any] | None = None,
-    missing_projection: str = "error",
+    missing_projection: MissingProjection = "error",
 ) -> RasterRef:
     """The :class:`RasterRef` of asset ``key`` of a STAC item (a dict).
 

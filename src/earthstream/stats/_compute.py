@@ -12,16 +12,11 @@ of workers.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import math
 import os
-import sys
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,424 +25,24 @@ from .._names import suggest
 from .._units import parse_bytes
 from .._validate import check_flag, check_names, check_number, check_whole
 from ..errors import ConfigError, DimensionError
-from ..sampling._select import Span, format_label, resolve_selection
 from ..sampling._time import format_time, is_cftime_axis
-from ..sources import ChunkedSource, VariableInfo, as_source, source_selection
-from ..sources._cf import fill_values
-from ..sources._xarray import is_xarray
+from ..sources import ChunkedSource, as_source
 from ._moments import DEFAULT_COMPRESSION, Moments
 from ._result import Stats, VariableStats
+from ._select import (
+    Selection,
+    check_nodata,
+    check_where,
+    legacy_selection,
+    nodata_of,
+    selection_spans,
+)
+from ._tasks import make_tasks, run_dask, run_sync, start_client
 
 __all__ = ["DEFAULT_PER", "compute_stats", "selection_spans"]
 
 #: Dims kept as separate statistics when present (``per=None``).
 DEFAULT_PER = ("level", "band")
-_FAN_IN = 8
-
-Selection = Mapping[str, "slice | tuple[Any, Any] | int"]
-
-
-@dataclass(frozen=True)
-class _Task:
-    """Consecutive chunks of one variable, with what the reader needs to crop and group."""
-
-    name: str
-    indices: tuple[tuple[int, ...], ...]
-    ranges: tuple[tuple[int, int], ...]  # selected index range along each dim
-    per_axes: tuple[int, ...]
-    nodata: tuple[float, ...]
-    compression: float
-    nbytes: int  # decoded bytes of the selection these chunks cover
-    # where=: a boolean mask over some axes, cropped to these chunks (selection positions
-    # from where_origin), in the order of where_axes
-    where_axes: tuple[int, ...] = ()
-    where_mask: np.ndarray | None = None
-    where_origin: tuple[int, ...] = ()
-
-
-# -- worker side ------------------------------------------------------------------------
-def _read_task(source: ChunkedSource, task: _Task) -> dict[str, Moments]:
-    """Read the task's chunks and return the moments of their valid values per group."""
-    info = source.variables[task.name]
-    group_shape = tuple(task.ranges[a][1] - task.ranges[a][0] for a in task.per_axes)
-    n_groups = math.prod(group_shape)
-    found: list[list[np.ndarray]] = [[] for _ in range(n_groups)]
-    rest = [a for a in range(info.ndim) if a not in task.per_axes]
-    for index in task.indices:
-        data = source.read_chunk(task.name, index)
-        if data is None:  # not stored: the (decoded) fill value everywhere, as xarray reads it
-            fill = info.fill_value
-            if fill is None or (isinstance(fill, float) and math.isnan(fill)):
-                continue  # NaN is never counted
-            data = np.full(info.chunks, fill, info.dtype)
-        region = []
-        offsets = []
-        for axis, (i, c) in enumerate(zip(index, info.chunks, strict=True)):
-            lo, hi = task.ranges[axis]
-            start = max(lo, i * c)
-            stop = min(hi, (i + 1) * c)
-            region.append(slice(start - i * c, stop - i * c))
-            offsets.append(start - lo)
-        block = np.asarray(data)[tuple(region)]
-        where = None
-        if task.where_mask is not None:
-            axes = task.where_axes
-            cut = tuple(
-                slice(offsets[a] - o, offsets[a] - o + block.shape[a])
-                for a, o in zip(axes, task.where_origin, strict=True)
-            )
-            part = task.where_mask[cut].transpose(np.argsort(axes))
-            shape = [block.shape[a] if a in axes else 1 for a in range(block.ndim)]
-            where = np.broadcast_to(part.reshape(shape), block.shape)
-            where = where.transpose(*task.per_axes, *rest)
-        block = block.transpose(*task.per_axes, *rest)
-        local = block.shape[: len(task.per_axes)]
-        rows = block.reshape(math.prod(local), -1)
-        where_rows = None if where is None else where.reshape(math.prod(local), -1)
-        for r, local_index in enumerate(np.ndindex(*local)):
-            row = rows[r]
-            valid = np.isfinite(row) if row.dtype.kind in "fc" else None
-            for value in task.nodata:
-                keep = row != value
-                valid = keep if valid is None else valid & keep
-            if where_rows is not None:
-                valid = where_rows[r] if valid is None else valid & where_rows[r]
-            values = row if valid is None else row[valid]
-            if not len(values):
-                continue
-            glob = tuple(offsets[a] + j for a, j in zip(task.per_axes, local_index, strict=True))
-            g = int(np.ravel_multi_index(glob, group_shape)) if glob else 0
-            found[g].append(np.array(values, copy=True) if valid is None else values)
-    groups = [
-        np.concatenate(v) if len(v) > 1 else (v[0] if v else np.zeros(0, info.dtype)) for v in found
-    ]
-    return {task.name: Moments.from_groups(groups, task.compression)}
-
-
-def _merge(*parts: dict[str, Moments]) -> dict[str, Moments]:
-    """Merge partial results variable by variable, in the given order."""
-    by_name: dict[str, list[Moments]] = {}
-    for part in parts:
-        for name, moments in part.items():
-            by_name.setdefault(name, []).append(moments)
-    return {name: Moments.merge(ms) if len(ms) > 1 else ms[0] for name, ms in by_name.items()}
-
-
-# -- planning -------------------------------------------------------------------------
-def _is_label(value: Any) -> bool:
-    return value is not None and not isinstance(value, int | np.integer)
-
-
-def _legacy_selection(
-    selection: Selection,
-) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """The old ``selection=`` (integers are positions, end exclusive; anything else
-    labels, end inclusive) as ``sel``/``isel``, and the call to write instead."""
-    if not isinstance(selection, Mapping):
-        raise ConfigError(f"selection={selection!r} must be a mapping from dim to a range.")
-    sel: dict[str, Any] = {}
-    isel: dict[str, Any] = {}
-    for dim, value in selection.items():
-        if isinstance(value, int | np.integer) and not isinstance(value, bool):
-            isel[dim] = slice(int(value), int(value) + 1)
-            continue
-        if isinstance(value, tuple) and len(value) == 2:
-            value = slice(*value)
-        if not isinstance(value, slice):
-            raise ConfigError(
-                f"selection[{dim!r}]={value!r} is not a selection; write "
-                f"sel={{{dim!r}: slice(first, last)}} (labels) or isel={{{dim!r}: slice(start, "
-                "stop)}} (positions)."
-            )
-        if _is_label(value.start) or _is_label(value.stop):
-            sel[dim] = value
-        else:
-            isel[dim] = value
-    parts = []
-    for name, given in (("sel", sel), ("isel", isel)):
-        if given:
-            body = ", ".join(f"{d!r}: {_slice_text(v)}" for d, v in given.items())
-            parts.append(f"{name}={{{body}}}")
-    return sel, isel, ", ".join(parts)
-
-
-def _slice_text(value: slice) -> str:
-    bounds = [format_label(value.start), format_label(value.stop)]
-    if value.step is not None:
-        bounds.append(format_label(value.step))
-    return f"slice({', '.join(bounds)})"
-
-
-def selection_spans(
-    source: ChunkedSource,
-    sel: Mapping[str, Any] | None = None,
-    isel: Mapping[str, Any] | None = None,
-) -> dict[str, Span]:
-    """The position ranges ``sel``/``isel`` select in ``source`` (after its own selection).
-
-    The same rules as :class:`~earthstream.Stream`'s ``sel``/``isel`` (xarray's).
-
-    >>> import numpy as np, earthstream as es
-    >>> lat = np.linspace(89.5, -89.5, 180)
-    >>> src = es.ArraySource({"x": (("lat",), np.zeros(180))}, coords={"lat": lat})
-    >>> selection_spans(src, sel={"lat": slice(29.5, -29.5)})
-    {'lat': Span(start=60, stop=120, scalar=False)}
-    """
-    sizes: dict[str, int] = {}
-    for info in source.variables.values():
-        for dim, size in zip(info.dims, info.shape, strict=True):
-            sizes.setdefault(dim, size)
-    base = source_selection(source)
-    if not sel and not isel and not base:
-        return {}
-    coords = source.coords if sel else {}
-    return resolve_selection(sizes, coords, sel=sel, isel=isel, base=base)
-
-
-def _check_nodata(nodata: Any) -> None:
-    """``"fill"``, ``None``, a finite number, or a name -> one of those; else ConfigError."""
-    values = nodata.values() if isinstance(nodata, Mapping) else [nodata]
-    for value in values:
-        if value is None or (isinstance(value, str) and value == "fill"):
-            continue
-        if isinstance(value, str):
-            raise ConfigError(
-                f"nodata={nodata!r}: use 'fill' (each variable's fill value and nodata "
-                "attributes), None (only NaN is excluded), a number, or a name -> value mapping."
-            )
-        check_number(value, "nodata")
-
-
-def _nodata_of(info: VariableInfo, nodata: Any) -> tuple[float, ...]:
-    """The values left out besides NaN.
-
-    ``"fill"``: what xarray masks.  A CF-decoded variable already holds NaN
-    there, so nothing more; a variable read raw (``mask_and_scale=False``) leaves
-    out its stored ``_FillValue``/``missing_value`` (and a Zarr v2 ``fill_value``).
-    """
-    if isinstance(nodata, Mapping):
-        nodata = nodata.get(info.name, "fill")
-    if nodata is None:
-        return ()
-    if isinstance(nodata, str):
-        if nodata != "fill":
-            raise ConfigError(
-                f"nodata={nodata!r}: use 'fill' (the values xarray masks), None (only NaN "
-                "is excluded), a number, or a name -> value mapping."
-            )
-        if info.cf is not None:
-            return ()
-        values = []
-        for value in fill_values(info.attrs, info.dtype):
-            number = isinstance(value, int | float | np.number) and not isinstance(value, bool)
-            if number:
-                values.append(float(value))
-        return tuple(values)
-    return (float(nodata),)
-
-
-def _tasks(
-    source: ChunkedSource,
-    names: Sequence[str],
-    ranges: Mapping[str, tuple[int, int]],
-    per: Sequence[str],
-    nodata: Any,
-    task_bytes: int,
-    compression: float,
-    where: tuple[tuple[str, ...], np.ndarray] | None = None,
-) -> tuple[list[_Task], dict[str, tuple[tuple[int, int], ...]]]:
-    tasks: list[_Task] = []
-    var_ranges: dict[str, tuple[tuple[int, int], ...]] = {}
-    for name in names:
-        info = source.variables[name]
-        vr = tuple(ranges.get(d, (0, n)) for d, n in zip(info.dims, info.shape, strict=True))
-        var_ranges[name] = vr
-        per_axes = tuple(info.dims.index(d) for d in per if d in info.dims)
-        value = _nodata_of(info, nodata)
-        axes = [range(lo // c, -(-hi // c)) for (lo, hi), c in zip(vr, info.chunks, strict=True)]
-        step = max(1, task_bytes // max(1, info.chunk_nbytes))
-        itemsize = info.dtype.itemsize
-        it: Iterator[tuple[int, ...]] = itertools.product(*axes)
-        while run := tuple(itertools.islice(it, step)):
-            nbytes = 0
-            for index in run:
-                n = itemsize
-                for (lo, hi), i, c in zip(vr, index, info.chunks, strict=True):
-                    n *= min(hi, (i + 1) * c) - max(lo, i * c)
-                nbytes += n
-            task = _Task(name, run, vr, per_axes, value, compression, nbytes)
-            if where is not None:
-                task = _with_where(task, info, where)
-            tasks.append(task)
-    return tasks, var_ranges
-
-
-def _with_where(
-    task: _Task, info: VariableInfo, where: tuple[tuple[str, ...], np.ndarray]
-) -> _Task:
-    """The task with the part of the ``where`` mask its chunks cover."""
-    dims, mask = where
-    missing = [d for d in dims if d not in info.dims]
-    if missing:
-        raise DimensionError(
-            f"where= is a mask over {dims}, but {info.name!r} has no {', '.join(missing)} dim "
-            f"(dims {info.dims}); measure it separately without where=."
-        )
-    axes = tuple(info.dims.index(d) for d in dims)
-    cut, origin = [], []
-    for a in axes:
-        lo, hi = task.ranges[a]
-        c = info.chunks[a]
-        first = min(index[a] for index in task.indices)
-        last = max(index[a] for index in task.indices)
-        start, stop = max(lo, first * c) - lo, min(hi, (last + 1) * c) - lo
-        cut.append(slice(start, stop))
-        origin.append(start)
-    return dataclasses.replace(
-        task,
-        where_axes=axes,
-        where_mask=np.ascontiguousarray(mask[tuple(cut)]),
-        where_origin=tuple(origin),
-    )
-
-
-def _check_where(
-    where: Any, var_dims: Mapping[str, int], spans: Mapping[str, Span]
-) -> tuple[tuple[str, ...], np.ndarray] | None:
-    """``where=`` as ``(dims, bool mask)`` over the selection, checked."""
-    if where is None:
-        return None
-    if isinstance(where, tuple) and len(where) == 2:
-        dims, mask = tuple(str(d) for d in where[0]), np.asarray(where[1])
-    elif is_xarray(where) and isinstance(where, sys.modules["xarray"].DataArray):
-        dims, mask = tuple(str(d) for d in where.dims), np.asarray(where.values)
-    else:
-        raise ConfigError(
-            "where= must be (dims, boolean array) or a boolean xarray.DataArray over some dims "
-            "of the selection."
-        )
-    if mask.dtype != bool or mask.ndim != len(dims):
-        raise ConfigError(
-            f"where= needs a boolean array with one axis per dim {dims}; got {mask.dtype} with "
-            f"shape {mask.shape}."
-        )
-    for dim, n in zip(dims, mask.shape, strict=True):
-        if dim not in var_dims:
-            raise DimensionError(f"where= names dim {dim!r}, which no selected variable has.")
-        size = spans[dim].size if dim in spans else var_dims[dim]
-        if dim in spans and spans[dim].scalar:
-            raise DimensionError(f"where= names {dim!r}, which the selection drops.")
-        if n != size:
-            raise ConfigError(
-                f"where= has {n} positions along {dim!r}; the selection has {size}. The mask "
-                "covers the selection (positions after sel/isel)."
-            )
-    return dims, mask
-
-
-# -- drivers ------------------------------------------------------------------------------
-class _Tree:
-    """A fixed merge tree: nodes merge ``_FAN_IN`` consecutive results of the level below."""
-
-    def __init__(self, submit: Callable[..., Any]) -> None:
-        self.submit = submit
-        self.levels: list[list[Any]] = []
-
-    def push(self, item: Any, level: int = 0) -> None:
-        if level == len(self.levels):
-            self.levels.append([])
-        self.levels[level].append(item)
-        if len(self.levels[level]) == _FAN_IN:
-            items, self.levels[level] = self.levels[level], []
-            self.push(self.submit(_merge, *items), level + 1)
-
-    def root(self) -> Any:
-        carry: list[Any] = []
-        for items in self.levels:
-            items = items + carry  # lower levels hold later data: keep data order
-            carry = [self.submit(_merge, *items)] if len(items) > 1 else items
-        return carry[0] if carry else None
-
-
-def _run_sync(source: ChunkedSource, tasks: Sequence[_Task], bar: Any) -> dict[str, Moments]:
-    tree = _Tree(lambda fn, *args: fn(*args))
-    for task in tasks:
-        tree.push(_read_task(source, task))
-        if bar is not None:
-            bar.update(task.nbytes)
-    root = tree.root()
-    return {} if root is None else dict(root)
-
-
-def _run_dask(
-    client: Any, source: ChunkedSource, tasks: Sequence[_Task], bar: Any
-) -> dict[str, Moments]:
-    from distributed import as_completed
-
-    token = uuid.uuid4().hex[:8]
-    counter = itertools.count()
-
-    def submit(fn: Callable[..., Any], *args: Any) -> Any:
-        kind = "read" if fn is _read_task else "merge"
-        return client.submit(fn, *args, key=f"earthstream-stats-{kind}-{token}-{next(counter)}")
-
-    threads = sum(client.nthreads().values()) or 1
-    max_in_flight = max(8, 4 * threads)
-    src = client.scatter(source, broadcast=True, hash=False)
-    tree = _Tree(submit)
-    sizes: dict[str, int] = {}
-    pending = iter(tasks)
-
-    def next_read() -> Any:
-        task = next(pending, None)
-        if task is None:
-            return None
-        future = submit(_read_task, src, task)
-        sizes[future.key] = task.nbytes
-        tree.push(future)  # its merge is submitted as soon as 8 reads are
-        return future
-
-    first = [f for f in (next_read() for _ in range(max_in_flight)) if f is not None]
-    done = as_completed(first)
-    for future in done:
-        if future.status == "error":
-            future.result()  # raises the task's exception here
-        if bar is not None:
-            bar.update(sizes.pop(future.key, 0))
-        else:
-            sizes.pop(future.key, None)
-        following = next_read()
-        if following is not None:
-            done.add(following)
-    root = tree.root()
-    return {} if root is None else dict(root.result())
-
-
-def _client(scheduler: Any, n_workers: int, threads_per_worker: int) -> tuple[Any, list[Any]]:
-    """The client to use and what to close afterwards."""
-    if not isinstance(scheduler, str | type(None)):
-        return scheduler, []  # an existing distributed.Client: the caller owns it
-    try:
-        import logging
-
-        from distributed import Client, LocalCluster
-    except ImportError as exc:  # pragma: no cover - distributed is in the bench extra
-        raise ImportError(
-            "compute_stats needs dask.distributed: pip install 'dask[distributed]' "
-            "(or pass scheduler='sync' to compute in this process)."
-        ) from exc
-    if scheduler is None:
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=":0",  # any free port: never clashes
-            silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
-        return client, [client, cluster]
-    client = Client(scheduler)
-    return client, [client]
 
 
 def compute_stats(
@@ -553,7 +148,7 @@ def compute_stats(
     if not isinstance(quantiles, Sequence) or isinstance(quantiles, str):  # type: ignore[unreachable]
         raise ConfigError(f"quantiles={quantiles!r} must be a list of levels in [0, 1].")
     qs = tuple(check_number(q, "quantiles", minimum=0.0, maximum=1.0) for q in quantiles)
-    _check_nodata(nodata)
+    check_nodata(nodata)
     if not (scheduler is None or isinstance(scheduler, str) or hasattr(scheduler, "submit")):
         raise ConfigError(
             f"scheduler={scheduler!r}: pass a scheduler address such as 'tcp://host:8786', "
@@ -570,7 +165,7 @@ def compute_stats(
     if selection is not None:
         if sel is not None or isel is not None:
             raise ConfigError("pass sel=/isel=, not selection= as well (selection= is deprecated).")
-        sel, isel, instead = _legacy_selection(selection)
+        sel, isel, instead = legacy_selection(selection)
         warnings.warn(
             f"compute_stats(selection=...) is deprecated and will be removed in the next "
             f"release; write {instead} (labels with sel, both ends inclusive as xarray's sel; "
@@ -608,8 +203,8 @@ def compute_stats(
     var_dims: dict[str, int] = {}
     for info in source.variables.values():
         var_dims.update(zip(info.dims, info.shape, strict=True))
-    checked_where = _check_where(where, var_dims, spans)
-    tasks, var_ranges = _tasks(
+    checked_where = check_where(where, var_dims, spans)
+    tasks, var_ranges = make_tasks(
         source,
         names,
         ranges,
@@ -631,15 +226,15 @@ def compute_stats(
     threads = 1
     try:
         if scheduler == "sync":
-            results = _run_sync(source, tasks, bar)
+            results = run_sync(source, tasks, bar)
             finished = time.perf_counter()
         else:
-            client, owned = _client(scheduler, n_workers, threads_per_worker)
+            client, owned = start_client(scheduler, n_workers, threads_per_worker)
             try:
                 nthreads = client.nthreads()
                 workers, threads = len(nthreads), sum(nthreads.values())
                 ready = time.perf_counter()
-                results = _run_dask(client, source, tasks, bar)
+                results = run_dask(client, source, tasks, bar)
                 finished = time.perf_counter()
             finally:
                 for thing in owned:
@@ -678,7 +273,7 @@ def compute_stats(
             max=np.where(m.count > 0, m.max, np.nan).reshape(shape),
             quantiles={q: qv[i].reshape(shape) for i, q in enumerate(qs)},
             labels=labels,
-            nodata=_reported(_nodata_of(info, nodata)),
+            nodata=_reported(nodata_of(info, nodata)),
         )
         described[name] = {
             "dims": list(info.dims),

@@ -24,8 +24,6 @@ from ._result import Stats, VariableStats
 if TYPE_CHECKING:
     import torch
 
-    from ..delivery._torch import TorchBatch
-
 __all__ = ["Normalizer"]
 
 
@@ -337,9 +335,12 @@ class Normalizer:
         out: torch.Tensor = x.sub_(mean).div_(scale) if inplace else (x.to(dtype) - mean) / scale
         return out
 
-    def apply_torch(self, batch: TorchBatch) -> TorchBatch:
+    def apply_torch(self, batch: Any) -> Any:
         """Normalize a :class:`~earthstream.delivery.TorchBatch` on its device (in place
-        for floating tensors); returns the batch (a new one when dtypes change)."""
+        for floating tensors); returns the batch (a new one when dtypes change).
+
+        (Typed loosely: statistics sit below the delivery floor and do not import it.)
+        """
         import torch
 
         plan = self._plan(batch)

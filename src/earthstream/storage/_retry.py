@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..errors import ShortReadError, StoreAccessError, StoreRequestError
+from ..protocols import RequestCounts
 from ._secrets import redact
 
 __all__ = ["RequestStats", "RetryPolicy", "call_with_retries", "classify", "redact"]
@@ -109,7 +110,7 @@ class RequestStats:
             if failure:
                 self.failures[failure] += 1
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> RequestCounts:
         with self._lock:
             return {
                 "requests": self.requests,

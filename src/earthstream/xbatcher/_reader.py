@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .._stream import Stream
-from ..engine import Engine, EpochReport
+from ..engine import Engine, EpochReport, window_kind
 from ..errors import EarthstreamError
 from ..sampling import EpochOrder, OrderSpec
 from ..sources import open_xarray
@@ -149,11 +149,10 @@ class PatchReader:
         self._grid_counts = grid.counts
         budget = self.stream.budget
         self.engine = Engine(
-            source,
-            self.stream.layout,
+            [source],
+            window_kind(self.stream.layout, self.stream.coords),
             budget,
             num_threads=self.stream.num_threads,
-            coords=self.stream.coords,
             lookahead=int(min(4096, max(16, 2 * budget.cache_capacity // budget.batch_nbytes))),
             policy=self.stream.policy,
         )

@@ -14,10 +14,20 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._validate import check_choice
 from ..errors import ConfigError, CRSError, VariableNotFoundError, WindowError
+from ..geo._grid import (
+    Bounds,
+    GridSpec,
+    crs_units,
+    is_geographic,
+    normalize_crs,
+    reproject_bounds,
+)
+from ..geo._read import RasterBand, RasterRef, check_resampling
+from ..sampling import Edges
+from ..stac._assets import MISSING_PROJECTION, MissingProjection
 from ..storage._secrets import redact
-from ._grid import Bounds, GridSpec, crs_units, is_geographic, normalize_crs, reproject_bounds
-from ._read import RasterBand, RasterRef, check_resampling
 
 __all__ = [
     "GROUP_BY",
@@ -113,7 +123,7 @@ def _stac_scenes(
     items: Sequence[Mapping[str, Any]],
     assets: Sequence[str] | None,
     projection: Mapping[str, Any] | None,
-    missing_projection: str,
+    missing_projection: MissingProjection,
 ) -> list[Scene]:
     from ..stac._assets import asset_raster, raster_assets
 
@@ -327,20 +337,17 @@ def build_plan(
     bounds_crs: Any = None,
     chip_size: tuple[int, int] = (256, 256),
     resampling: str | Mapping[str, str] = "nearest",
-    time: str = "mosaic",
-    group_by: str = "datetime",
+    time: TimeMode = "mosaic",
+    group_by: GroupBy = "datetime",
     overview: str | int | None = "auto",
     projection: Mapping[str, Any] | None = None,
-    missing_projection: str = "error",
-    edges: str = "drop",
+    missing_projection: MissingProjection = "error",
+    edges: Edges = "drop",
 ) -> ChipPlan:
     """Resolve sources, channels and the target grid into a :class:`ChipPlan`."""
-    if time not in TIME_MODES:
-        raise ConfigError(f"time={time!r} must be 'mosaic' (first valid pixel) or 'stack'.")
-    if group_by not in GROUP_BY:
-        raise ConfigError(f"group_by={group_by!r} must be 'datetime' or 'day'.")
-    if missing_projection not in ("error", "read"):
-        raise ConfigError(f"missing_projection={missing_projection!r} must be 'error' or 'read'.")
+    time = check_choice(time, "time", TIME_MODES, meaning="'mosaic': first valid pixel")
+    group_by = check_choice(group_by, "group_by", GROUP_BY)
+    missing_projection = check_choice(missing_projection, "missing_projection", MISSING_PROJECTION)
     seq = list(sources) if isinstance(sources, list | tuple) else [sources]
     if seq and all(_is_cog_like(s) for s in seq):
         if assets is not None:

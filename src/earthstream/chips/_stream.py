@@ -24,94 +24,23 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._batch import Batch
 from .._sharding import ShardedStream
-from .._validate import (
-    MAX_SEED,
-    Shuffle,
-    check_choice,
-    check_flag,
-    check_names,
-    check_numbers,
-    check_whole,
-)
-from ..errors import ConfigError
-from ..sampling import (
-    EDGES,
-    Edges,
-    OrderSpec,
-    Remainder,
-    as_subset,
-    build_window_grid,
-    normalize_shuffle,
-)
+from ..geo._grid import GridSpec, PixelWindow, transformer
+from ..geo._read import decode, read_chip
+from ..sampling import OrderSpec, Remainder
 from ..storage._secrets import redact
-from ._grid import GridSpec, PixelWindow, transformer
-from ._plan import GROUP_BY, TIME_MODES, ChipPlan, GroupBy, TimeMode, build_plan
-from ._read import decode, read_chip
+from ._labels import LabelSpec
+from ._plan import ChipPlan
 
 if TYPE_CHECKING:
-    from ..vector._source import VectorSource
+    pass
 
-__all__ = ["ChipReport", "ChipStream", "LabelSpec", "stream_chips"]
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    """How labels are burned into each chip.
-
-    ``fill`` is the background (no feature); ``ignore`` marks pixels past the
-    target grid's edge (``edges="pad"``), where there is no data to label.
-    """
-
-    source: VectorSource
-    name: str = "label"
-    all_touched: bool = False
-    fill: int = 0
-    dtype: str = "uint8"
-    ignore: int = 255
-
-
-def label_values(dtype: Any, fill: Any, ignore: Any) -> tuple[str, int, int]:
-    """Check the label dtype, background and ignore values: ``(dtype, fill, ignore)``.
-
-    ``ignore=None`` takes the dtype's largest value (255 for uint8), or -1 for
-    signed dtypes.
-
-    >>> label_values("uint8", 0, None)
-    ('uint8', 0, 255)
-    >>> label_values("int16", 0, None)
-    ('int16', 0, -1)
-    """
-    try:
-        np_dtype = np.dtype(dtype)
-    except TypeError:
-        np_dtype = np.dtype("O")
-    if np_dtype.kind not in "iu":
-        raise ConfigError(
-            f"label_dtype={dtype!r} must be an integer dtype, e.g. 'uint8' or 'int32'."
-        )
-    info = np.iinfo(np_dtype)
-    if ignore is None:
-        ignore = info.max if np_dtype.kind == "u" else -1
-    for name, value in (("label_fill", fill), ("label_ignore", ignore)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise ConfigError(f"{name}={value!r} must be a whole number.")
-        if not info.min <= value <= info.max:
-            raise ConfigError(
-                f"{name}={value} does not fit label_dtype={np_dtype.name} "
-                f"({info.min}..{info.max}); pick another value or a wider dtype."
-            )
-    if ignore == fill:
-        raise ConfigError(
-            f"label_ignore={ignore} equals label_fill={fill}: pixels past the grid's edge "
-            "(edges='pad') would look like background. Give them different values."
-        )
-    return np_dtype.name, int(fill), int(ignore)
+__all__ = ["ChipReport", "ChipStream", "LabelSpec"]
 
 
 @dataclass
@@ -199,13 +128,13 @@ class ChipStream(ShardedStream):
         apply_scale: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
-        remainder: str = "pad",
+        remainder: Remainder = "pad",
     ) -> None:
         self.plan = plan
         self.order = order
         self.labels = labels
         self.prefetch = prefetch
-        self.num_threads = num_threads or _default_threads()
+        self.num_threads = num_threads or default_threads()
         self.dtype = np.dtype(dtype)
         self.apply_scale = apply_scale
         self.layout = None  # no chunk layout (TorchStream builds no stacked views)
@@ -467,235 +396,18 @@ class ChipStream(ShardedStream):
         )
 
 
-def _pixels(value: Any, name: str) -> tuple[int, int]:
-    """A size or step in pixels: one whole number, or ``(rows, columns)``."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        if len(value) != 2:
-            raise ConfigError(f"{name}={value!r} must be one number of pixels or (rows, columns).")
-        return check_whole(value[0], name, minimum=1), check_whole(value[1], name, minimum=1)
-    n = check_whole(value, name, minimum=1)
-    return n, n
-
-
 def _file_dtype(ref: Any) -> str:
     dtype = ref.bands[0].dtype
     if dtype is None:
-        from ._gdal import gdal_env, open_dataset
+        from ..geo._gdal import gdal_env, open_dataset
 
         with gdal_env():
             return str(open_dataset(ref.path).dtypes[ref.bands[0].index - 1])
     return str(dtype)
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
     try:
         return max(2, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover
         return os.cpu_count() or 2
-
-
-def stream_chips(
-    sources: Any,
-    *,
-    chip_size: int | tuple[int, int] = 256,
-    stride: int | tuple[int, int] | None = None,
-    assets: Sequence[str] | None = None,
-    bands: Sequence[str | int] | None = None,
-    grid: GridSpec | str | None = None,
-    crs: Any = None,
-    resolution: float | Sequence[float] | None = None,
-    bounds: Sequence[float] | None = None,
-    bounds_crs: Any = None,
-    resampling: str | Mapping[str, str] = "nearest",
-    time: TimeMode = "mosaic",
-    group_by: GroupBy = "datetime",
-    overview: str | int | None = "auto",
-    labels: VectorSource | None = None,
-    label_name: str = "label",
-    all_touched: bool = False,
-    label_fill: int = 0,
-    label_dtype: str = "uint8",
-    label_ignore: int | None = None,
-    projection: Mapping[str, Any] | None = None,
-    missing_projection: Literal["error", "read"] = "error",
-    edges: Edges = "drop",
-    batch_size: int = 16,
-    shuffle: Shuffle = "chunks",
-    shuffle_block: int = 4,
-    shuffle_buffer: int = 4,
-    seed: int = 0,
-    drop_last: bool = False,
-    prefetch: int = 2,
-    num_threads: int | None = None,
-    apply_scale: bool = True,
-    rank: int | None = None,
-    world_size: int | None = None,
-    remainder: Remainder = "pad",
-    windows: Any = None,
-    samples_per_epoch: int | None = None,
-    replacement: bool = False,
-) -> ChipStream:
-    """Stream chips from STAC items or COGs on one target grid, with optional label masks.
-
-    Parameters
-    ----------
-    sources
-        STAC items (a catalog/collection/ItemCollection/stac-geoparquet path or URL,
-        pystac items, an ``ItemSearch``, item dicts), or COGs (paths/URLs or
-        :class:`~earthstream.COGSource`).
-    chip_size, stride
-        Chip height/width in target pixels; step between chips (default: side by side).
-    assets, bands
-        STAC assets to read (default: the GeoTIFF data assets of the first item),
-        or bands of the COGs (names or 1-based indexes).
-    grid
-        The target grid: a :class:`~earthstream.geo.GridSpec`, ``"first"`` (the
-        first source's grid), or ``None`` to build it from ``crs``,
-        ``resolution`` (CRS units) and ``bounds`` (in ``bounds_crs``, default
-        ``crs``; default bounds: all sources).  ``crs`` defaults to the first
-        source's, and with it ``resolution``.
-    resampling
-        One method, or ``{channel: method, "default": method}``.
-    time
-        ``"mosaic"``: overlapping scenes mosaicked in the given order, first valid
-        pixel wins.  ``"stack"``: one time slot per distinct datetime (or
-        ``group_by="day"``), scenes of a slot mosaicked.
-    overview
-        ``"auto"`` reads the overview matching the target resolution; ``None``
-        always full resolution.
-    labels
-        A :func:`~earthstream.open_vector` source burned per chip into
-        ``batch[label_name]`` (``all_touched``, ``label_fill``: the background,
-        ``label_dtype``).
-    label_ignore
-        The label of pixels past the target grid's edge (``edges="pad"``), for a
-        loss to ignore; must differ from ``label_fill``.  Default: the dtype's
-        largest value (255 for uint8), -1 for signed dtypes.  Also in
-        ``batch.attrs["label_ignore"]``.
-    projection, missing_projection
-        For STAC assets without projection metadata: the grid to assume
-        (``{"crs", "transform", "shape"}``), or ``"read"`` the file headers.
-    edges
-        ``"drop"`` chips reaching past the target grid, or ``"pad"`` them: past
-        the grid's edge nothing is read, the image is NaN, ``batch.mask`` False
-        and labels ``label_ignore``.
-    batch_size, shuffle, shuffle_block, shuffle_buffer, seed, drop_last
-        As :class:`earthstream.Stream`; ``shuffle="chunks"`` mixes chips of
-        ``shuffle_buffer`` blocks of ``shuffle_block`` x ``shuffle_block`` chips.
-    prefetch, num_threads
-        Batches read ahead; threads reading chips.
-    apply_scale
-        Values as ``raw * scale + offset`` (float32); else raw values in float32.
-    rank, world_size, remainder
-        As :class:`earthstream.Stream`: each rank of a distributed job serves its
-        share of the epoch, every rank the same number of batches; the stream
-        has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
-    windows
-        Which chips of the grid to keep, as :class:`earthstream.Stream`'s
-        ``windows=`` (pure rules only): e.g. one split of a spatial block
-        assignment, ``earthstream.sampling.BlockSplit(name, {"y": 1024, "x":
-        1024}, assign_blocks(...), split, buffer=32)``, or a boolean mask over
-        the chip grid.
-    samples_per_epoch, replacement
-        Random chips per epoch instead of every chip once, as ``Stream``'s
-        (with ``stride=1`` any pixel offset can be drawn).
-    """
-    # -- every argument checked before anything is read (ConfigError) --
-    ch, cw = _pixels(chip_size, "chip_size")
-    sh, sw = (ch, cw) if stride is None else _pixels(stride, "stride")
-    assets = check_names(assets, "assets")
-    if bands is not None and (
-        isinstance(bands, str)
-        or not isinstance(bands, Sequence)
-        or not all(isinstance(b, str | int) and not isinstance(b, bool) for b in bands)
-    ):
-        raise ConfigError(f"bands={bands!r} must be a list of band names or 1-based indexes.")
-    if resolution is not None:
-        check_numbers(resolution, "resolution", lengths=(2,), scalar=True, above=0)
-    if bounds is not None:
-        check_numbers(bounds, "bounds", lengths=(4,))
-    elif bounds_crs is not None:
-        raise ConfigError(
-            f"bounds_crs={bounds_crs!r} is the CRS of bounds=, which was not given; pass "
-            "bounds=(left, bottom, right, top) too, or leave bounds_crs out."
-        )
-    if not isinstance(resampling, str | Mapping):
-        raise ConfigError(
-            f"resampling={resampling!r} must be a method name or {{channel: method}}."
-        )
-    time = check_choice(time, "time", TIME_MODES)
-    group_by = check_choice(group_by, "group_by", GROUP_BY)
-    if not (overview is None or (isinstance(overview, str) and overview == "auto")):
-        check_whole(overview, "overview", maximum=64)
-    if not isinstance(label_name, str) or not label_name:
-        raise ConfigError(f"label_name={label_name!r} must be a non-empty name.")
-    all_touched = check_flag(all_touched, "all_touched")
-    if projection is not None and not isinstance(projection, Mapping):
-        raise ConfigError(
-            f"projection={projection!r} must be a mapping with 'crs', 'transform' and 'shape'."
-        )
-    missing_projection = check_choice(missing_projection, "missing_projection", ("error", "read"))
-    edges = check_choice(edges, "edges", EDGES)
-    batch_size = check_whole(batch_size, "batch_size", minimum=1)
-    normalize_shuffle(shuffle)
-    shuffle_block = check_whole(shuffle_block, "shuffle_block", minimum=1)
-    shuffle_buffer = check_whole(shuffle_buffer, "shuffle_buffer", minimum=1)
-    seed = check_whole(seed, "seed", maximum=MAX_SEED)
-    drop_last = check_flag(drop_last, "drop_last")
-    prefetch = check_whole(prefetch, "prefetch", minimum=1)
-    num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
-    apply_scale = check_flag(apply_scale, "apply_scale")
-    label_values(label_dtype, label_fill, label_ignore)
-
-    plan = build_plan(
-        sources,
-        assets=assets,
-        bands=bands,
-        grid=grid,
-        crs=crs,
-        resolution=resolution,
-        bounds=bounds,
-        bounds_crs=bounds_crs,
-        chip_size=(ch, cw),
-        resampling=resampling,
-        time=time,
-        group_by=group_by,
-        overview=overview,
-        projection=projection,
-        missing_projection=missing_projection,
-        edges=edges,
-    )
-    sizes = {"y": plan.grid.height, "x": plan.grid.width}
-    chips = build_window_grid(
-        sizes,
-        {"y": ch, "x": cw},
-        {"y": sh, "x": sw},
-        edges,
-        {"y": sh * shuffle_block, "x": sw * shuffle_block},
-    )
-    order = OrderSpec(
-        grid=chips,
-        shuffle=normalize_shuffle(shuffle),
-        seed=int(seed),
-        batch_size=batch_size,
-        drop_last=drop_last,
-        shuffle_buffer=shuffle_buffer,
-        subset=None if windows is None else as_subset(windows, chips),
-        samples=samples_per_epoch,
-        replacement=bool(replacement),
-    )
-    label_spec = None
-    if labels is not None:
-        dtype_name, fill, ignore = label_values(label_dtype, label_fill, label_ignore)
-        label_spec = LabelSpec(labels, label_name, all_touched, fill, dtype_name, ignore)
-    return ChipStream(
-        plan,
-        order,
-        labels=label_spec,
-        prefetch=prefetch,
-        num_threads=num_threads,
-        apply_scale=apply_scale,
-        rank=rank,
-        world_size=world_size,
-        remainder=remainder,
-    )
