@@ -15,8 +15,9 @@ from ._stores import LAYOUTS
 
 __all__ = ["FIELDS", "WEATHER_ROWS", "BenchConfig"]
 
-#: The weather suite: whole-field forecast layouts, and small patches on 1-degree chunks.
-WEATHER_ROWS = ("era5-1deg", "era5-025", "patches-1deg")
+#: The weather suite: whole-field forecast layouts, small patches on 1-degree chunks, and
+#: a MultiStream joining a second time-varying store (``_multistream.py``).
+WEATHER_ROWS = ("era5-1deg", "era5-025", "patches-1deg", "multistream-1deg")
 
 #: Fields every row of the JSON output has.
 FIELDS = (

@@ -219,6 +219,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
 
 def _run_weather(config: BenchConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The weather suite's rows and targets (nothing when it is not selected)."""
+    from ._multistream import MULTISTREAM, measure_multistream, multistream_targets
     from ._weather import measure_weather, weather_targets
 
     if "weather" not in config.suites:
@@ -241,11 +242,15 @@ def _run_weather(config: BenchConfig) -> tuple[list[dict[str, Any]], list[dict[s
                     0.5,
                 )
             )
+        elif name == MULTISTREAM:
+            _log(config, "weather: a MultiStream with a second time-varying store")
+            part = measure_multistream(config)
         else:
             _log(config, f"weather: {name}")
             part = measure_weather(config, name)
         rows.extend(part)
     found.extend(weather_targets(rows))
+    found.extend(multistream_targets(rows))
     return rows, found
 
 

@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--weather",
         default=None,
-        help="comma-separated weather rows (default all): era5-1deg, era5-025, patches-1deg",
+        help="comma-separated weather rows (default all): era5-1deg, era5-025, patches-1deg, "
+        "multistream-1deg",
     )
 
     info = command("info", help="describe a Zarr store: variables, dims, chunks, codecs")
