@@ -107,7 +107,8 @@ def make_labels(root: Path, cogs: Sequence[Path], *, per_km2: float = 1.3, seed:
     cx = rng.uniform(left, right, n)
     cy = rng.uniform(bottom, top, n)
     radius = rng.uniform(100, 600, n)[:, None] * rng.uniform(0.6, 1.0, (n, 8))
-    angles = np.sort(rng.uniform(0, 2 * np.pi, (n, 8)), axis=1)
+    # 8 vertices at jittered, increasing angles: gaps below pi keep every polygon simple
+    angles = (np.arange(8) + rng.uniform(0, 0.8, (n, 8)) + rng.uniform(0, 8, (n, 1))) * np.pi / 4
     ring = np.stack([cx[:, None] + radius * np.cos(angles), cy[:, None] + radius * np.sin(angles)])
     ring = np.concatenate([ring, ring[:, :, :1]], axis=2).transpose(1, 2, 0)  # closed (n, 9, 2)
     frame = gpd.GeoDataFrame(
