@@ -119,7 +119,8 @@ def _format_check(check: dict[str, Any]) -> str:
     if labels:
         parts.append(
             f"labels {labels['equal']}/{labels['chips']} masks equal "
-            f"({labels['pixels_equal']:.4%} of pixels)"
+            f"({labels['pixels_equal']:.4%} of pixels; "
+            f"{labels.get('background_where_labelled', 0)} px left as background)"
         )
     for how, v in check.get("reprojection", {}).items():
         text = (

@@ -370,8 +370,10 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
 
     * native grid (grid and random sampler): the image equals a windowed
       ``rasterio`` read of the file holding the chip, pixel for pixel;
-    * labels: the mask equals ``rasterio.features.rasterize`` of the label
-      polygons (read with geopandas, reprojected to the scenes' CRS) on the chip;
+    * labels: the mask against ``rasterio.features.rasterize`` of every label
+      polygon touching the chip (read with geopandas, reprojected to the scenes'
+      CRS); torchgeo selects polygons with a box through two reprojected corners of
+      the chip, which misses some crossing its edges (counted);
     * reprojection: the chip against ``rasterio.warp.reproject`` of the source
       file onto the chip's grid (same CRS, transform, resampling, nodata 0), on
       the pixels valid in both: torchgeo warps each file once to a default grid
@@ -416,7 +418,7 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
         dataset = _datasets({**spec, "variant": "labels"})
         frame = gpd.read_parquet(spec["labels"]).to_crs(handles[0].crs)
         sampler = _sampler(dataset, "random", 2)
-        equal = pixels = same = labelled = 0
+        equal = pixels = same = labelled = missed = 0
         indexes = list(_take(iter(sampler), n))
         for index in indexes:
             b = _bounds(index)
@@ -437,11 +439,15 @@ def check(spec: dict[str, Any]) -> dict[str, Any]:
             pixels += mask.size
             same += int((mask == want).sum())
             labelled += int((want != 0).sum())
+            missed += int(((mask == 0) & (want != 0)).sum())
         out["labels"] = {
             "chips": len(indexes),
             "equal": equal,
             "pixels_equal": same / pixels if pixels else None,
             "labelled_fraction": labelled / pixels if pixels else None,
+            # torchgeo looks features up in a box through two corners of the chip,
+            # reprojected: polygons crossing the chip near the other two are left out
+            "background_where_labelled": missed,
         }
 
     reprojection: dict[str, Any] = {}
