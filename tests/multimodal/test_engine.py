@@ -118,8 +118,12 @@ def test_second_store_decoded_once_with_one_report(stores: dict[str, Path]) -> N
     assert report is not None and report.finished
     # one report: both inputs' requests and bytes, both modalities' chunks, each once
     after = [s.request_stats() for s in sources]
-    assert report.requests == sum(a["requests"] - b["requests"] for a, b in zip(after, before))
-    assert report.bytes_read == sum(a["bytes"] - b["bytes"] for a, b in zip(after, before))
+    assert report.requests == sum(
+        a["requests"] - b["requests"] for a, b in zip(after, before, strict=True)
+    )
+    assert report.bytes_read == sum(
+        a["bytes"] - b["bytes"] for a, b in zip(after, before, strict=True)
+    )
     names = {name for name, _ in report.decodes}
     assert names == {"t", "u", "ocean/sst", "ocean/swh"}
     assert set(report.decodes.values()) == {1}
@@ -142,7 +146,8 @@ def test_within_one_budget(stores: dict[str, Path], shuffle: str, memory: str) -
         _check_ocean(batch, ocean, TIMES)
         i = batch.size - 1
         t, r, c = (int(batch.starts[d][i]) for d in ("time", "lat", "lon"))
-        np.testing.assert_array_equal(batch["weather"][i, 0], weather["t"].values[t, r:r + 8, c:c + 8])  # fmt: skip
+        expected = weather["t"].values[t, r : r + 8, c : c + 8]
+        np.testing.assert_array_equal(batch["weather"][i, 0], expected)
         n += batch.size
     report = stream.report
     assert report is not None and n == stream.n_windows
@@ -298,7 +303,9 @@ def test_cog_native_is_its_own_pixels(rasters: dict[str, Path], stores) -> None:
     stream = es.MultiStream(
         {
             "w": es.Modality(stores["weather"], variables=["t"]),
-            "s2": es.Modality(es.open_tiff(rasters["fine"]), variables=["red"], resolution="native"),
+            "s2": es.Modality(
+                es.open_tiff(rasters["fine"]), variables=["red"], resolution="native"
+            ),
         },
         {"lat": 4, "lon": 4},
         batch_size=9,
