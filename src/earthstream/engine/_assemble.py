@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ._buffers import BatchBuffers, aligned_empty
 from ._layout import VarLayout
@@ -89,7 +89,10 @@ def copy_pieces(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: n
     """Copy ``pieces`` from ``slab`` (piece ``i`` from slot ``slots[i]``) into ``out_full``.
 
     Pieces of one extent are gathered from the slab and scattered into the
-    output together; large ones, or a few, are copied one by one.
+    output together; large ones, or a few, are copied one by one.  Small pieces
+    of many extents (windows across the borders of small chunks: shards' inner
+    chunks) are copied as rows of their last dim, one gather and one scatter
+    per row length (:func:`copy_rows`).
     """
     if not len(pieces):
         return
@@ -97,6 +100,13 @@ def copy_pieces(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: n
     if len(pieces) == 1 or (sizes == sizes[0]).all():
         groups: list[np.ndarray | slice] = [slice(None)]
     else:
+        elements = np.prod(sizes, axis=1)
+        small = elements < BIG_PIECE
+        if small.sum() >= _FEW and copy_rows(slab, slots[small], pieces.take(small), out_full):
+            if small.all():
+                return
+            big = np.flatnonzero(~small)
+            slots, pieces, sizes = slots[big], pieces.take(big), sizes[big]
         _, inverse = np.unique(sizes, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         order = np.argsort(inverse, kind="stable")
@@ -120,6 +130,78 @@ def copy_pieces(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: n
         got = sliding_window_view(slab, (1, *extent))[(where, *src.T)]
         target = sliding_window_view(out_full, (1, *extent), writeable=True)
         target[(rows, *dst.T)] = got
+
+
+def _element_strides(a: np.ndarray) -> np.ndarray | None:
+    """``a``'s strides in elements (0 along dims of length 1), or ``None`` when one is
+    negative or not a whole number of elements."""
+    item = a.itemsize
+    out = []
+    for n, s in zip(a.shape, a.strides, strict=True):
+        if n == 1:
+            s = 0
+        if s < 0 or s % item:
+            return None
+        out.append(s // item)
+    return np.array(out, dtype=np.int64)
+
+
+def _runs(a: np.ndarray, strides: np.ndarray, length: int) -> np.ndarray:
+    """Every run of ``length`` elements along ``a``'s last dim, indexed by the element
+    offset of its first element from ``a``'s first: an ``(offsets, length)`` view."""
+    span = int(np.dot(np.asarray(a.shape, dtype=np.int64) - 1, strides)) + 1
+    step = int(strides[-1])
+    return as_strided(
+        a,
+        shape=(max(1, span - (length - 1) * step), length),
+        strides=(a.itemsize, step * a.itemsize),
+    )
+
+
+def copy_rows(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> bool:
+    """Copy small ``pieces`` of any extents as rows of their last dim: the rows'
+    offsets computed with array arithmetic, then per row length one gather from the
+    slab and one scatter into ``out_full`` (no Python per piece).  ``False`` (nothing
+    copied) when an array's strides do not allow it (negative, or not whole elements).
+    """
+    src_el = _element_strides(slab)
+    dst_el = _element_strides(out_full)
+    sizes = pieces.size
+    ndim = sizes.shape[1]
+    if src_el is None or dst_el is None or ndim == 0:
+        return False
+    src_base = slots * src_el[0] + pieces.src @ src_el[1:]
+    dst_base = pieces.rows * dst_el[0] + pieces.dst @ dst_el[1:]
+    lengths = sizes[:, -1]
+    outer = [d for d in range(ndim - 1) if (sizes[:, d] != 1).any()]
+    if outer:
+        per_piece = np.prod(sizes[:, outer], axis=1)
+        piece = np.repeat(np.arange(len(pieces)), per_piece)
+        rem = np.arange(len(piece), dtype=np.int64) - np.repeat(
+            np.cumsum(per_piece) - per_piece, per_piece
+        )
+        src_off = src_base[piece]
+        dst_off = dst_base[piece]
+        for d in reversed(outer):
+            n_d = sizes[piece, d]
+            at = rem % n_d
+            rem //= n_d
+            src_off += at * src_el[1 + d]
+            dst_off += at * dst_el[1 + d]
+        row_lengths = lengths[piece]
+    else:
+        src_off, dst_off, row_lengths = src_base, dst_base, lengths
+    distinct = np.unique(lengths).tolist()
+    for length in distinct:
+        if length <= 0:
+            continue
+        if len(distinct) == 1:
+            s, t = src_off, dst_off
+        else:
+            chosen = row_lengths == length
+            s, t = src_off[chosen], dst_off[chosen]
+        _runs(out_full, dst_el, length)[t] = _runs(slab, src_el, length)[s]
+    return True
 
 
 def _inside_pieces(plan: VarPlan, var: VarLayout, rows: np.ndarray) -> Pieces:
