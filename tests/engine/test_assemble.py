@@ -136,3 +136,25 @@ def test_copy_rows_refuses_negative_strides() -> None:
     )
     assert not copy_rows(slab, np.zeros(1, np.intp), pieces, out)
     assert not out.any()
+
+
+def test_copy_pieces_groups_many_pieces_by_extent() -> None:
+    """Many pieces: those of a common extent gathered together, the others one by one."""
+    rng = np.random.default_rng(2)
+    slab = rng.standard_normal((4, 40, 40)).astype(np.float32)
+    out = np.zeros((80, 16, 40), np.float32)
+    rows, src, dst, size = [], [], [], []
+    for r in range(80):
+        width = 16 if r < 70 else 20 + r % 5  # 70 of one extent, 10 of five others
+        rows.append(r)
+        src.append([int(rng.integers(0, 40 - 16)), int(rng.integers(0, 40 - width))])
+        dst.append([0, int(rng.integers(0, 40 - width))])
+        size.append([16, width])
+    n = len(rows)
+    pieces = Pieces(
+        np.array(rows), np.zeros(n, np.int64), np.array(src), np.array(dst), np.array(size)
+    )
+    slots = rng.integers(0, 4, size=n).astype(np.intp)
+    want = _reference(slab, slots, pieces, out)
+    copy_pieces(slab, slots, pieces, out)
+    np.testing.assert_array_equal(out, want)

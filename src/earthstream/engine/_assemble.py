@@ -44,6 +44,11 @@ __all__ = [
 BIG_PIECE = 1 << 15
 #: Fewer pieces of one extent than this are copied one by one, too.
 _FEW = 6
+#: Pieces of many extents are grouped by extent only when there are this many.
+_GROUPED = 64
+#: Pieces of fewer elements than this (of any extents) are copied as rows
+#: (:func:`copy_rows`): below it a row costs less than a piece's own copy call.
+ROW_PIECE = 256
 
 
 @dataclass
@@ -88,48 +93,80 @@ def _slices(start: list[int], size: list[int]) -> tuple[slice, ...]:
 def copy_pieces(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> None:
     """Copy ``pieces`` from ``slab`` (piece ``i`` from slot ``slots[i]``) into ``out_full``.
 
-    Pieces of one extent are gathered from the slab and scattered into the
-    output together; large ones, or a few, are copied one by one.  Small pieces
-    of many extents (windows across the borders of small chunks: shards' inner
-    chunks) are copied as rows of their last dim, one gather and one scatter
-    per row length (:func:`copy_rows`).
+    Pieces of one extent, when there are many, are gathered from the slab and
+    scattered into the output together.  Tiny pieces (fewer than ``ROW_PIECE``
+    elements) of many extents are copied as rows of their last dim
+    (:func:`copy_rows`).  The others (large ones, or a few of an extent) are
+    copied one by one, each a single NumPy copy.
     """
     if not len(pieces):
         return
     sizes = pieces.size
     if len(pieces) == 1 or (sizes == sizes[0]).all():
-        groups: list[np.ndarray | slice] = [slice(None)]
-    else:
-        elements = np.prod(sizes, axis=1)
-        small = elements < BIG_PIECE
-        if small.sum() >= _FEW and copy_rows(slab, slots[small], pieces.take(small), out_full):
-            if small.all():
-                return
-            big = np.flatnonzero(~small)
-            slots, pieces, sizes = slots[big], pieces.take(big), sizes[big]
-        _, inverse = np.unique(sizes, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.argsort(inverse, kind="stable")
-        cuts = np.flatnonzero(np.diff(inverse[order])) + 1
-        groups = list(np.split(order, cuts))
+        if len(pieces) < _FEW or int(np.prod(sizes[0])) >= BIG_PIECE:
+            _copy_each(slab, slots, pieces, out_full)
+        else:
+            _gather(slab, slots, pieces, out_full)
+        return
+    tiny = np.prod(sizes, axis=1) < ROW_PIECE
+    n_tiny = int(tiny.sum())
+    if n_tiny >= _FEW and copy_rows(slab, slots[tiny], pieces.take(tiny), out_full):
+        if n_tiny == len(pieces):
+            return
+        rest = np.flatnonzero(~tiny)
+        slots, pieces, sizes = slots[rest], pieces.take(rest), sizes[rest]
+    if len(pieces) < _GROUPED:  # grouping would cost more than it saves
+        _copy_each(slab, slots, pieces, out_full)
+        return
+    groups, loose = _extent_groups(sizes)
     for group in groups:
-        rows, src, dst, size = (
-            pieces.rows[group],
-            pieces.src[group],
-            pieces.dst[group],
-            sizes[group],
-        )
-        where = slots[group]
-        extent = size[0].tolist()
-        if len(rows) < _FEW or int(np.prod(extent)) >= BIG_PIECE:
-            for r, w, a, b in zip(
-                rows.tolist(), where.tolist(), src.tolist(), dst.tolist(), strict=True
-            ):
-                out_full[(r, *_slices(b, extent))] = slab[(w, *_slices(a, extent))]
-            continue
-        got = sliding_window_view(slab, (1, *extent))[(where, *src.T)]
-        target = sliding_window_view(out_full, (1, *extent), writeable=True)
-        target[(rows, *dst.T)] = got
+        _gather(slab, slots[group], pieces.take(group), out_full)
+    if len(loose):
+        _copy_each(slab, slots[loose], pieces.take(loose), out_full)
+
+
+def _copy_each(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> None:
+    """Copy ``pieces`` one by one (any extents)."""
+    for r, w, a, b, k in zip(
+        pieces.rows.tolist(),
+        slots.tolist(),
+        pieces.src.tolist(),
+        pieces.dst.tolist(),
+        pieces.size.tolist(),
+        strict=True,
+    ):
+        out_full[(r, *_slices(b, k))] = slab[(w, *_slices(a, k))]
+
+
+def _gather(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> None:
+    """Copy ``pieces`` of one extent with one gather and one scatter."""
+    extent = pieces.size[0].tolist()
+    got = sliding_window_view(slab, (1, *extent))[(slots, *pieces.src.T)]
+    target = sliding_window_view(out_full, (1, *extent), writeable=True)
+    target[(pieces.rows, *pieces.dst.T)] = got
+
+
+def _extent_groups(sizes: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The pieces (rows of ``sizes``) gathered by extent: index arrays of the extents
+    with at least ``_FEW`` pieces of fewer than ``BIG_PIECE`` elements each; and the
+    indices of all other pieces (copied one by one)."""
+    span = sizes.max(axis=0) + 1
+    if float(np.prod(span, dtype=np.float64)) < 2.0**62:  # one integer key per extent
+        key = np.ravel_multi_index(tuple(sizes.T), tuple(span.tolist()))
+    else:  # pragma: no cover - extents too large to pack
+        _, key = np.unique(sizes, axis=0, return_inverse=True)
+        key = key.reshape(-1)
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    starts = np.concatenate([[0], bounds])
+    counts = np.diff(np.concatenate([starts, [len(order)]]))
+    many = (counts >= _FEW) & (np.prod(sizes[order[starts]], axis=1) < BIG_PIECE)
+    if not many.any():
+        return [], np.arange(len(sizes))
+    parts = np.split(order, bounds)
+    groups = [part for part, m in zip(parts, many.tolist(), strict=True) if m]
+    rest = [part for part, m in zip(parts, many.tolist(), strict=True) if not m]
+    return groups, np.concatenate(rest) if rest else np.zeros(0, np.intp)
 
 
 def _element_strides(a: np.ndarray) -> np.ndarray | None:
