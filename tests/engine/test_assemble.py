@@ -79,7 +79,7 @@ def _reference(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out: np.ndar
     return want
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_case())
 def test_copy_rows_equals_slicing(case: tuple[np.ndarray, np.ndarray, Pieces, np.ndarray]) -> None:
     slab, slots, pieces, out = case
@@ -88,7 +88,7 @@ def test_copy_rows_equals_slicing(case: tuple[np.ndarray, np.ndarray, Pieces, np
     np.testing.assert_array_equal(out, want)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_case())
 def test_copy_pieces_equals_slicing(
     case: tuple[np.ndarray, np.ndarray, Pieces, np.ndarray],
