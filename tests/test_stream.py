@@ -194,6 +194,37 @@ def test_full_shuffle_sweeps_under_tight_memory(tmp_path: Path, open_xr) -> None
     assert report.chunks_decoded <= n_chunks * sweeps
 
 
+def test_full_shuffle_sweeps_many_small_chunks(tmp_path: Path, open_xr) -> None:
+    """Many small chunks (a shard's inner chunks) and a cache of a quarter of the data:
+    a batch fits the slots, but random reuse would miss most chunks, so batches are
+    assembled in sweeps, each chunk decoded once per sweep; samples equal xarray's."""
+    path = es.datasets.era5_like(
+        tmp_path / "inner.zarr",
+        n_times=40,
+        n_lat=32,
+        n_lon=64,
+        variables=["t2m", "u10"],
+        chunks={"time": 1, "lat": 8, "lon": 32},
+        shards={"time": 8, "lat": 32, "lon": 64},
+    )
+    ds = open_xr(path)
+    limit = 170_000  # about a quarter of the 655 kB of data
+    stream = es.Stream(
+        path, {"lat": 4, "lon": 4}, batch_size=16, shuffle="full", memory_limit=limit, seed=3
+    )
+    k = stream._sweep_batches
+    assert k >= 2
+    ids = []
+    for batch in stream:
+        assert_batch_matches(batch, ds, {"lat": 4, "lon": 4})
+        ids.extend(batch.window_ids.tolist())
+    assert sorted(ids) == list(range(stream.n_windows))
+    report = stream.report
+    assert report is not None and report.peak_held_bytes <= limit
+    n_chunks = 2 * 40 * 4 * 2  # two variables, 4 x 2 inner chunks per time step
+    assert report.chunks_decoded <= n_chunks * -(-len(stream) // k)
+
+
 def test_budget_too_small_is_refused(era5_v3: Path) -> None:
     with pytest.raises(MemoryBudgetError, match=r"too small.*Raise memory_limit to at least"):
         es.Stream(

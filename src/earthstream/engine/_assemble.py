@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ._buffers import BatchBuffers, aligned_empty
 from ._layout import VarLayout
@@ -44,6 +44,11 @@ __all__ = [
 BIG_PIECE = 1 << 15
 #: Fewer pieces of one extent than this are copied one by one, too.
 _FEW = 6
+#: Pieces of many extents are grouped by extent only when there are this many.
+_GROUPED = 64
+#: Pieces of fewer elements than this (of any extents) are copied as rows
+#: (:func:`copy_rows`): below it a row costs less than a piece's own copy call.
+ROW_PIECE = 256
 
 
 @dataclass
@@ -88,38 +93,152 @@ def _slices(start: list[int], size: list[int]) -> tuple[slice, ...]:
 def copy_pieces(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> None:
     """Copy ``pieces`` from ``slab`` (piece ``i`` from slot ``slots[i]``) into ``out_full``.
 
-    Pieces of one extent are gathered from the slab and scattered into the
-    output together; large ones, or a few, are copied one by one.
+    Pieces of one extent, when there are many, are gathered from the slab and
+    scattered into the output together.  Tiny pieces (fewer than ``ROW_PIECE``
+    elements) of many extents are copied as rows of their last dim
+    (:func:`copy_rows`).  The others (large ones, or a few of an extent) are
+    copied one by one, each a single NumPy copy.
     """
     if not len(pieces):
         return
     sizes = pieces.size
     if len(pieces) == 1 or (sizes == sizes[0]).all():
-        groups: list[np.ndarray | slice] = [slice(None)]
-    else:
-        _, inverse = np.unique(sizes, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        order = np.argsort(inverse, kind="stable")
-        cuts = np.flatnonzero(np.diff(inverse[order])) + 1
-        groups = list(np.split(order, cuts))
+        if len(pieces) < _FEW or int(np.prod(sizes[0])) >= BIG_PIECE:
+            _copy_each(slab, slots, pieces, out_full)
+        else:
+            _gather(slab, slots, pieces, out_full)
+        return
+    tiny = np.prod(sizes, axis=1) < ROW_PIECE
+    n_tiny = int(tiny.sum())
+    if n_tiny >= _FEW and copy_rows(slab, slots[tiny], pieces.take(tiny), out_full):
+        if n_tiny == len(pieces):
+            return
+        rest = np.flatnonzero(~tiny)
+        slots, pieces, sizes = slots[rest], pieces.take(rest), sizes[rest]
+    if len(pieces) < _GROUPED:  # grouping would cost more than it saves
+        _copy_each(slab, slots, pieces, out_full)
+        return
+    groups, loose = _extent_groups(sizes)
     for group in groups:
-        rows, src, dst, size = (
-            pieces.rows[group],
-            pieces.src[group],
-            pieces.dst[group],
-            sizes[group],
+        _gather(slab, slots[group], pieces.take(group), out_full)
+    if len(loose):
+        _copy_each(slab, slots[loose], pieces.take(loose), out_full)
+
+
+def _copy_each(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> None:
+    """Copy ``pieces`` one by one (any extents)."""
+    for r, w, a, b, k in zip(
+        pieces.rows.tolist(),
+        slots.tolist(),
+        pieces.src.tolist(),
+        pieces.dst.tolist(),
+        pieces.size.tolist(),
+        strict=True,
+    ):
+        out_full[(r, *_slices(b, k))] = slab[(w, *_slices(a, k))]
+
+
+def _gather(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> None:
+    """Copy ``pieces`` of one extent with one gather and one scatter."""
+    extent = pieces.size[0].tolist()
+    got = sliding_window_view(slab, (1, *extent))[(slots, *pieces.src.T)]
+    target = sliding_window_view(out_full, (1, *extent), writeable=True)
+    target[(pieces.rows, *pieces.dst.T)] = got
+
+
+def _extent_groups(sizes: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """The pieces (rows of ``sizes``) gathered by extent: index arrays of the extents
+    with at least ``_FEW`` pieces of fewer than ``BIG_PIECE`` elements each; and the
+    indices of all other pieces (copied one by one)."""
+    span = sizes.max(axis=0) + 1
+    if float(np.prod(span, dtype=np.float64)) < 2.0**62:  # one integer key per extent
+        key = np.ravel_multi_index(tuple(sizes.T), tuple(span.tolist()))
+    else:  # pragma: no cover - extents too large to pack
+        _, key = np.unique(sizes, axis=0, return_inverse=True)
+        key = key.reshape(-1)
+    order = np.argsort(key, kind="stable")
+    bounds = np.flatnonzero(np.diff(key[order])) + 1
+    starts = np.concatenate([[0], bounds])
+    counts = np.diff(np.concatenate([starts, [len(order)]]))
+    many = (counts >= _FEW) & (np.prod(sizes[order[starts]], axis=1) < BIG_PIECE)
+    if not many.any():
+        return [], np.arange(len(sizes))
+    parts = np.split(order, bounds)
+    groups = [part for part, m in zip(parts, many.tolist(), strict=True) if m]
+    rest = [part for part, m in zip(parts, many.tolist(), strict=True) if not m]
+    return groups, np.concatenate(rest) if rest else np.zeros(0, np.intp)
+
+
+def _element_strides(a: np.ndarray) -> np.ndarray | None:
+    """``a``'s strides in elements (0 along dims of length 1), or ``None`` when one is
+    negative or not a whole number of elements."""
+    item = a.itemsize
+    out = []
+    for n, s in zip(a.shape, a.strides, strict=True):
+        if n == 1:
+            s = 0
+        if s < 0 or s % item:
+            return None
+        out.append(s // item)
+    return np.array(out, dtype=np.int64)
+
+
+def _runs(a: np.ndarray, strides: np.ndarray, length: int) -> np.ndarray:
+    """Every run of ``length`` elements along ``a``'s last dim, indexed by the element
+    offset of its first element from ``a``'s first: an ``(offsets, length)`` view."""
+    span = int(np.dot(np.asarray(a.shape, dtype=np.int64) - 1, strides)) + 1
+    step = int(strides[-1])
+    return as_strided(
+        a,
+        shape=(max(1, span - (length - 1) * step), length),
+        strides=(a.itemsize, step * a.itemsize),
+    )
+
+
+def copy_rows(slab: np.ndarray, slots: np.ndarray, pieces: Pieces, out_full: np.ndarray) -> bool:
+    """Copy small ``pieces`` of any extents as rows of their last dim: the rows'
+    offsets computed with array arithmetic, then per row length one gather from the
+    slab and one scatter into ``out_full`` (no Python per piece).  ``False`` (nothing
+    copied) when an array's strides do not allow it (negative, or not whole elements).
+    """
+    src_el = _element_strides(slab)
+    dst_el = _element_strides(out_full)
+    sizes = pieces.size
+    ndim = sizes.shape[1]
+    if src_el is None or dst_el is None or ndim == 0:
+        return False
+    src_base = slots * src_el[0] + pieces.src @ src_el[1:]
+    dst_base = pieces.rows * dst_el[0] + pieces.dst @ dst_el[1:]
+    lengths = sizes[:, -1]
+    outer = [d for d in range(ndim - 1) if (sizes[:, d] != 1).any()]
+    if outer:
+        per_piece = np.prod(sizes[:, outer], axis=1)
+        piece = np.repeat(np.arange(len(pieces)), per_piece)
+        rem = np.arange(len(piece), dtype=np.int64) - np.repeat(
+            np.cumsum(per_piece) - per_piece, per_piece
         )
-        where = slots[group]
-        extent = size[0].tolist()
-        if len(rows) < _FEW or int(np.prod(extent)) >= BIG_PIECE:
-            for r, w, a, b in zip(
-                rows.tolist(), where.tolist(), src.tolist(), dst.tolist(), strict=True
-            ):
-                out_full[(r, *_slices(b, extent))] = slab[(w, *_slices(a, extent))]
+        src_off = src_base[piece]
+        dst_off = dst_base[piece]
+        for d in reversed(outer):
+            n_d = sizes[piece, d]
+            at = rem % n_d
+            rem //= n_d
+            src_off += at * src_el[1 + d]
+            dst_off += at * dst_el[1 + d]
+        row_lengths = lengths[piece]
+    else:
+        src_off, dst_off, row_lengths = src_base, dst_base, lengths
+    distinct = np.unique(lengths).tolist()
+    for length in distinct:
+        if length <= 0:
             continue
-        got = sliding_window_view(slab, (1, *extent))[(where, *src.T)]
-        target = sliding_window_view(out_full, (1, *extent), writeable=True)
-        target[(rows, *dst.T)] = got
+        if len(distinct) == 1:
+            s, t = src_off, dst_off
+        else:
+            chosen = row_lengths == length
+            s, t = src_off[chosen], dst_off[chosen]
+        _runs(out_full, dst_el, length)[t] = _runs(slab, src_el, length)[s]
+    return True
 
 
 def _inside_pieces(plan: VarPlan, var: VarLayout, rows: np.ndarray) -> Pieces:

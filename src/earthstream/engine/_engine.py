@@ -31,7 +31,7 @@ from .._batch import Batch
 from ..errors import ConfigError
 from ..protocols import ChunkedSource, RequestCounts, SourceCapabilities
 from ..sampling import EpochOrder
-from ._budget import SWEEP_SLOTS, Budget
+from ._budget import Budget, sweep_slots
 from ._buffers import BatchBuffers
 from ._direct import run_direct
 from ._kind import StreamKind
@@ -119,12 +119,16 @@ class Engine:
         # of each), never more than a variable has chunks.  Sweeps keep a few slots
         # (to overlap loads) and give the rest of the cache to their outputs.
         self.sweep_batches = int(sweep_batches)
-        n_slots = SWEEP_SLOTS if self.sweep_batches else max(1, capacity // block)
+        n_slots = (
+            sweep_slots(block, budget.cache_capacity)
+            if self.sweep_batches
+            else max(1, capacity // block)
+        )
         self.slot_counts = [
             max(1, min(n_slots, int(np.prod(v.chunk_grid, dtype=np.int64)))) for v in variables
         ]
         if self.sweep_batches:
-            self.max_inflight = min(self.max_inflight, SWEEP_SLOTS * len(variables))
+            self.max_inflight = min(self.max_inflight, n_slots * len(variables))
         # samples that are whole chunks, each used once: decoded straight into the batch
         self.direct = not self.sweep_batches and kind.direct
         if self.direct:

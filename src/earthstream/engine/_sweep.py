@@ -31,6 +31,9 @@ from ._pass import Delivery, Pass
 from ._plan import BatchPlan, Pieces
 from ._slots import SlotPool
 
+#: Windows inside a chunk are gathered together from this many (fewer: one by one).
+_GATHER = 8
+
 __all__ = ["KeyTargets", "SweepOutputs", "run_sweeps", "sweep_outputs", "sweep_targets"]
 
 
@@ -68,69 +71,74 @@ class KeyTargets:
 
 
 def sweep_targets(variables: Sequence[VarLayout], plans: Sequence[BatchPlan]) -> list[KeyTargets]:
-    """Group every sample of the sweep by the chunk(s) it reads from."""
-    n_vars = len(variables)
+    """Group every sample of the sweep by the chunk(s) it reads from (vectorized: a few
+    array operations per batch, then one sort per variable)."""
     out: list[KeyTargets] = []
-    offset = 0
-    per_var: list[dict[int, dict[str, Any]]] = [{} for _ in range(n_vars)]
-    for plan in plans:
-        for vi, vplan in enumerate(plan.vars):
-            table = per_var[vi]
-            keys = vplan.keys
+    for vi, var in enumerate(variables):
+        ndim = len(var.chunks)
+        used, grid, in_key, in_row, in_local = [], [], [], [], []
+        p_key, p_parts = [], []
+        offset = 0
+        for plan in plans:
+            vplan = plan.vars[vi]
+            keys = np.asarray(vplan.keys, dtype=np.int64)
+            used.append(keys)
+            grid.append(np.asarray(vplan.index, dtype=np.int64).reshape(len(keys), ndim))
             inside = np.flatnonzero(vplan.which >= 0)
-            order = np.argsort(vplan.which[inside], kind="stable")
-            counts = np.bincount(vplan.which[inside], minlength=len(keys)).tolist()
-            grouped = inside[order]
-            start = 0
-            for position, key in enumerate(keys):
-                entry = table.get(key)
-                if entry is None:
-                    entry = table[key] = {
-                        "index": vplan.index[position],
-                        "rows": [],
-                        "local": [],
-                        "pieces": [],
-                        "uses": 0,
-                    }
-                entry["uses"] += 1
-                picked = grouped[start : start + counts[position]]
-                start += counts[position]
-                if len(picked):
-                    entry["rows"].append(picked + offset)
-                    entry["local"].append(vplan.local[picked])
+            if len(inside):
+                in_key.append(keys[vplan.which[inside]])
+                in_row.append(inside + offset)
+                in_local.append(vplan.local[inside])
             pieces = vplan.pieces
             if len(pieces):
-                order = np.argsort(pieces.position, kind="stable")
-                cuts = np.flatnonzero(np.diff(pieces.position[order])) + 1
-                for group in np.split(order, cuts):
-                    part = pieces.take(group)
-                    part.rows = part.rows + offset
-                    table[keys[int(part.position[0])]]["pieces"].append(part)
-        offset += len(plan.ids)
-    for vi, table in enumerate(per_var):
-        ndim = len(variables[vi].chunks)
-        for key in table:
-            entry = table[key]
-            rows: np.ndarray = (
-                np.concatenate(entry["rows"]) if entry["rows"] else np.zeros(0, np.intp)
-            )
-            starts: np.ndarray = (
-                np.concatenate(entry["local"]) if entry["local"] else np.zeros((0, ndim), np.int64)
-            )
-            parts: list[Pieces] = entry["pieces"]
+                p_key.append(keys[pieces.position])
+                p_parts.append(
+                    Pieces(pieces.rows + offset, pieces.position, pieces.src, pieces.dst,
+                           pieces.size)
+                )  # fmt: skip
+            offset += len(plan.ids)
+        if not used:
+            continue
+        all_keys = np.concatenate(used)
+        uniq, first, uses = np.unique(all_keys, return_index=True, return_counts=True)
+        index = np.concatenate(grid)[first]
+        rows_of, local_of = _split_by_key(
+            uniq,
+            np.concatenate(in_key) if in_key else np.zeros(0, np.int64),
+            [
+                np.concatenate(in_row) if in_row else np.zeros(0, np.intp),
+                np.concatenate(in_local) if in_local else np.zeros((0, ndim), np.int64),
+            ],
+        )
+        if p_parts:
+            fields = [
+                np.concatenate([getattr(p, f) for p in p_parts])
+                for f in ("rows", "position", "src", "dst", "size")
+            ]
+            split = _split_by_key(uniq, np.concatenate(p_key), fields)
+        else:
+            split = None
+        for j, key in enumerate(uniq.tolist()):
             pieces = (
-                Pieces(
-                    np.concatenate([p.rows for p in parts]),
-                    np.concatenate([p.position for p in parts]),
-                    np.concatenate([p.src for p in parts]),
-                    np.concatenate([p.dst for p in parts]),
-                    np.concatenate([p.size for p in parts]),
-                )
-                if parts
-                else Pieces.empty(ndim)
+                Pieces(*(field[j] for field in split)) if split is not None else Pieces.empty(ndim)
             )
-            out.append(KeyTargets(key, vi, entry["index"], rows, starts, pieces, entry["uses"]))
+            out.append(KeyTargets(key, vi, index[j], rows_of[j], local_of[j], pieces, int(uses[j])))
     out.sort(key=lambda t: t.key)  # chunk by chunk, the variables of each chunk together
+    return out
+
+
+def _split_by_key(
+    uniq: np.ndarray, keys: np.ndarray, fields: list[np.ndarray]
+) -> list[list[np.ndarray]]:
+    """``fields`` (parallel to ``keys``) split by key: for each field, one array per
+    entry of ``uniq`` (sorted; every key is in it), in the order the entries came."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.searchsorted(keys[order], uniq, side="left").tolist()
+    bounds.append(len(keys))
+    out = []
+    for field in fields:
+        ordered = field[order]
+        out.append([ordered[bounds[j] : bounds[j + 1]] for j in range(len(uniq))])
     return out
 
 
@@ -138,7 +146,7 @@ def scatter_sweep(pool: SlotPool, target: KeyTargets, slot: int, full: np.ndarra
     """Copy everything chunk ``target`` holds into the sweep's output rows (``full``: the
     variable's frame in the outputs)."""
     var = pool.var
-    if len(target.rows) and pool.windows is not None:
+    if len(target.rows) >= _GATHER and pool.windows is not None:
         picked = pool.windows[(np.full(len(target.rows), slot), *target.local.T)]
         full[target.rows] = picked.reshape((len(target.rows), *var.lengths))
     elif len(target.rows):

@@ -42,7 +42,7 @@ from ..engine import (
     frame_of,
     plan_var,
 )
-from ..engine._budget import SWEEP_SLOTS
+from ..engine._budget import sweep_batches
 from ..engine._buffers import aligned_empty
 from ..errors import MemoryBudgetError
 from ..sampling._forecast import ForecastPlan
@@ -358,14 +358,4 @@ def multi_budget(kind: StreamKind, batch_size: int, memory_limit: int, prefetch:
 def multi_sweep_size(kind: StreamKind, budget: Budget, batch_size: int) -> int:
     """Batches per sweep for a fully shuffled stream (0: batches fit the slots); as
     :func:`~earthstream.engine.sweep_size`, over every modality's variables."""
-    block = max(1, kind.block_nbytes())
-    n_slots = budget.cache_capacity // block
-    expected = 0.0
-    for var in kind.variables:
-        n = float(np.prod(var.chunk_grid, dtype=np.float64))
-        expected = max(expected, n * (1 - (1 - 1 / n) ** batch_size) if n else 0.0)
-    if expected <= 0.5 * n_slots:
-        return 0
-    room = budget.cache_capacity - SWEEP_SLOTS * block
-    size = room // max(1, budget.batch_nbytes)
-    return int(size) if size >= 2 else 0
+    return sweep_batches(kind.variables, kind.block_nbytes(), budget, batch_size)
