@@ -10,7 +10,7 @@ import numpy as np
 
 from ._records import Record, record_of
 
-__all__ = ["Batch", "window_labels"]
+__all__ = ["Batch", "WindowLabels", "window_labels"]
 
 
 def window_labels(values: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -38,6 +38,24 @@ def window_labels(values: np.ndarray, starts: np.ndarray, length: int) -> np.nda
         picked = picked.astype(object)
         picked[~inside] = None
     return np.asarray(picked)
+
+
+@dataclass(frozen=True)
+class WindowLabels:
+    """The coordinate labels a batch's windows along one dim are cut from: ``values``
+    (labels ``offset`` onwards) and the window ``length``; :meth:`cut` gives the
+    ``(B, length)`` labels of windows starting at ``starts`` (see :func:`window_labels`).
+
+    >>> WindowLabels(np.array([20, 30]), 1, 2).cut(np.array([1, 2])).tolist()
+    [[20.0, 30.0], [30.0, nan]]
+    """
+
+    values: np.ndarray
+    offset: int
+    length: int
+
+    def cut(self, starts: np.ndarray) -> np.ndarray:
+        return window_labels(self.values, np.asarray(starts) - self.offset, self.length)
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +168,10 @@ class Batch(Mapping[str, np.ndarray]):
         import xarray as xr
 
         n = self.size
-        window = dict(self.attrs.get("window_coords", {}))
+        window = {
+            dim: span.cut(self.starts[dim])
+            for dim, span in self.attrs.get("window_coords", {}).items()
+        }
         fdim = self.attrs.get("forecast_dim")
         forecast = fdim is not None and "target_times" in self.coords
         renamed: dict[str, dict[str, str]] = {}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ._batch import Batch, window_labels
+from ._batch import Batch, WindowLabels
 from ._sharding import ShardedStream
 from ._units import format_bytes, parse_bytes
 from ._validate import (
@@ -448,15 +448,20 @@ class Stream(ShardedStream):
             yield self._finish(batch) if finish else batch
 
     def _with_window_coords(self, batch: Batch) -> Batch:
-        """Each sample's coordinate labels along its windowed dims (``attrs["window_coords"]``,
-        for :meth:`Batch.to_xarray`): ``B x window`` values per dim, padding NaN / NaT."""
-        labels = {}
+        """What each sample's coordinate labels along its windowed dims are cut from
+        (``attrs["window_coords"]``, for :meth:`Batch.to_xarray`, which cuts them):
+        per dim the span of labels the batch's windows cover (a view, no copy per
+        batch) with its offset and the window length."""
+        spans = {}
         for axis in self.layout.grid.axes:
             values = self._coords.get(axis.dim)
             if axis.squeeze or values is None or axis.dim not in batch.starts:
                 continue
-            labels[axis.dim] = window_labels(values, batch.starts[axis.dim], axis.length)
-        attrs = {**batch.attrs, "window_coords": labels}
+            starts = np.asarray(batch.starts[axis.dim])
+            lo = int(starts.min()) if len(starts) else 0
+            hi = int(starts.max()) + axis.length if len(starts) else 0
+            spans[axis.dim] = WindowLabels(values[lo:hi], lo, axis.length)
+        attrs = {**batch.attrs, "window_coords": spans}
         if self.forecast is not None:
             attrs["forecast_dim"] = self.forecast.dim
         return dataclasses.replace(batch, attrs=attrs)
