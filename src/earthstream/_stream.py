@@ -587,6 +587,7 @@ class Stream(ShardedStream):
         new._engine_key = None
         new._report = None
         new._epoch = 0
+        new._advance = False
         new._pending = new._live = None
         new._fingerprint = None
         new._sweep_batches = self._sweep_batches if order.shuffle == "full" else 0
