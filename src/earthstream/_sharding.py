@@ -36,7 +36,7 @@ from .sampling import (
 if TYPE_CHECKING:
     from .delivery._jax import JaxStream
     from .delivery._torch import TorchStream
-    from .engine import CorruptCount
+    from .engine import CorruptCount, Memory
 
 __all__ = ["ShardedStream", "detect_placement", "framework_placement"]
 
@@ -81,6 +81,20 @@ class ShardedStream:
     order: OrderSpec
     num_threads: int
     _report: Any = None
+    #: Where this process's engine places slots and batch arrays (None: host memory).
+    #: The framework adapters set it: pinned memory for CUDA, shared memory in
+    #: DataLoader workers (see :class:`~earthstream.engine.Memory`).
+    _memory: Memory | None = None
+
+    @property
+    def memory(self) -> Memory | None:
+        """Where this process's engine places slots and batch arrays (None: host memory)."""
+        return self._memory
+
+    def _use_memory(self, memory: Memory | None) -> None:
+        """Place this process's slots and batches in ``memory`` from the next iteration on
+        (a stream kind's engine takes it from :attr:`memory`)."""
+        self._memory = memory
 
     @property
     def report(self) -> Any:
@@ -176,6 +190,7 @@ class ShardedStream:
         """Pickled state: workers started with "spawn" have no torch.distributed group,
         so the placement is pinned."""
         state["_placement"] = self.placement()
+        state["_memory"] = None  # a placement belongs to its process
         return state
 
     @property
