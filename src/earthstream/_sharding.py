@@ -258,6 +258,17 @@ class ShardedStream:
             self._placement = found
         return found or (0, 1)
 
+    def _join(self, rank: int, world_size: int, by: str) -> None:
+        """Take this process's rank and world size from a framework (``by``, e.g. a
+        Lightning trainer) before iterating; a placement given to the stream must agree."""
+        if self._placement is not None and self._placement != (rank, world_size):
+            raise ConfigError(
+                f"this stream was given rank {self._placement[0]} of {self._placement[1]}, but "
+                f"{by} runs it as rank {rank} of {world_size}: leave rank/world_size out of the "
+                "stream and let the trainer place it."
+            )
+        self._placement = (rank, world_size)
+
     @property
     def n_batches(self) -> int:
         """Global batches per epoch, over all ranks (``len(stream)`` is one rank's share)."""

@@ -237,6 +237,16 @@ class DeviceLoader:
             if not self.persistent:  # the workers are gone with the iterator
                 self._forget()
 
+    def close(self) -> None:
+        """Stop this loader's worker processes now (persistent workers otherwise live as
+        long as the loader); the next iteration starts new ones."""
+        iterator = getattr(self.loader, "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self.loader._iterator = None
+        self._forget()
+
     def _forget(self) -> None:
         for token in self._tokens:
             RECEIVER.forget(token)
