@@ -492,7 +492,7 @@ ARGUMENTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     ),
     (
         "loader-persistent_workers",
-        lambda c: c.stream().to_torch().loader(num_workers=1, persistent_workers=True),
+        lambda c: c.stream().to_torch().loader(num_workers=0, persistent_workers=True),
         ConfigError,
         "persistent_workers=True",
     ),

@@ -27,7 +27,7 @@ FLOORS: dict[str, int] = {
     **dict.fromkeys(["engine/", "stats/"], 4),
     **dict.fromkeys(["_sharding.py", "_stream.py", "chips/"], 5),
     **dict.fromkeys(["multimodal/", "experiment/", "writeback/"], 6),
-    **dict.fromkeys(["delivery/", "xbatcher/"], 7),
+    **dict.fromkeys(["delivery/", "xbatcher/", "lightning/"], 7),
     **dict.fromkeys(["__init__.py", "datasets/", "testing/", "benchmarks/", "cli/"], 8),
     "__main__.py": 9,
 }

@@ -36,7 +36,7 @@ from .sampling import (
 if TYPE_CHECKING:
     from .delivery._jax import JaxStream
     from .delivery._torch import TorchStream
-    from .engine import CorruptCount
+    from .engine import CorruptCount, Memory
 
 __all__ = ["ShardedStream", "detect_placement", "framework_placement"]
 
@@ -81,6 +81,20 @@ class ShardedStream:
     order: OrderSpec
     num_threads: int
     _report: Any = None
+    #: Where this process's engine places slots and batch arrays (None: host memory).
+    #: The framework adapters set it: pinned memory for CUDA, shared memory in
+    #: DataLoader workers (see :class:`~earthstream.engine.Memory`).
+    _memory: Memory | None = None
+
+    @property
+    def memory(self) -> Memory | None:
+        """Where this process's engine places slots and batch arrays (None: host memory)."""
+        return self._memory
+
+    def _use_memory(self, memory: Memory | None) -> None:
+        """Place this process's slots and batches in ``memory`` from the next iteration on
+        (a stream kind's engine takes it from :attr:`memory`)."""
+        self._memory = memory
 
     @property
     def report(self) -> Any:
@@ -112,6 +126,9 @@ class ShardedStream:
             None if rank is None or world_size is None else (rank, world_size)
         )
         self._epoch = 0
+        #: An iteration of ``_epoch`` has started: the next one moves to the next epoch
+        #: (unless ``set_epoch`` or ``load_state_dict`` say otherwise).
+        self._advance = False
         self._pending: Cursor | None = None  # a loaded state, not yet started
         self._live: Cursor | None = None  # the current (or last) iteration's progress
         self._fingerprint: str | None = None
@@ -173,22 +190,49 @@ class ShardedStream:
         """Pickled state: workers started with "spawn" have no torch.distributed group,
         so the placement is pinned."""
         state["_placement"] = self.placement()
+        state["_memory"] = None  # a placement belongs to its process
         return state
 
     @property
     def epoch(self) -> int:
+        """The epoch of the current (or last) iteration; before the first, the one it will
+        follow."""
         return self._epoch
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch the next iteration follows: ``epoch + 1`` once an iteration of
+        ``epoch`` has started (finished or not), unless :meth:`set_epoch` or
+        :meth:`load_state_dict` chose another."""
+        if not self._advance:
+            return self._epoch
+        return (self._epoch if self._pending is None else self._pending.epoch) + 1
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose order the next iteration follows (as ``DistributedSampler``).
 
-        A state loaded with :meth:`load_state_dict` resumes its epoch; setting
-        that same epoch keeps it, another epoch starts from its beginning.
+        Not needed in a loop: each new iteration after one has started follows the
+        next epoch's order by itself (whether the previous one finished or was
+        abandoned).  ``set_epoch(n)`` before iterating makes that iteration follow
+        epoch ``n``.  A state loaded with :meth:`load_state_dict` resumes its epoch;
+        setting that same epoch keeps it, another epoch starts from its beginning.
+
+        Examples
+        --------
+        >>> import earthstream as es, numpy as np
+        >>> src = es.ArraySource({"x": (("t", "y"), np.zeros((8, 4)))})
+        >>> stream = es.Stream(src, {"y": 4}, batch_size=4, shuffle="full", seed=0)
+        >>> [b.epoch for b in stream], [b.epoch for b in stream]  # a new order each time
+        ([0, 0], [1, 1])
+        >>> stream.set_epoch(7)
+        >>> [b.epoch for b in stream], stream.next_epoch
+        ([7, 7], 8)
         """
         epoch = check_whole(epoch, "epoch", maximum=MAX_EPOCH)
         if int(epoch) != self._epoch:
             self._pending = self._live = None
         self._epoch = int(epoch)
+        self._advance = False
 
     # -- distribution --------------------------------------------------------------
     @property
@@ -213,6 +257,17 @@ class ShardedStream:
         if found is not None:
             self._placement = found
         return found or (0, 1)
+
+    def _join(self, rank: int, world_size: int, by: str) -> None:
+        """Take this process's rank and world size from a framework (``by``, e.g. a
+        Lightning trainer) before iterating; a placement given to the stream must agree."""
+        if self._placement is not None and self._placement != (rank, world_size):
+            raise ConfigError(
+                f"this stream was given rank {self._placement[0]} of {self._placement[1]}, but "
+                f"{by} runs it as rank {rank} of {world_size}: leave rank/world_size out of the "
+                "stream and let the trainer place it."
+            )
+        self._placement = (rank, world_size)
 
     @property
     def n_batches(self) -> int:
@@ -314,6 +369,9 @@ class ShardedStream:
         self._epoch = cursor.epoch
         self._pending = cursor
         self._live = None
+        # a state taken after its epoch ended: the next iteration starts the next epoch
+        # (set_epoch(cursor.epoch) keeps the finished epoch instead, which yields nothing)
+        self._advance = cursor.finished
 
     def _start(self, num_workers: int, worker: int | None) -> Cursor:
         """Begin an iteration by ``num_workers`` workers per rank: where it starts.
@@ -329,26 +387,32 @@ class ShardedStream:
                 "state into the StatefulDataLoader, or into the dataset "
                 "(dataset.load_state_dict(loader.state_dict())) to resume on another layout."
             )
+        if self._advance:  # an iteration of this epoch has started: on to the next
+            if pending is None:
+                self._epoch += 1
+            else:  # a loaded state of a finished epoch
+                self._epoch = pending.epoch + 1
+                pending = None
         cursor = pending if pending is not None else Cursor(self._epoch, self._plan())
         cursor = cursor.resume(self.world_size, num_workers, self.remainder)
+        self._epoch = cursor.epoch
         self._pending = None
         self._live = cursor
+        self._advance = True
         return cursor
 
     def _hand_over(self, num_workers: int) -> Cursor:
-        """Begin an iteration that worker processes serve: where it starts.
+        """Begin an iteration that worker processes serve: where it starts (the main
+        process decides; :meth:`_take_over` gives it to each worker)."""
+        return self._start(num_workers, None)
 
-        The loaded state stays until :meth:`_handed_over`: the workers, which
-        copy the stream in between, start from it too.
-        """
-        pending = self._pending
-        cursor = self._start(num_workers, None)
-        self._pending = pending
-        return cursor
-
-    def _handed_over(self) -> None:
-        """The workers have their copies of the stream: the loaded state is used up."""
-        self._pending = None
+    def _take_over(self, cursor: Cursor) -> None:
+        """In a worker process: the next iteration starts where the main process's
+        :meth:`_hand_over` said."""
+        self._epoch = cursor.epoch
+        self._pending = cursor
+        self._live = None
+        self._advance = False
 
     def _consumed(self, cursor: Cursor, position: int) -> None:
         """A main process took batch ``position`` of an iteration its workers serve."""

@@ -336,7 +336,7 @@ class Stream(ShardedStream):
             sweep_size(self.layout, self.budget, batch_size) if order_kind == "full" else 0
         )
         self._engine: Engine | None = None
-        self._engine_key: tuple[int, int] | None = None
+        self._engine_key: tuple[int, int, int] | None = None
         self._report: EpochReport | None = None
 
     # -- description ------------------------------------------------------------------
@@ -563,7 +563,7 @@ class Stream(ShardedStream):
 
     def _engine_for(self, num_threads: int) -> Engine:
         """This process's engine; it keeps its chunk slots from one epoch to the next."""
-        key = (os.getpid(), num_threads)
+        key = (os.getpid(), num_threads, id(self._memory))
         if self._engine is None or self._engine_key != key:
             self._engine = Engine(
                 [self._source],
@@ -573,6 +573,7 @@ class Stream(ShardedStream):
                 lookahead=self._lookahead(),
                 sweep_batches=self._sweep_batches,
                 policy=self.policy,
+                memory=self._memory,
             )
             self._engine_key = key
         return self._engine
@@ -592,6 +593,7 @@ class Stream(ShardedStream):
         new._engine_key = None
         new._report = None
         new._epoch = 0
+        new._advance = False
         new._pending = new._live = None
         new._fingerprint = None
         new._sweep_batches = self._sweep_batches if order.shuffle == "full" else 0

@@ -121,7 +121,6 @@ def test_resume_after_k_batches_yields_the_uninterrupted_tail(num_workers: int, 
 def _state_after(stream: es.Stream, num_workers: int, k: int) -> dict:
     """The state a main process records after handing out k batches from its workers."""
     cursor = stream._hand_over(num_workers)
-    stream._handed_over()
     stream._consumed(cursor, cursor.position + k)
     return stream.state_dict()
 
@@ -174,10 +173,15 @@ def test_state_at_the_end_of_an_epoch_and_set_epoch() -> None:
     assert state["position"] == len(stream) == len(indices)
     again = make()
     again.load_state_dict(state)
-    assert list(again) == []  # the epoch is done
-    again.set_epoch(1)  # the next epoch starts from its beginning
-    assert again.state_dict()["position"] == 0
-    assert sorted(b.index for b in again) == sorted(indices)
+    assert again.next_epoch == 1  # the epoch is done: the next iteration starts epoch 1
+    assert {b.epoch for b in again} == {1}
+    kept = make()
+    kept.load_state_dict(state)
+    kept.set_epoch(0)  # the loop's set_epoch of the saved epoch keeps it: nothing left
+    assert list(kept) == []
+    kept.set_epoch(1)  # the next epoch starts from its beginning
+    assert kept.state_dict()["position"] == 0
+    assert sorted(b.index for b in kept) == sorted(indices)
 
     mid = make()
     mid.set_epoch(2)
@@ -280,3 +284,60 @@ def test_a_worker_state_resumes_only_its_worker() -> None:
     same = make()
     same.load_state_dict(state)
     assert [b.index for b in same.iter_worker(1, 2)] == [b.index for b in it]
+
+
+def _orders(stream: es.Stream) -> tuple[int, list[int]]:
+    batches = list(stream)
+    return batches[0].epoch, [i for b in batches for i in b.window_ids.tolist()]
+
+
+def test_epochs_advance_by_themselves() -> None:
+    """Each iteration after one has started follows the next epoch's order, whether the
+    previous one finished or was abandoned; set_epoch(n) before iterating uses n; the
+    order is a pure function of (seed, epoch)."""
+    stream = make(shuffle="full")
+    reference = {}
+    for epoch in range(4):
+        ref = make(shuffle="full")
+        ref.set_epoch(epoch)
+        reference[epoch] = _orders(ref)[1]
+    assert _orders(stream) == (0, reference[0])
+    assert _orders(stream) == (1, reference[1])  # finished: the next one
+    it = iter(stream)
+    next(it)
+    del it  # epoch 2 abandoned after one batch
+    assert stream.epoch == 2 and stream.next_epoch == 3
+    assert _orders(stream) == (3, reference[3])
+    stream.set_epoch(1)
+    assert stream.next_epoch == 1
+    assert _orders(stream) == (1, reference[1])
+    # a stream of its own (validation) does not move this one
+    other = make(shuffle="full")
+    list(other)
+    list(other)
+    assert stream.next_epoch == 2 and other.next_epoch == 2
+    # resume restores the epoch, and the one after follows
+    it = iter(stream)
+    head = [next(it) for _ in range(3)]
+    state = stream.state_dict()
+    resumed = make(shuffle="full")
+    resumed.load_state_dict(state)
+    tail = list(resumed)
+    assert [i for b in head + tail for i in b.window_ids.tolist()] == reference[2]
+    assert _orders(resumed) == (3, reference[3])
+
+
+def test_workers_follow_the_main_process_epoch() -> None:
+    """The main process decides each iteration's start (_hand_over); each worker's copy
+    takes it over (_take_over), whatever the copy itself had iterated before
+    (persistent workers)."""
+    main = make(shuffle="full")
+    workers = [copy(main) for _ in range(2)]
+    for expected in (0, 1, 2):
+        cursor = main._hand_over(2)
+        assert cursor.epoch == expected
+        ids = []
+        for w, worker in enumerate(workers):
+            worker._take_over(cursor)
+            ids += [i for b in worker.iter_worker(w, 2) for i in b.window_ids.tolist()]
+        assert sorted(ids) == list(range(main.n_windows))

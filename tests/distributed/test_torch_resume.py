@@ -137,8 +137,12 @@ def test_torch_batches_flag_padding(era5_v3: Path) -> None:
 
 def test_loader_refuses_settings_that_break_resume(era5_v3: Path) -> None:
     ds = make(era5_v3)
-    with pytest.raises(ConfigError, match="persistent_workers"):
-        ds.loader(num_workers=2, persistent_workers=True)
+    with pytest.raises(ConfigError, match="persistent_workers=True needs worker processes"):
+        ds.loader(num_workers=0, persistent_workers=True)
+    with pytest.raises(ConfigError, match=r"batch_size=8.*es.Stream\(\.\.\., batch_size=k\)"):
+        ds.loader(num_workers=2, batch_size=8)
+    with pytest.raises(ConfigError, match=r"shuffle=\.\.\."):
+        ds.loader(num_workers=2, shuffle=True)
     with pytest.raises(ConfigError, match="in_order=False"):
         ds.loader(num_workers=2, in_order=False)
     with pytest.raises(ResumeError, match="holds no earthstream stream state"):

@@ -74,9 +74,19 @@ def earthstream(spec: Spec) -> list[Result]:
     stream = _open_stream(spec, kwargs, options)
 
     torch_loader = bool(workers or spec.get("torch"))
+    persistent = bool(spec.get("persistent"))
+    # persistent workers: one loader for every epoch, as in training (its workers keep
+    # their engines, slots and shared buffers; the epoch goes to them each time)
+    kept = (
+        stream.to_torch().loader(num_workers=workers, persistent_workers=True)
+        if (persistent)
+        else None
+    )
 
     def batches_of(epoch: int) -> Iterator[Any]:
         stream.set_epoch(epoch)
+        if kept is not None:
+            return iter(kept)
         if torch_loader:
             return iter(stream.to_torch().loader(num_workers=workers))
         return iter(stream)

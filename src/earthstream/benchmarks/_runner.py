@@ -72,6 +72,20 @@ def _plan_methods(
                 {"shuffle": "chunks", "memory_limit": per_worker, "workers": config.workers},
             )
         )
+        plan.append(
+            (
+                "earthstream",
+                f"shuffle=chunks, DataLoader {config.workers} workers, persistent",
+                f"memory_limit {per_worker / 1e6:.0f} MB per worker; one ds.loader("
+                f"num_workers={config.workers}, persistent_workers=True) for every epoch",
+                {
+                    "shuffle": "chunks",
+                    "memory_limit": per_worker,
+                    "workers": config.workers,
+                    "persistent": True,
+                },
+            )
+        )
         for dask in (False, True):
             for workers in (0, config.workers):
                 variant = ("dask" if dask else "no dask") + (
@@ -437,6 +451,19 @@ def targets(
         )
     if full:
         out.append(_target("shuffle=full, cache 1/4 >= 0.5x limit", full["ratio_to_limit"], 0.5))
+    persistent = next(
+        (r for r in mine if r["method"] == "earthstream" and r["variant"].endswith("persistent")),
+        None,
+    )
+    if chunks and persistent and chunks["samples_per_s"] and persistent["samples_per_s"]:
+        out.append(
+            _target(
+                f"DataLoader {config.workers} persistent workers >= 0.7x in-process "
+                "(same total threads)",
+                persistent["samples_per_s"] / chunks["samples_per_s"],
+                0.7,
+            )
+        )
     out += dropin_targets(mine)
     packed = next(
         (

@@ -2,8 +2,11 @@
 
 Batches leave the engine as NumPy arrays and become tensors without a copy
 (``torch.from_numpy``).  The last stage, moving to the target device, runs in
-the main process: pinned memory and ``non_blocking`` copies when the device is
-CUDA, a no-op on CPU, same code either way.
+the main process: ``non_blocking`` copies when the device is CUDA, a no-op on
+CPU, same code either way.  Where the engine builds batches is chosen here
+(:mod:`earthstream.delivery._memory`): in page-locked memory for CUDA in one
+process, in shared memory in DataLoader workers under :meth:`TorchStream.loader`,
+so neither needs a copy before the device copy or to cross the process boundary.
 
 Under ``torch.distributed`` each rank streams a contiguous run of the epoch's
 batches, every rank the same number; under a ``DataLoader`` each worker
@@ -16,20 +19,20 @@ so the union over ranks and workers is exactly one epoch.  ``state_dict`` /
 from __future__ import annotations
 
 import os
-import signal
-import time
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .._batch import Batch
 from .._sharding import MAX_WORKERS
 from .._validate import check_flag, check_whole
 from ..engine import StreamLayout
-from ..errors import ConfigError, ResumeError, WorkerError
+from ..errors import ConfigError, ResumeError
+from ._loader import DeviceLoader, SharedCount, WorkerControl, WorkerReport
+from ._memory import PinnedMemory, SharedBatch, SharedMemory
 from ._torch_batch import TorchBatch, batch_views, to_tensor
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeviceLoader",
+    "SharedBatch",
     "SharedCount",
     "TorchBatch",
     "TorchStream",
@@ -45,31 +49,6 @@ __all__ = [
     "to_tensor",
     "to_torch",
 ]
-
-
-@dataclass(frozen=True)
-class WorkerReport:
-    """A DataLoader worker's last item under :meth:`TorchStream.loader`: what its pass
-    did (taken by :class:`DeviceLoader`, never handed to the training loop)."""
-
-    worker: int
-    report: Any
-
-
-class SharedCount:
-    """A count shared by the DataLoader workers of one loader (``multiprocessing.Value``)."""
-
-    def __init__(self, context: Any) -> None:
-        self._value = context.Value("q", 0)
-
-    def add(self, n: int) -> int:
-        with self._value.get_lock():
-            self._value.value += n
-            return int(self._value.value)
-
-    @property
-    def value(self) -> int:
-        return int(self._value.value)
 
 
 def _loader_state(state: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -108,9 +87,14 @@ class TorchStream(IterableDataset[TorchBatch]):
 
     Under ``torch.distributed`` (or with ``rank``/``world_size`` given to the
     :class:`~earthstream.Stream`) each rank gets its part of the epoch and all
-    ranks yield ``len(ds)`` batches.  Call :meth:`set_epoch` before each epoch.
-    :meth:`state_dict` / :meth:`load_state_dict` resume mid-epoch; they make the
-    dataset ``Stateful`` for torchdata's ``StatefulDataLoader``.
+    ranks yield ``len(ds)`` batches.  Each iteration after one has started
+    follows the next epoch (:meth:`set_epoch` chooses one); :meth:`state_dict` /
+    :meth:`load_state_dict` resume mid-epoch; they make the dataset ``Stateful``
+    for torchdata's ``StatefulDataLoader``.  A plain ``DataLoader`` with workers
+    copies the dataset into them, so its epochs advance only by :meth:`set_epoch`
+    in the main process (persistent workers: by themselves in each worker, and
+    ``set_epoch`` does not reach them): :meth:`loader` keeps the epoch in the main
+    process for every kind of worker.
 
     Under :meth:`loader` the workers of a rank share one count of corrupt chunks
     (``corrupt="skip"``: ``max_corrupt`` holds for the epoch as a whole, per
@@ -127,7 +111,8 @@ class TorchStream(IterableDataset[TorchBatch]):
     non_blocking
         Asynchronous host-to-device copies (CUDA), overlapping the next batch.
     pin_memory
-        Page-lock batches before the copy; default: when ``device`` is CUDA.
+        Build batches in page-locked memory (the engine allocates them there, so
+        there is no copy before the device copy); default: when ``device`` is CUDA.
     normalize
         Statistics to normalize with, ``(x - mean) / std`` per variable (and
         level or band), applied on ``device`` in the last stage (:meth:`to_device`):
@@ -167,7 +152,11 @@ class TorchStream(IterableDataset[TorchBatch]):
         )
         self._views = batch_views(_layout(stream))
         self.normalizer = _normalizer(normalize)
-        self._device_stage = False  # set while DeviceLoader starts workers: it calls to_device
+        #: Set while a DeviceLoader starts its workers: their copies take each
+        #: iteration's start from it and leave the last stage (to_device) to it.
+        self._control: WorkerControl | None = None
+        self._shared: SharedMemory | None = None  # a worker's shared memory (its own)
+        self._iterations = 0  # iterations begun in this process (plain DataLoader workers)
         if self.normalizer is not None:
             self.normalizer.check_stream(stream)
         stream.placement()  # under torch.distributed: kept for the workers to copy
@@ -176,8 +165,20 @@ class TorchStream(IterableDataset[TorchBatch]):
         """Batches this rank yields per epoch, whatever the number of workers."""
         return len(self.stream)
 
+    @property
+    def _device_stage(self) -> bool:
+        """A DeviceLoader runs the last stage of this copy's batches (in its main process)."""
+        return self._control is not None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_shared"] = None  # each worker makes its own
+        state["_iterations"] = 0
+        return state
+
     def set_epoch(self, epoch: int) -> None:
-        """See :meth:`earthstream.Stream.set_epoch`; call it before each epoch."""
+        """See :meth:`earthstream.Stream.set_epoch`: not needed in a loop (each iteration
+        after one has started follows the next epoch), it chooses the next one."""
         self.stream.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
@@ -210,12 +211,22 @@ class TorchStream(IterableDataset[TorchBatch]):
 
     def __iter__(self) -> Iterator[TorchBatch]:
         info = get_worker_info()
-        if info is None:
-            worker, num_workers, threads = 0, 1, self.stream.num_threads
-        else:
-            worker, num_workers = info.id, info.num_workers
-            threads = max(1, self.stream.num_threads // info.num_workers)
-        if info is not None and self.normalizer is not None and not self._device_stage:
+        if info is None:  # in this process: the last stage runs here
+            pin = self.pin_memory and self.device.type == "cuda"
+            if pin and not isinstance(self.stream.memory, PinnedMemory):  # pragma: no cover
+                self.stream._use_memory(PinnedMemory())  # batches built in pinned memory
+            batches = self.stream.iter_worker(0, 1, num_threads=self.stream.num_threads)
+            return (self.to_device(TorchBatch.from_batch(b, self._views)) for b in batches)
+        threads = max(1, self.stream.num_threads // info.num_workers)
+        control = self._control
+        if control is not None:  # under DeviceLoader: the main process says where to start
+            self.stream._take_over(control.take(info.id))
+            if self._shared is None:
+                self._shared = SharedMemory()
+            self.stream._use_memory(self._shared)
+            return self._placed(info.id, info.num_workers, threads, self._shared)
+        self._iterations += 1
+        if self.normalizer is not None:
             warnings.warn(
                 "this TorchStream normalizes in its last stage (to_device), which a plain "
                 "DataLoader with workers does not call: its batches arrive unnormalized. "
@@ -224,19 +235,34 @@ class TorchStream(IterableDataset[TorchBatch]):
                 UserWarning,
                 stacklevel=2,
             )
+        if self._iterations == 2:
+            warnings.warn(
+                "a plain DataLoader with persistent_workers=True keeps each worker's copy of "
+                "the dataset: its epochs advance by themselves in every worker, but "
+                "set_epoch() and load_state_dict() in the main process do not reach them. "
+                "Use ds.loader(num_workers=..., persistent_workers=True), which sends each "
+                "epoch's start to its workers.",
+                UserWarning,
+                stacklevel=2,
+            )
+        batches = self.stream.iter_worker(info.id, info.num_workers, num_threads=threads)
+        return (TorchBatch.from_batch(b, self._views) for b in batches)
+
+    def _placed(
+        self, worker: int, num_workers: int, threads: int, memory: SharedMemory
+    ) -> Iterator[TorchBatch]:
+        """A DeviceLoader's worker: batches built in shared memory, sent as messages, then
+        the worker's report (the main process sums them)."""
+        batch: Batch
         for batch in self.stream.iter_worker(worker, num_workers, num_threads=threads):
-            out = TorchBatch.from_batch(batch, self._views)
-            if info is None:  # in the main process: the last stage runs here
-                out = self.to_device(out)
-            yield out
-        if info is not None and self._device_stage:  # DeviceLoader sums the workers' reports
-            yield WorkerReport(worker, self.stream.report)  # type: ignore[misc]
+            yield memory.send(batch)  # type: ignore[misc]
+        yield WorkerReport(worker, self.stream.report)  # type: ignore[misc]
 
     def to_device(self, batch: TorchBatch) -> TorchBatch:
         """Move a batch to the target device (pinning first when asked), then normalize it
         there when the stream was given statistics."""
         if self.device.type != "cpu":
-            if self.pin_memory and not batch.window_ids.is_pinned():
+            if self.pin_memory:  # pins what is not yet (the batch's data already is)
                 batch = batch.pin_memory()
             batch = batch.to(self.device, non_blocking=self.non_blocking)
         if self.normalizer is not None:
@@ -247,27 +273,59 @@ class TorchStream(IterableDataset[TorchBatch]):
         """A ``DataLoader`` over this dataset that delivers batches on ``device``.
 
         ``batch_size=None`` is set (the stream batches); other keyword arguments
-        go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``).  The
-        loader has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
+        go to ``DataLoader`` (e.g. ``multiprocessing_context="spawn"``,
+        ``persistent_workers=True``).  The main process keeps the epoch: every
+        iteration after one has started follows the next epoch, and each worker
+        (forked, spawned or persistent) is told where to start, so
+        :meth:`set_epoch` and :meth:`load_state_dict` reach persistent workers
+        too.  Workers build batches in shared memory (no copy to cross to the
+        main process) with ``num_threads // num_workers`` threads each.  The loader
+        has ``state_dict`` / ``load_state_dict`` for mid-epoch resume.
         """
         num_workers = check_whole(num_workers, "num_workers", maximum=MAX_WORKERS)
-        if kwargs.get("persistent_workers"):
-            raise ConfigError(
-                "persistent_workers=True keeps each worker's copy of the dataset across "
-                "epochs, so set_epoch() and load_state_dict() would not reach the workers; "
-                "leave it False (workers restart each epoch)."
-            )
-        if kwargs.get("in_order") is False:
-            raise ConfigError(
-                "in_order=False lets batches arrive in any order, so the order of an epoch "
-                "and its resume state would not be deterministic; leave in_order=True."
-            )
-        kwargs.setdefault("pin_memory", self.pin_memory and num_workers > 0)
+        _check_loader_options(kwargs, num_workers)
+        kwargs.pop("pin_memory", None)  # pinning is the engine's (see to_torch(pin_memory=))
         if num_workers > 0 and _remote(self.stream):
             # obstore's client does not survive fork(): remote streams spawn workers.
             kwargs.setdefault("multiprocessing_context", "spawn")
         loader = DataLoader(self, batch_size=None, num_workers=num_workers, **kwargs)
         return DeviceLoader(loader, self)
+
+
+def _check_loader_options(kwargs: Mapping[str, Any], num_workers: int) -> None:
+    """Refuse ``DataLoader`` options that do not apply to a stream, saying what to do."""
+    if kwargs.get("batch_size") is not None:
+        raise ConfigError(
+            f"ds.loader(batch_size={kwargs['batch_size']!r}): the stream makes the batches "
+            "(es.Stream(..., batch_size=k)); the loader passes them on as they are."
+        )
+    for name in ("shuffle", "sampler", "batch_sampler"):
+        if kwargs.get(name) not in (None, False):
+            raise ConfigError(
+                f"ds.loader({name}=...): the stream orders its windows itself (es.Stream(..., "
+                "shuffle='chunks'|'full'|False, seed=...)), a new order each epoch."
+            )
+    if kwargs.get("drop_last"):
+        raise ConfigError(
+            "ds.loader(drop_last=True): the stream drops a last, smaller batch itself "
+            "(es.Stream(..., drop_last=True))."
+        )
+    if kwargs.get("collate_fn") is not None:
+        raise ConfigError(
+            "ds.loader(collate_fn=...): batches arrive assembled (TorchBatch); transform them "
+            "in the training step, or iterate a plain DataLoader(ds, batch_size=None, "
+            "collate_fn=...)."
+        )
+    if kwargs.get("in_order") is False:
+        raise ConfigError(
+            "in_order=False lets batches arrive in any order, so the order of an epoch "
+            "and its resume state would not be deterministic; leave in_order=True."
+        )
+    if kwargs.get("persistent_workers") and num_workers == 0:
+        raise ConfigError(
+            "persistent_workers=True needs worker processes: pass num_workers >= 1 (without "
+            "workers the stream's engine, in this process, keeps its slots anyway)."
+        )
 
 
 def to_torch(
@@ -332,34 +390,6 @@ def _normalizer(normalize: Any) -> Normalizer | None:
     )
 
 
-def _dead_workers(iterator: Any, exc: BaseException) -> str:
-    """Which worker processes of a DataLoader iterator died, as a phrase ('' if none).
-
-    A worker killed while it sends a batch shows first as a broken connection
-    (``ConnectionResetError``, ``EOFError``) and only later as torch's own
-    ``RuntimeError``; either way the dead process says what happened.
-    """
-    workers = list(getattr(iterator, "_workers", ()))  # torch's worker processes
-    deadline = time.monotonic() + (2.0 if isinstance(exc, OSError | EOFError) else 0.0)
-    while True:
-        dead = [(i, w) for i, w in enumerate(workers) if w.exitcode not in (None, 0)]
-        if dead or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    phrases = []
-    for i, w in dead:
-        code = int(w.exitcode)
-        if code < 0:
-            try:
-                how = f"was killed by signal {signal.Signals(-code).name}"
-            except ValueError:
-                how = f"was killed by signal {-code}"
-        else:
-            how = f"exited unexpectedly with status {code}"
-        phrases.append(f"worker (pid {w.pid}, worker {i}) {how}")
-    return "; ".join(phrases)
-
-
 def _layout(stream: ShardedStream) -> StreamLayout | None:
     """The window layout of a :class:`~earthstream.Stream` (a ChipStream has none)."""
     layout = getattr(stream, "layout", None)
@@ -369,85 +399,3 @@ def _layout(stream: ShardedStream) -> StreamLayout | None:
 def _remote(stream: Any) -> bool:
     location = getattr(getattr(stream, "source", None), "location", None)
     return location is not None and not getattr(location, "is_local", True)
-
-
-class DeviceLoader:
-    """Iterates a ``DataLoader`` of :class:`TorchBatch` and moves each to the device.
-
-    Counts the batches it hands out, so :meth:`state_dict` knows where the
-    epoch stands even when worker processes produce the batches.
-    """
-
-    def __init__(self, loader: DataLoader[TorchBatch], dataset: TorchStream) -> None:
-        self.loader = loader
-        self.dataset = dataset
-
-    @property
-    def report(self) -> Any:
-        """The last epoch's report in this process: with workers, the sum of theirs
-        (see ``Stream.report``); set when an epoch ends."""
-        return self.dataset.stream.report
-
-    def __len__(self) -> int:
-        # len(dataset), not len(self.loader): the DataLoader would warn about the workers'
-        # reports, which it counts as items beyond that length.
-        return len(self.dataset)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The stream state after the batches this loader handed out (see ``Stream.state_dict``)."""
-        return self.dataset.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume the epoch ``state`` describes on the next iteration."""
-        self.dataset.load_state_dict(state)
-
-    def __iter__(self) -> Iterator[TorchBatch]:
-        num_workers = self.loader.num_workers
-        if num_workers == 0:  # the dataset iterates (and tracks itself) in this process
-            yield from self.loader
-            return
-        stream = self.dataset.stream
-        cursor = stream._hand_over(num_workers)
-        self.dataset._device_stage = True  # the workers' copies know the last stage runs here
-        context = self.loader.multiprocessing_context or torch.multiprocessing.get_context()
-        # max_corrupt for all workers together; kept alive here while the workers run
-        # (spawned ones open it after iter() returns).
-        count = stream._corrupt_count = SharedCount(context)
-        try:
-            batches = iter(self.loader)  # starts the workers, each with a copy of the stream
-        finally:
-            stream._handed_over()
-            self.dataset._device_stage = False
-            stream._corrupt_count = None
-        reports: list[Any] = []
-        position = cursor.position
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except Exception as exc:  # a worker failed (torch re-raises its error here)
-                # Drop the traceback (it holds the DataLoader iterator) and the iterator,
-                # so the other workers stop now rather than at a later garbage collection;
-                # torch's message carries the worker's own traceback.
-                exc = exc.with_traceback(None)
-                died = _dead_workers(batches, exc)
-                del batches
-                if died:
-                    raise WorkerError(
-                        f"DataLoader {died}, so the epoch cannot be completed. The batches "
-                        "before were delivered in full. Check the worker's memory (the "
-                        "kernel's OOM killer sends SIGKILL) or resume from the last "
-                        "state_dict()."
-                    ) from None
-                raise exc
-            if isinstance(batch, WorkerReport):
-                if batch.report is not None:
-                    reports.append(batch.report)
-                continue
-            position += 1
-            stream._consumed(cursor, position)
-            yield self.dataset.to_device(batch)
-        if reports:
-            stream._merge_reports(reports)
-        del count

@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data._utils.collate import default_collate_fn_map
 
 from .._batch import Batch
 from .._records import Record, record_of
 from ..engine import StreamLayout
+from ..errors import ConfigError
 
 __all__ = ["TorchBatch", "batch_views", "to_tensor"]
 
@@ -172,8 +174,10 @@ class TorchBatch:
         )
 
     def pin_memory(self) -> TorchBatch:
-        """Page-locked copy for fast host-to-GPU transfer (called by ``DataLoader``)."""
-        return self._map(lambda t: t.pin_memory())
+        """The batch in page-locked memory for fast host-to-GPU transfer (called by
+        ``DataLoader``): tensors already there (built in pinned memory by the engine)
+        stay as they are, the others are copied."""
+        return self._map(lambda t: t if t.is_pinned() else t.pin_memory())
 
     def to(self, device: str | torch.device, non_blocking: bool = False) -> TorchBatch:
         """The batch on ``device``; tensors already there are not copied."""
@@ -208,3 +212,18 @@ def batch_views(layout: StreamLayout | None) -> dict[str, _View]:
             perm=tuple(1 + order.index(d) for d in v.sample_dims),
         )
     return views
+
+
+def _refuse_collation(batch: Any, *, collate_fn_map: Any = None) -> Any:
+    """``DataLoader(ds, batch_size=k)`` would batch the stream's batches again."""
+    raise ConfigError(
+        f"DataLoader(dataset, batch_size={len(batch)}) tried to collate {len(batch)} "
+        "earthstream batches into one: the stream makes the batches itself "
+        "(es.Stream(..., batch_size=k)). Pass batch_size=None to the DataLoader, or use "
+        "ds.loader(num_workers=...), which does, keeps the epoch in the main process and "
+        "moves batches to the device."
+    )
+
+
+# torch's documented extension point for default_collate: a TorchBatch is never collated
+default_collate_fn_map[TorchBatch] = _refuse_collation

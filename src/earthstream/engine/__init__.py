@@ -8,7 +8,16 @@ kind plugs in with a planner and an assembler (:class:`StreamKind`, see
 :class:`~earthstream.Stream`.
 """
 
-from ._assemble import BatchArrays, copy_pieces, cut_var, frame_of, new_array, scatter_key
+from ._alloc import HOST, HostMemory, Memory, namespace_of
+from ._assemble import (
+    BatchArrays,
+    copy_pieces,
+    cut_var,
+    frame_of,
+    new_array,
+    placed_copy,
+    scatter_key,
+)
 from ._budget import Budget, plan_budget, sweep_size
 from ._buffers import BatchBuffers
 from ._engine import Engine
@@ -40,6 +49,9 @@ __all__ = [
     "CorruptCount",
     "Engine",
     "EpochReport",
+    "HOST",
+    "HostMemory",
+    "Memory",
     "Pieces",
     "Planner",
     "SlotCache",
@@ -57,7 +69,9 @@ __all__ = [
     "cut_var",
     "direct_decode_ok",
     "frame_of",
+    "namespace_of",
     "new_array",
+    "placed_copy",
     "plan_budget",
     "plan_span",
     "plan_var",

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from ._buffers import BatchBuffers, aligned_empty
+from ._alloc import HOST, namespace_of
+from ._buffers import BatchBuffers
 from ._layout import VarLayout
 from ._plan import Pieces, VarPlan
 from ._slots import SlotPool
@@ -36,6 +37,7 @@ __all__ = [
     "cut_var",
     "frame_of",
     "new_array",
+    "placed_copy",
     "scatter_key",
 ]
 
@@ -57,25 +59,41 @@ class BatchArrays:
 
     ``data``: per variable (by its batch name), or per output of the stream kind;
     ``stacked``: one array the entries of ``data`` are views of, if any;
-    ``nbytes``: what the arrays hold (the engine counts it against the budget).
+    ``nbytes``: what the arrays hold (the engine counts it against the budget);
+    ``buffers``: the pool they came from, if any (copies of them go there too).
     """
 
     data: dict[str, np.ndarray]
     stacked: np.ndarray | None
     nbytes: int
+    buffers: BatchBuffers | None = None
 
 
 def new_array(
     var: VarLayout, n: int, prefill: bool, buffers: BatchBuffers | None = None
 ) -> np.ndarray:
-    """A ``(n, *sample shape)`` array for ``var`` (from ``buffers`` when given), filled
-    with its fill value when ``prefill``."""
+    """A ``(n, *sample shape)`` array for ``var`` (from ``buffers`` when given, else from
+    host memory), filled with its fill value when ``prefill``."""
     shape = (n, *var.sample_shape)
-    out = (
-        buffers.empty(shape, var.dtype) if buffers is not None else aligned_empty(shape, var.dtype)
-    )
+    out = (buffers if buffers is not None else HOST).empty(shape, var.dtype)
     if prefill:
         out[...] = var.fill
+    return out
+
+
+def placed_copy(
+    a: np.ndarray, buffers: BatchBuffers | None, rows: np.ndarray | slice | None = None
+) -> np.ndarray:
+    """``a`` (its ``rows`` along the first axis) copied into an array of ``buffers``
+    (host memory without them); one copy, never a view of ``a``."""
+    memory = buffers if buffers is not None else HOST
+    if rows is None or isinstance(rows, slice):
+        src = a if rows is None else a[rows]
+        out = memory.empty(src.shape, src.dtype)
+        out[...] = src
+        return out
+    out = memory.empty((len(rows), *a.shape[1:]), a.dtype)
+    np.take(a, rows, axis=0, out=out)
     return out
 
 
@@ -83,7 +101,10 @@ def frame_of(out: np.ndarray, var: VarLayout) -> np.ndarray:
     """``out`` (n, *sample shape) as a view over all of the variable's dims (iterated
     dims as length 1): the frame pieces are placed in."""
     squeezed = tuple(1 + d for d, k in enumerate(var.keep) if not k)
-    return np.expand_dims(out, squeezed) if squeezed else out
+    if not squeezed:
+        return out
+    frame: np.ndarray = namespace_of(out).expand_dims(out, axis=squeezed)
+    return frame
 
 
 def _slices(start: list[int], size: list[int]) -> tuple[slice, ...]:
@@ -272,7 +293,8 @@ def _cut_uniform(
     got = got.reshape((n, *counts, *extent))
     perm = [0] + [axis for d in range(ndim) for axis in (1 + d, 1 + ndim + d)]
     # a view of the gathered array unless dims with several pieces follow whole ones
-    result: np.ndarray = got.transpose(perm).reshape((n, *var.sample_shape))
+    xp = namespace_of(got)
+    result: np.ndarray = xp.reshape(xp.permute_dims(got, tuple(perm)), (n, *var.sample_shape))
     if dest is None:
         return result
     dest[...] = result
@@ -291,10 +313,14 @@ def cut_var(
     """One variable of a batch, cut from its resident chunks.
 
     ``slots[p]`` is the slot holding chunk ``plan.keys[p]``.  Returns ``dest``
-    filled, or a new array when ``dest`` is None.
+    filled, or a new array when ``dest`` is None: from ``buffers`` when their memory
+    must hold every batch array (``placed``: the gather's result is copied there),
+    else possibly the gather's own result.
     """
     var = pool.var
     windows = pool.windows
+    if dest is None and buffers is not None and buffers.placed:
+        dest = new_array(var, n, prefill, buffers)
     if not n:
         return dest if dest is not None else new_array(var, n, prefill)
     big = int(np.prod(var.lengths, dtype=np.int64)) >= BIG_PIECE

@@ -31,6 +31,7 @@ from .._batch import Batch
 from ..errors import ConfigError
 from ..protocols import ChunkedSource, RequestCounts, SourceCapabilities
 from ..sampling import EpochOrder
+from ._alloc import HOST, Memory
 from ._budget import Budget, sweep_slots
 from ._buffers import BatchBuffers
 from ._direct import run_direct
@@ -71,6 +72,10 @@ class Engine:
         Assemble this many batches per sweep (fully shuffled, tight memory); 0: off.
     policy
         Missing and corrupt chunk handling.
+    memory
+        Where slots and batch arrays live (:class:`~earthstream.engine.Memory`;
+        default: host NumPy memory).  Every array the engine allocates comes from
+        it: the slot slabs and, through :attr:`buffers`, the batch arrays.
     """
 
     def __init__(
@@ -83,6 +88,7 @@ class Engine:
         lookahead: int | None = None,
         sweep_batches: int = 0,
         policy: ChunkPolicy | None = None,
+        memory: Memory | None = None,
     ) -> None:
         variables = kind.variables
         if not variables:
@@ -134,8 +140,9 @@ class Engine:
         if self.direct:
             self.slot_counts = [1 for _ in variables]
         self.report: EpochReport | None = None
+        self.memory = memory if memory is not None else HOST
         # large batch arrays reused once the consumer lets them go (no page faults)
-        self.buffers = BatchBuffers(keep=budget.batch_slots + 1)
+        self.buffers = batch_buffers(self.memory, budget)
         self._pools: list[SlotPool] | None = None
         self._busy = threading.Lock()
 
@@ -168,7 +175,10 @@ class Engine:
         return self._new_pools(), False
 
     def _new_pools(self) -> list[SlotPool]:
-        return [SlotPool(v, n) for v, n in zip(self.kind.variables, self.slot_counts, strict=True)]
+        return [
+            SlotPool(v, n, self.memory)
+            for v, n in zip(self.kind.variables, self.slot_counts, strict=True)
+        ]
 
     def release(self) -> None:
         """Drop the kept slots (their memory returns to the system when unused)."""
@@ -279,6 +289,26 @@ class Engine:
                 end = caps.counts()
                 if start is not None and end is not None:
                     _count_requests(report, start, end)
+
+
+#: Batches a consumer outside the engine's process may hold besides the engine's own
+#: (a DataLoader's prefetched batches, the training step's): pooled buffers of a memory
+#: that crosses processes are sized for them too.
+CONSUMER_BATCHES = 6
+
+
+def batch_buffers(memory: Memory, budget: Budget) -> BatchBuffers:
+    """The engine's pool of batch arrays in ``memory``.
+
+    Host memory keeps one buffer per batch the engine may hold, plus one.  A
+    memory whose batches are held elsewhere (``placed``: shared memory read by a
+    DataLoader's main process) pools every array, up to the bytes of the
+    engine's batches and those a consumer may hold besides.
+    """
+    if not memory.placed:
+        return BatchBuffers(keep=budget.batch_slots + 1, memory=memory)
+    held = (budget.batch_slots + CONSUMER_BATCHES) * max(1, budget.batch_nbytes)
+    return BatchBuffers(keep=1024, memory=memory, max_nbytes=held + held // 4)
 
 
 def _count_requests(report: EpochReport, before: RequestCounts, after: RequestCounts) -> None:

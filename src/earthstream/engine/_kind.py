@@ -77,8 +77,12 @@ class Assembler(Protocol):
         """The batch's arrays, cut from resident chunks (on a cut thread).
 
         ``pools[v]`` holds variable ``v``'s slots; ``slots[v][p]`` is the slot of
-        chunk ``plan.vars[v].keys[p]`` (pinned until ``cut`` returns).  Large arrays
-        come from ``buffers`` (see :class:`~earthstream.engine.BatchBuffers`).
+        chunk ``plan.vars[v].keys[p]`` (pinned until ``cut`` returns).  Arrays
+        come from ``buffers`` (see :class:`~earthstream.engine.BatchBuffers`): the
+        engine's memory placement.  When ``buffers.placed`` (pinned or shared
+        memory), every array of the batch must come from them (``new_array``,
+        ``buffers.empty``; ``cut_var`` does it), never from ``np.empty`` or as a
+        gather's own result.
         """
         ...
 

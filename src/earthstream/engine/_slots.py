@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ._alloc import HOST, Memory
 from ._layout import VarLayout
 
 __all__ = ["NEVER", "SlotCache", "SlotPool"]
@@ -29,12 +30,12 @@ NEVER = float("inf")
 
 
 class SlotPool:
-    """The slots of one variable."""
+    """The slots of one variable, in ``memory`` (host memory by default)."""
 
-    def __init__(self, var: VarLayout, n_slots: int) -> None:
+    def __init__(self, var: VarLayout, n_slots: int, memory: Memory | None = None) -> None:
         self.var = var
         self.n_slots = int(n_slots)
-        self.slab = np.empty((self.n_slots, *var.chunks), dtype=var.dtype)
+        self.slab = (memory or HOST).slab((self.n_slots, *var.chunks), var.dtype)
         self.chunk_nbytes = var.chunk_nbytes
         self._free = list(range(self.n_slots - 1, -1, -1))  # a stack: reuse warm slots first
         window = (1, *var.lengths)

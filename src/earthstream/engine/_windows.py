@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._batch import Batch
-from ._assemble import BatchArrays, cut_var, frame_of, new_array
-from ._buffers import BatchBuffers, aligned_empty
+from ._alloc import HOST, namespace_of
+from ._assemble import BatchArrays, cut_var, frame_of, new_array, placed_copy
+from ._buffers import BatchBuffers
 from ._kind import StreamKind
 from ._layout import StreamLayout, VarLayout
 from ._plan import BatchPlan, VarPlan, plan_var
@@ -99,16 +100,16 @@ def _stacked_view(stacked: np.ndarray, var: VarLayout, layout: StreamLayout) -> 
     extra = [d for d in var.sample_dims if d not in layout.common_dims]
     order = extra + list(layout.common_dims)
     sizes = [layout.grid.axis(d).length for d in order]
-    view = np.reshape(block, (b, *sizes), copy=False)
+    xp = namespace_of(stacked)
+    view = xp.reshape(block, (b, *sizes), copy=False)
     perm = [0] + [1 + order.index(d) for d in var.sample_dims]
-    return view.transpose(perm)
+    out: np.ndarray = xp.permute_dims(view, tuple(perm))
+    return out
 
 
 def _stacked(layout: StreamLayout, n: int, buffers: BatchBuffers | None) -> np.ndarray:
     shape = (n, len(layout.channels), *layout.common_shape)
-    if buffers is not None:
-        return buffers.empty(shape, layout.stacked_dtype)
-    return aligned_empty(shape, layout.stacked_dtype)
+    return (buffers if buffers is not None else HOST).empty(shape, layout.stacked_dtype)
 
 
 def _stacks(layout: StreamLayout) -> bool:
@@ -125,9 +126,9 @@ def allocate(
         if prefill:
             for v in layout.variables:
                 data[v.batch_name][...] = v.fill
-        return BatchArrays(data, stacked, stacked.nbytes)
+        return BatchArrays(data, stacked, stacked.nbytes, buffers)
     data = {v.batch_name: new_array(v, n, prefill, buffers) for v in layout.variables}
-    return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
+    return BatchArrays(data, None, sum(a.nbytes for a in data.values()), buffers)
 
 
 def cut_batch(
@@ -150,12 +151,12 @@ def cut_batch(
             if plan.padded:
                 view[...] = var.fill
             data[var.batch_name] = cut_var(pool, vplan, s, n, view, plan.padded)
-        return BatchArrays(data, stacked, stacked.nbytes)
+        return BatchArrays(data, stacked, stacked.nbytes, buffers)
     data = {
         var.batch_name: cut_var(pool, vplan, s, n, None, plan.padded, buffers)
         for var, vplan, pool, s in each
     }
-    return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
+    return BatchArrays(data, None, sum(a.nbytes for a in data.values()), buffers)
 
 
 def validity_mask(layout: StreamLayout, starts: np.ndarray) -> np.ndarray:
@@ -201,16 +202,20 @@ class WindowAssembler:
 
     def take_rows(self, arrays: BatchArrays, rows: np.ndarray | slice) -> BatchArrays:
         layout = self.layout
+        buffers = arrays.buffers
 
         def own(a: np.ndarray) -> np.ndarray:
-            return a[rows].copy() if isinstance(rows, slice) else a[rows]
+            # in the arrays' own memory (pooled, pinned, shared), never a view of them
+            if buffers is None:
+                return a[rows].copy() if isinstance(rows, slice) else a[rows]
+            return placed_copy(a, buffers, rows)
 
         if arrays.stacked is not None:
             stacked = own(arrays.stacked)
             data = {v.batch_name: _stacked_view(stacked, v, layout) for v in layout.variables}
-            return BatchArrays(data, stacked, stacked.nbytes)
+            return BatchArrays(data, stacked, stacked.nbytes, buffers)
         data = {name: own(a) for name, a in arrays.data.items()}
-        return BatchArrays(data, None, sum(a.nbytes for a in data.values()))
+        return BatchArrays(data, None, sum(a.nbytes for a in data.values()), buffers)
 
     def finish(self, plan: BatchPlan, arrays: BatchArrays, epoch: int) -> Batch:
         layout = self.layout

@@ -277,7 +277,7 @@ class MultiStream(Stream):
     def _engine_for(self, num_threads: int) -> Engine:
         """This process's engine: the primary's source and every other modality's, one
         kind, one budget; it keeps its chunk slots from one epoch to the next."""
-        key = (os.getpid(), num_threads)
+        key = (os.getpid(), num_threads, id(self._memory))
         if self._engine is None or self._engine_key != key:
             self._engine = Engine(
                 [self._source, *(p.source for p in self.parts.values())],
@@ -287,6 +287,7 @@ class MultiStream(Stream):
                 lookahead=self._lookahead(),
                 sweep_batches=self._sweep_batches,
                 policy=self.policy,
+                memory=self._memory,
             )
             self._engine_key = key
         return self._engine

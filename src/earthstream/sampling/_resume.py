@@ -91,6 +91,11 @@ class Cursor:
         self.plan.check_position(self.num_workers, self.position)
 
     @property
+    def finished(self) -> bool:
+        """Every rank has consumed all of its batches of this epoch."""
+        return self.position >= self.plan.steps
+
+    @property
     def lengths(self) -> list[int]:
         """Batches each worker of a rank serves."""
         return self.plan.worker_lengths(self.num_workers)
