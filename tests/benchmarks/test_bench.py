@@ -101,3 +101,9 @@ def test_weather_smoke_rows(tmp_path: Path) -> None:
     names = {t["target"] for t in out["targets"]}
     assert "era5-1deg: >= 8x xarray Dataset + DataLoader" in names
     assert any(n.startswith("1-degree chunks") for n in names)
+    # a MultiStream joining a second store, against one Stream of the same variables
+    multi = [r for r in rows if r["layout"] == "multistream-1deg"]
+    assert [r["method"] for r in multi] == ["limit"] + ["earthstream"] * 3
+    assert multi[-1]["variant"].startswith("MultiStream") and multi[-1]["samples"] > 0
+    assert multi[1]["samples"] == multi[-1]["samples"]  # the same windows
+    assert any(n.startswith("multistream-1deg: MultiStream") for n in names)

@@ -78,6 +78,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         (("stats", "{store}", "--variables", "t2mm", "--scheduler", "sync"), 2, "'t2mm'"),
         (("stats", "{store}", "--quantiles", "a,b"), 2, "--quantiles 'a,b'"),
         (("bench", "--layouts", "zstd"), 2, "'zstd'"),
+        (("bench", "--torchgeo-python", "/nonexistent/python"), 2, "'/nonexistent/python'"),
         (("info", "http://user:hunter2@127.0.0.1:9/x.zarr"), 1, "127.0.0.1:9"),
     ],
 )

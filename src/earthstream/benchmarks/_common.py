@@ -15,8 +15,9 @@ from ._stores import LAYOUTS
 
 __all__ = ["FIELDS", "WEATHER_ROWS", "BenchConfig"]
 
-#: The weather suite: whole-field forecast layouts, and small patches on 1-degree chunks.
-WEATHER_ROWS = ("era5-1deg", "era5-025", "patches-1deg")
+#: The weather suite: whole-field forecast layouts, small patches on 1-degree chunks, and
+#: a MultiStream joining a second time-varying store (``_multistream.py``).
+WEATHER_ROWS = ("era5-1deg", "era5-025", "patches-1deg", "multistream-1deg")
 
 #: Fields every row of the JSON output has.
 FIELDS = (
@@ -60,9 +61,15 @@ class BenchConfig:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     #: ``"patches"``: small windows on the default store's layouts (plus scale and
-    #: remote checks); ``"weather"``: the rows of :data:`WEATHER_ROWS`.
-    suites: tuple[str, ...] = ("patches", "weather")
+    #: remote checks); ``"weather"``: the rows of :data:`WEATHER_ROWS`; ``"chips"``:
+    #: COG chips against the tile limit, the plain rasterio loader and torchgeo.
+    suites: tuple[str, ...] = ("patches", "weather", "chips")
     weather: tuple[str, ...] = ()  # default: every weather row
+    #: The interpreter of a torchgeo 0.10 environment (the chip suite's peer rows);
+    #: None skips them.
+    torchgeo_python: str | None = None
+    #: COG scenes of the chip suite (4096 x 4096 each; issue 13's figures: 16).
+    chip_scenes: int = 4
 
 
 def _run(spec: dict[str, Any], timeout: float) -> dict[str, Any]:

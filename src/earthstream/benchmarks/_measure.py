@@ -41,10 +41,27 @@ def _peak_rss_mb() -> float:
 
 
 # -- earthstream -------------------------------------------------------------------------
+def _open_stream(spec: Spec, kwargs: dict[str, Any], options: Any) -> Any:
+    """The measured stream: a ``Stream`` over ``store``, or with ``modalities`` (name ->
+    ``[store, variables]``, the first primary) a ``MultiStream`` joining them."""
+    from .. import Modality, MultiStream, Stream, open_zarr
+
+    modalities = spec.get("modalities")
+    if modalities:
+        return MultiStream(
+            {
+                name: Modality(open_zarr(store, variables=names, storage_options=options))
+                for name, (store, names) in modalities.items()
+            },
+            **kwargs,
+        )
+    return Stream(
+        open_zarr(spec["store"], variables=spec["variables"], storage_options=options), **kwargs
+    )
+
+
 def earthstream(spec: Spec) -> list[Result]:
     """Epochs of one stream (as in training), plus a cold start to the first batch."""
-    from .. import Stream, open_zarr
-
     kwargs = spec.get("stream") or {  # the weather rows give the stream's settings whole
         "window": {"lat": spec["window"], "lon": spec["window"]},
         "batch_size": spec["batch_size"],
@@ -54,8 +71,7 @@ def earthstream(spec: Spec) -> list[Result]:
     }
     workers = spec.get("workers", 0)
     options = spec.get("storage_options")
-    source = open_zarr(spec["store"], variables=spec["variables"], storage_options=options)
-    stream = Stream(source, **kwargs)
+    stream = _open_stream(spec, kwargs, options)
 
     torch_loader = bool(workers or spec.get("torch"))
 
@@ -97,9 +113,7 @@ def earthstream(spec: Spec) -> list[Result]:
 
     # Cold start: open the store, build a stream, get the first batch.
     t0 = time.perf_counter()
-    fresh = Stream(
-        open_zarr(spec["store"], variables=spec["variables"], storage_options=options), **kwargs
-    )
+    fresh = _open_stream(spec, kwargs, options)
     it = iter(fresh.to_torch().loader(num_workers=workers)) if torch_loader else iter(fresh)
     next(it)
     first = time.perf_counter() - t0

@@ -161,8 +161,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     started = time.time()
     rows: list[dict[str, Any]] = []
     weather_rows, weather = _run_weather(config)
+    chip_rows, chips = _run_chips(config)
+    weather_rows, weather = weather_rows + chip_rows, weather + chips.pop("targets", [])
     if "patches" not in config.suites:
-        return _result(config, weather_rows, None, None, weather, started)
+        return _result(config, weather_rows, None, None, weather, started, chips)
     for i, layout in enumerate(config.layouts):
         _log(config, f"layout {layout} ({LAYOUTS[layout].description}), size {config.size}")
         scale_here = bool(config.scale and i == 0)
@@ -212,13 +214,14 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             if ours and row["samples_per_s"]:
                 row["earthstream_over_this"] = ours / row["samples_per_s"]
         rows.extend(remote_rows)
-    out = _result(config, rows + weather_rows, scale, remote, weather, started)
+    out = _result(config, rows + weather_rows, scale, remote, weather, started, chips)
     out["targets"] = targets(rows, scale, config) + _remote_targets(remote, config) + weather
     return out
 
 
 def _run_weather(config: BenchConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The weather suite's rows and targets (nothing when it is not selected)."""
+    from ._multistream import MULTISTREAM, measure_multistream, multistream_targets
     from ._weather import measure_weather, weather_targets
 
     if "weather" not in config.suites:
@@ -241,12 +244,30 @@ def _run_weather(config: BenchConfig) -> tuple[list[dict[str, Any]], list[dict[s
                     0.5,
                 )
             )
+        elif name == MULTISTREAM:
+            _log(config, "weather: a MultiStream with a second time-varying store")
+            part = measure_multistream(config)
         else:
             _log(config, f"weather: {name}")
             part = measure_weather(config, name)
         rows.extend(part)
     found.extend(weather_targets(rows))
+    found.extend(multistream_targets(rows))
     return rows, found
+
+
+def _run_chips(config: BenchConfig) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The chip suite's rows and summary (with its targets; empty when not selected)."""
+    from ._chips_report import chips_targets
+    from ._chips_suite import measure_chips
+
+    if "chips" not in config.suites:
+        return [], {}
+    _log(config, f"chips: COG chips, {config.chip_scenes} scenes (torchgeo peer: "
+                 f"{config.torchgeo_python or 'skipped'})")  # fmt: skip
+    rows, summary = measure_chips(config)
+    summary["targets"] = chips_targets(rows)
+    return rows, summary
 
 
 def _result(
@@ -256,6 +277,7 @@ def _result(
     remote: dict[str, Any] | None,
     weather: list[dict[str, Any]],
     started: float,
+    chips: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -273,6 +295,7 @@ def _result(
         "scale": scale,
         "remote": remote,
         "targets": weather,
+        "chips": chips or None,
         "wall_s": time.time() - started,
     }
 
@@ -488,7 +511,10 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'CPU s':>6} {'RSS MB':>7} {'1st batch s':>11}"
     )
     lines = [head, "-" * len(head)]
+    chips = [r for r in result["rows"] if r.get("suite") == "chips"]
     for r in result["rows"]:
+        if r.get("suite") == "chips":
+            continue
         lines.append(
             f"{r['layout']:<10} {r['size']:<7} {r['method']:<12} {r['variant'][:38]:<38} "
             f"{_fmt(r['samples_per_s'], ',.0f'):>10} {_fmt(r['useful_mb_s'], ',.0f'):>11} "
@@ -500,6 +526,10 @@ def format_table(result: dict[str, Any]) -> str:
     notes = [f"- {r['method']} {r['variant']}: {r['notes']}" for r in result["rows"] if r["notes"]]
     if notes:
         lines += ["", "notes:", *sorted(set(notes))]
+    if chips and result.get("chips"):
+        from ._chips_report import format_chips
+
+        lines += ["", format_chips(chips, result["chips"])]
     lines += ["", "targets:"]
     for t in result["targets"]:
         mark = "met" if t["met"] else "MISSED"

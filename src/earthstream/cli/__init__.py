@@ -132,15 +132,29 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--suite",
         default="all",
-        choices=("all", "patches", "weather"),
+        choices=("all", "patches", "weather", "chips"),
         help="patches: 64 x 64 windows on the default store's layouts (+ scale, remote); "
         "weather: whole-field forecast samples (1 and 0.25 degree, ARCO-ERA5 layout) and "
-        "small patches on 1-degree chunks; all: both (default)",
+        "small patches on 1-degree chunks; chips: 256 x 256 COG chips against the tile "
+        "limit, a plain rasterio loader and torchgeo; all: every suite (default)",
+    )
+    bench.add_argument(
+        "--torchgeo-python",
+        default=None,
+        help="interpreter of a torchgeo 0.10 environment for the chip suite's peer rows "
+        "(default: $EARTHSTREAM_TORCHGEO_PYTHON; unset: those rows are skipped)",
+    )
+    bench.add_argument(
+        "--chip-scenes",
+        type=int,
+        default=4,
+        help="4096 x 4096 COG scenes of the chip suite (issue 13's figures: 16)",
     )
     bench.add_argument(
         "--weather",
         default=None,
-        help="comma-separated weather rows (default all): era5-1deg, era5-025, patches-1deg",
+        help="comma-separated weather rows (default all): era5-1deg, era5-025, patches-1deg, "
+        "multistream-1deg",
     )
 
     info = command("info", help="describe a Zarr store: variables, dims, chunks, codecs")
@@ -245,7 +259,9 @@ def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .._units import parse_bytes
+    from .._validate import check_whole
     from ..benchmarks import LAYOUTS, BenchConfig, format_table, run_bench, run_inference_bench
+    from ..benchmarks._chips_suite import peer_python
     from ._demo import cache_dir
 
     layouts = tuple(LAYOUTS) if args.layouts == "all" else tuple(args.layouts.split(","))
@@ -262,8 +278,10 @@ def _bench(args: argparse.Namespace) -> int:
         peers=not args.no_peers,
         scale=not args.no_scale,
         remote=not args.no_remote,
-        suites=("patches", "weather") if args.suite == "all" else (args.suite,),
+        suites=("patches", "weather", "chips") if args.suite == "all" else (args.suite,),
         weather=tuple(args.weather.split(",")) if args.weather else (),
+        torchgeo_python=peer_python(args.torchgeo_python),
+        chip_scenes=check_whole(args.chip_scenes, "--chip-scenes", minimum=1, maximum=64),
     )
     result = run_inference_bench(config) if args.only == "inference" else run_bench(config)
     if args.json == "-":

@@ -1,28 +1,34 @@
-"""Windows of a second gridded source (Zarr) for the footprints of the primary's samples.
+"""A second gridded source (Zarr, arrays) over the footprints of the primary's samples.
 
 Grids are matched once, from the 1-D coordinates: along lat and lon the
 secondary index of a primary cell is ``offset + factor * index`` (``factor`` 1
 on the same grid, ``k`` when the secondary is ``k`` times finer and its cells
 nest in the primary's).  Anything else cannot be matched without resampling
-and raises :class:`~earthstream.errors.GridMismatchError`.  Chunks are read
-with the source's own decoder and kept in a small per-process cache bounded in
-bytes, so static fields are decoded once.
+and raises :class:`~earthstream.errors.GridMismatchError`.  Time steps are
+matched by timestamp (:func:`match_times`).  The modality's variables are
+engine variables of their own input (:class:`GriddedModality`): planned,
+deduplicated, decoded once into the engine's slots within ``memory_limit`` and
+counted in the one epoch report.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from ..errors import GridMismatchError, TimeAxisError
+from ..engine import VarLayout
+from ..errors import ConfigError, GridMismatchError, TimeAxisError
+from ..sampling._select import selected_coords
 from ..sampling._time import format_time, is_time_axis, time_numbers
-from ..sources import ChunkedSource
+from ..sources import ChunkedSource, source_selection
+from ._open import Primary, spatial_dims
+from ._part import ArraySpec, PartPlan, Samples
+from ._spec import MissingModality, Modality, RecordInfo, layout_of
 
-__all__ = ["AxisMatch", "ChunkCache", "match_axis", "read_box"]
+__all__ = ["AxisMatch", "GriddedModality", "match_axis", "match_times"]
 
 
 @dataclass(frozen=True)
@@ -129,69 +135,184 @@ def match_times(
     return np.where(found, order[pos], -1).astype(np.int64)
 
 
-class ChunkCache:
-    """Decoded chunks of secondary sources, least recently used first out; thread-safe."""
+class GriddedModality:
+    """A second gridded source (Zarr, arrays) read over the primary's windows by the engine.
 
-    def __init__(self, capacity: int) -> None:
-        self.capacity = int(capacity)
-        self.nbytes = 0
-        self.decodes = 0
-        self._chunks: OrderedDict[tuple[int, str, tuple[int, ...]], np.ndarray | None] = (
-            OrderedDict()
-        )
-        self._lock = threading.Lock()
-
-    def get(self, source: ChunkedSource, name: str, index: tuple[int, ...]) -> np.ndarray | None:
-        key = (id(source), name, index)
-        with self._lock:
-            if key in self._chunks:
-                self._chunks.move_to_end(key)
-                return self._chunks[key]
-        info = source.variables[name]
-        # decoded into an array of our own: a source may hand out a reused buffer
-        chunk = source.read_chunk(name, index, np.empty(info.chunks, dtype=info.dtype))
-        size = 0 if chunk is None else chunk.nbytes
-        with self._lock:
-            self.decodes += 1
-            if key not in self._chunks:
-                self._chunks[key] = chunk
-                self.nbytes += size
-            while self.nbytes > self.capacity and len(self._chunks) > 1:
-                _, old = self._chunks.popitem(last=False)
-                self.nbytes -= 0 if old is None else old.nbytes
-        return chunk
-
-
-def read_box(
-    source: ChunkedSource,
-    name: str,
-    starts: Sequence[int],
-    lengths: Sequence[int],
-    cache: ChunkCache,
-    out: np.ndarray,
-) -> None:
-    """Copy the box ``starts .. starts + lengths`` of ``name`` into ``out``.
-
-    Parts outside the array keep what ``out`` holds (the caller fills it).
+    Its variables are engine variables of their own input.  The box each sample
+    reads is computed once per span, vectorized: along lat and lon
+    ``offset + factor * start`` (:func:`match_axis`, computed here once); along a
+    time dim the primary shares, the matched steps (:func:`match_times`: a
+    contiguous box when they follow each other, else per-sample positions);
+    other dims whole.  A sample without data (footprint outside the grid, a step
+    the modality lacks) reads nothing and holds zeros with ``present`` False.
     """
-    info = source.variables[name]
-    lo = [max(0, s) for s in starts]
-    hi = [min(n, s + k) for s, k, n in zip(starts, lengths, info.shape, strict=True)]
-    if any(h <= low for low, h in zip(lo, hi, strict=True)):
-        return
-    first = [low // c for low, c in zip(lo, info.chunks, strict=True)]
-    last = [(h - 1) // c for h, c in zip(hi, info.chunks, strict=True)]
-    for index in np.ndindex(*(b - a + 1 for a, b in zip(first, last, strict=True))):
-        chunk_index = tuple(a + i for a, i in zip(first, index, strict=True))
-        chunk = cache.get(source, name, chunk_index)
-        src: list[slice] = []
-        dst: list[slice] = []
-        for d, (ci, c) in enumerate(zip(chunk_index, info.chunks, strict=True)):
-            c0 = ci * c
-            a, b = max(lo[d], c0), min(hi[d], c0 + c)
-            src.append(slice(a - c0, b - c0))
-            dst.append(slice(a - starts[d], b - starts[d]))
-        if chunk is None:
-            out[tuple(dst)] = info.fill_value if info.fill_value is not None else 0
-        else:
-            out[tuple(dst)] = chunk[tuple(src)]
+
+    def __init__(self, name: str, spec: Modality, source: ChunkedSource, owner: Primary) -> None:
+        self.name = name
+        self.missing: MissingModality = spec.missing or owner.missing_modality
+        native = (spec.resolution or owner.resolution) == "native"
+        self.source = source.select(list(spec.variables)) if spec.variables else source
+        self.broadcast_time = spec.broadcast_time
+        source = self.source
+        infos = list(source.variables.values())
+        # a source cut to a selection (e.g. a sliced xarray.Dataset): match and read in it
+        spans = source_selection(source)
+        self.origin = {d: span.start for d, span in spans.items()}
+        coords = selected_coords(source.coords, spans)
+        lat, lon = spatial_dims(coords, f"modality {name!r}")
+        self.lat = match_axis(
+            owner.coords[owner.lat_dim], coords[lat], name=name, dim=lat, native=native
+        )
+        self.lon = match_axis(
+            owner.coords[owner.lon_dim], coords[lon], name=name, dim=lon, native=native
+        )
+        time_dim = owner.time_dim
+        self.time_dim = (
+            time_dim if time_dim is not None and any(time_dim in v.dims for v in infos) else None
+        )
+        self.time_index = (
+            match_times(owner.coords[time_dim], coords.get(time_dim), name=name, dim=time_dim)
+            if self.time_dim is not None and time_dim is not None
+            else None
+        )
+        dims = infos[0].dims
+        for v in infos[1:]:
+            if v.dims != dims or v.shape != infos[0].shape:
+                raise ConfigError(
+                    f"modality {name!r} mixes variables of different dims ({infos[0].name}: "
+                    f"{dims}, {v.name}: {v.dims}); split them into two modalities."
+                )
+        self.dims = dims
+        self.shape = tuple(  # every variable's (checked above), within the selection
+            spans[d].size if d in spans else n for d, n in zip(dims, infos[0].shape, strict=True)
+        )
+        self.dtype = np.result_type(*[v.dtype for v in infos])
+        self.height = owner.window_len(owner.lat_dim) * self.lat.factor
+        self.width = owner.window_len(owner.lon_dim) * self.lon.factor
+        steps = owner.input_steps
+        self.keeps_time = steps > 0
+        sample: list[tuple[str, int]] = []
+        frame: list[int] = []
+        keep: list[bool] = []
+        for d, n in zip(dims, self.shape, strict=True):
+            if d == lat:
+                length = self.height
+            elif d == lon:
+                length = self.width
+            elif d == self.time_dim:
+                length = steps if self.keeps_time else 1
+            else:
+                length = n  # other dims (levels, bands) whole
+            frame.append(length)
+            keep.append(d != self.time_dim or self.keeps_time)
+            if keep[-1]:
+                sample.append((d, length))
+        self.broadcast = self.time_dim is None and self.broadcast_time and steps > 0
+        if self.broadcast:
+            sample.insert(0, (owner.time_dim or "time", steps))
+        self.sample = tuple(sample)
+        limit = tuple(self.origin.get(d, 0) + n for d, n in zip(dims, self.shape, strict=True))
+        self.variables = tuple(
+            replace(VarLayout.of(info, frame, label=f"{name}/{info.name}", keep=keep), limit=limit)
+            for info in infos
+        )
+        shape = (len(infos), *(n for _, n in sample))
+        first = "variable" if any(d == "level" for d, _ in sample) else "channel"
+        self.info = RecordInfo(
+            name=name,
+            kind="gridded",
+            layout=layout_of(tuple(d for d, _ in sample), first),
+            dims=(first, *(d for d, _ in sample)),
+            channels=tuple(v.name for v in infos),
+            shape=shape,
+            source=str(getattr(source, "location", type(source).__name__)),  # redacted
+            resolution=(
+                abs(float(np.diff(coords[lat][:2])[0])),
+                abs(float(np.diff(coords[lon][:2])[0])),
+            ),
+            crs=owner.crs,
+            static=self.time_dim is None,
+        )
+        self.meta: tuple[str, ...] = ("starts",) + (
+            ("time_index",) if self.time_index is not None else ()
+        )
+        self._axis = {d: i for i, d in enumerate(dims)}
+        self._owner_dims = (owner.lat_dim, owner.lon_dim)
+
+    # -- what a batch holds -------------------------------------------------------------
+    def arrays(self) -> tuple[ArraySpec, ...]:
+        return (
+            ArraySpec(self.name, self.info.shape, np.dtype(self.dtype), dims=self.info.dims),
+            ArraySpec(self.name + "/present", (), np.dtype(bool)),
+        )
+
+    def group_nbytes(self, chunks: Mapping[str, int]) -> int:
+        owner_dims = {self.lat.dim: self._owner_dims[0], self.lon.dim: self._owner_dims[1]}
+        factor = {self.lat.dim: self.lat.factor, self.lon.dim: self.lon.factor}
+        total = 0
+        for var in self.variables:
+            elements = 1
+            for d, n, c in zip(self.dims, self.shape, var.chunks, strict=True):
+                if d in owner_dims:  # the group's footprint, in whole chunks at least
+                    extent = chunks.get(owner_dims[d], n) * factor[d]
+                elif d == self.time_dim:
+                    extent = chunks.get(d, 1)
+                else:
+                    extent = n
+                elements *= min(n, max(c, extent))
+            total += elements * var.dtype.itemsize
+        return total
+
+    def dest(self, data: Mapping[str, np.ndarray], j: int) -> np.ndarray:
+        record = data[self.name]
+        return record[:, j, 0] if self.broadcast else record[:, j]
+
+    # -- boxes --------------------------------------------------------------------------
+    def plan(self, samples: Samples) -> PartPlan:
+        n = len(samples)
+        lat0 = self.lat.offset + self.lat.factor * samples.lat
+        lon0 = self.lon.offset + self.lon.factor * samples.lon
+        sizes = dict(zip(self.dims, self.shape, strict=True))
+        present = (
+            (lat0 >= 0)
+            & (lat0 + self.height <= sizes[self.lat.dim])
+            & (lon0 >= 0)
+            & (lon0 + self.width <= sizes[self.lon.dim])
+        )
+        extra: dict[str, np.ndarray] = {"starts": np.stack([lat0, lon0], axis=1)}
+        tidx = None
+        if self.time_index is not None and samples.times is not None:
+            tidx = self.time_index[samples.times]  # (n, T) secondary steps of each input step
+            present &= (tidx >= 0).all(axis=1)
+            extra["time_index"] = tidx
+        extra["present"] = present
+        starts = np.empty((n, len(self.dims)), dtype=np.int64)
+        for d, i in self._axis.items():
+            starts[:, i] = self.origin.get(d, 0)  # positions in the selection -> in the source
+        starts[:, self._axis[self.lat.dim]] += lat0
+        starts[:, self._axis[self.lon.dim]] += lon0
+        # a sample without data reads nothing: its box lies wholly before the array
+        starts[~present, self._axis[self.lat.dim]] = -self.height
+        positions: tuple[np.ndarray | None, ...] = ()
+        if tidx is not None and self.time_dim is not None:
+            t_axis = self._axis[self.time_dim]
+            steps = np.where(present[:, None], tidx, 0)
+            contiguous = steps.shape[1] == 1 or bool((np.diff(steps, axis=1) == 1)[present].all())
+            if contiguous:  # the matched steps follow each other: one box
+                starts[:, t_axis] += steps[:, 0]
+            else:  # each sample reads its own steps
+                chosen: list[np.ndarray | None] = [None] * len(self.dims)
+                chosen[t_axis] = steps
+                positions = tuple(chosen)
+        k = len(self.variables)
+        return PartPlan([starts] * k, [None] * k, [positions] * k, extra)
+
+    # -- records ------------------------------------------------------------------------
+    def complete(self, data: MutableMapping[str, np.ndarray], extra: Mapping[str, Any]) -> None:
+        record = data[self.name]
+        present = extra["present"]
+        data[self.name + "/present"][...] = present
+        if not present.all():
+            record[~present] = 0
+        if self.broadcast:  # the static field repeated over the steps
+            record[:, :, 1:] = record[:, :, :1]

@@ -5,19 +5,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .._batch import Batch
-from .._stream import Stream
-from .._units import parse_bytes
+from .._stream import MAX_AUTO_SHUFFLE_BUFFER, Stream
 from .._validate import check_choice
+from ..engine import Engine, StreamKind
 from ..errors import ConfigError, MissingModalityError
 from ..protocols import is_chunked_source
-from ._gridded import ChunkCache
-from ._readers import _Gridded, _Raster, is_raster, open_modality, spatial_dims
+from ._gridded import GriddedModality
+from ._kind import PrimaryRecords, multi_budget, multi_kind, multi_sweep_size
+from ._open import is_raster, open_modality, spatial_dims
+from ._part import Part
+from ._raster import RasterModality
 from ._spec import (
     MISSING,
     RESOLUTIONS,
@@ -40,9 +44,15 @@ class MultiStream(Stream):
     longitude: its windows, order, sharding, resume and forecast settings are
     those of a :class:`~earthstream.Stream` (all keyword arguments go to it).
     Every other modality is read over each sample's footprint: gridded sources
-    (Zarr) by index on the matched grid, rasters (COG) through GDAL onto the
-    primary's grid (``resolution="common"``) or at their own resolution
-    (``"native"``).
+    (Zarr) by index on the matched grid, rasters (GeoTIFF/COG) from their tiles
+    onto the primary's grid (``resolution="common"``, warped with GDAL's warper
+    when the grids differ) or at their own resolution (``"native"``).
+
+    One engine reads every modality: each modality's variables are engine
+    variables of their own input, planned with the primary's windows (the index
+    map to each grid computed once), each chunk or tile decoded once into the
+    engine's slots within ``memory_limit`` (which bounds every modality's chunks
+    and batches together), and ``stream.report`` counts them all.
 
     A batch holds, per modality ``name``: ``batch[name]`` ``(B, *layout)``
     (stacked channels), ``batch[name + "/present"]`` and, for rasters,
@@ -68,7 +78,7 @@ class MultiStream(Stream):
     crs
         CRS of the primary's latitude/longitude coordinates.
     cache_limit
-        Bytes of decoded chunks of the other gridded modalities kept per process.
+        Deprecated and ignored: every modality's chunks share ``memory_limit``.
 
     Examples
     --------
@@ -92,7 +102,7 @@ class MultiStream(Stream):
         resolution: Resolution = "common",
         missing_modality: MissingModality = "error",
         crs: str = "EPSG:4326",
-        cache_limit: int | str = "256MB",
+        cache_limit: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(modalities, Mapping) or not modalities:
@@ -121,7 +131,13 @@ class MultiStream(Stream):
         self.resolution = resolution
         self.missing_modality = missing_modality
         self.crs = crs
-        self.cache_limit = parse_bytes(cache_limit)
+        if cache_limit is not None:
+            warnings.warn(
+                "MultiStream(cache_limit=...) is ignored: every modality is read through the "
+                "one engine, whose chunk slots share memory_limit; pass memory_limit instead.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         first = specs[primary]
         source = open_modality(first.source)
         if is_raster(source):
@@ -187,26 +203,93 @@ class MultiStream(Stream):
                 shape=(len(targets), *(lengths[d] for d in dims0)),
                 extra={"leads": [str(x) for x in self.forecast.leads]},
             )
-        self.others: dict[str, _Gridded | _Raster] = {}
+        self.parts: dict[str, Part] = {}
         for name, spec in specs.items():
             if name == primary:
                 continue
             src = open_modality(spec.source)
-            reader: _Gridded | _Raster
+            part: Part
             if is_raster(src):
-                reader = _Raster(name, spec, src, self)
+                part = RasterModality(name, spec, src, self)
             elif is_chunked_source(src):
-                reader = _Gridded(name, spec, src, self)
+                part = GriddedModality(name, spec, src, self)
             else:
                 raise ConfigError(
                     f"modality {name!r} is a {type(src).__name__}; use a Zarr source or path, "
-                    "an ArraySource, or a COG (earthstream.open_cog or a .tif path)."
+                    "an ArraySource, or a GeoTIFF (a .tif path, earthstream.open_tiff or "
+                    "earthstream.open_cog)."
                 )
-            self.others[name] = reader
-            self.infos[name] = reader.info
+            self.parts[name] = part
+            self.infos[name] = part.info
         self.skipped = 0
-        self._cache: ChunkCache | None = None
-        self._cache_pid = 0
+        self._kind = self._build_kind()
+        batch_size = self.order.batch_size
+        self.budget = multi_budget(
+            self._kind, batch_size, self.budget.memory_limit, self.budget.prefetch
+        )
+        if kwargs.get("shuffle_buffer") is None:  # mix as many chunk groups as fit all modalities
+            group = self.layout.block_nbytes() + sum(
+                p.group_nbytes(self._primary_chunks()) for p in self.parts.values()
+            )
+            auto = int(0.4 * self.budget.cache_capacity // max(1, group))
+            buffer = max(1, min(MAX_AUTO_SHUFFLE_BUFFER, auto))
+            self.order = dataclasses.replace(self.order, shuffle_buffer=buffer)
+        self._sweep_batches = (
+            multi_sweep_size(self._kind, self.budget, batch_size)
+            if self.order.shuffle == "full"
+            else 0
+        )
+
+    @property
+    def others(self) -> dict[str, Part]:
+        """The modalities other than the primary (as the engine reads them)."""
+        return self.parts
+
+    def _primary_chunks(self) -> dict[str, int]:
+        return {a.dim: a.chunk for a in self.layout.grid.axes}
+
+    def _time_offsets(self) -> np.ndarray | None:
+        """Each input step of a sample, from its start along the time dim."""
+        if self.time_dim is None:
+            return None
+        if self.forecast is not None:
+            return np.asarray(self.forecast.input_offsets, dtype=np.int64)
+        axis = self.layout.grid.axis(self.time_dim)
+        return np.arange(1 if axis.squeeze else axis.length, dtype=np.int64)
+
+    def _build_kind(self) -> StreamKind:
+        info = self.infos[self.primary]
+        records = PrimaryRecords(
+            self.layout,
+            info,
+            self.infos.get("target") if self.forecast is not None else None,
+            self.forecast,
+        )
+        return multi_kind(
+            self.layout,
+            self,
+            records,
+            list(self.parts.values()),
+            self._coords,
+            self._time_offsets(),
+        )
+
+    def _engine_for(self, num_threads: int) -> Engine:
+        """This process's engine: the primary's source and every other modality's, one
+        kind, one budget; it keeps its chunk slots from one epoch to the next."""
+        key = (os.getpid(), num_threads)
+        if self._engine is None or self._engine_key != key:
+            self._engine = Engine(
+                [self._source, *(p.source for p in self.parts.values())],
+                self._kind,
+                self.budget,
+                num_threads=num_threads,
+                lookahead=self._lookahead(),
+                sweep_batches=self._sweep_batches,
+                policy=self.policy,
+            )
+            self._engine_key = key
+        return self._engine
 
     # -- geometry ---------------------------------------------------------------------
     def window_len(self, dim: str) -> int:
@@ -220,15 +303,21 @@ class MultiStream(Stream):
         axis = self.layout.grid.axis(self.time_dim)
         return 0 if axis.squeeze else axis.length
 
-    def _bounds(self, starts: Mapping[str, np.ndarray]) -> np.ndarray:
-        lat, lon = (
+    def window_starts(self, dim: str) -> np.ndarray:
+        """Every window start along ``dim`` (positions in the selection)."""
+        return self.layout.grid.axis(dim).starts()
+
+    def footprints(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+        """``(n, 4)`` west, south, east, north of the windows starting at rows ``lat`` and
+        columns ``lon`` (cell edges, in the primary's CRS)."""
+        lat_c, lon_c = (
             self.coords[self.lat_dim].astype(np.float64),
             self.coords[self.lon_dim].astype(np.float64),
         )
         h, w = self.window_len(self.lat_dim), self.window_len(self.lon_dim)
-        r, c = starts[self.lat_dim], starts[self.lon_dim]
-        lat_a, lat_b = lat[r] - self.lat_step / 2, lat[r + h - 1] + self.lat_step / 2
-        lon_a, lon_b = lon[c] - self.lon_step / 2, lon[c + w - 1] + self.lon_step / 2
+        r, c = np.asarray(lat, dtype=np.int64), np.asarray(lon, dtype=np.int64)
+        lat_a, lat_b = lat_c[r] - self.lat_step / 2, lat_c[r + h - 1] + self.lat_step / 2
+        lon_a, lon_b = lon_c[c] - self.lon_step / 2, lon_c[c + w - 1] + self.lon_step / 2
         return np.stack(
             [
                 np.minimum(lon_a, lon_b),
@@ -239,67 +328,39 @@ class MultiStream(Stream):
             axis=1,
         )
 
-    def _sample_times(self, batch: Batch) -> np.ndarray | None:
-        """Primary time index of every input step of every sample: ``(B, T)``."""
-        if self.time_dim is None:
-            return None
-        s = batch.starts[self.time_dim]
-        if self.forecast is not None:
-            return np.asarray(s[:, None] + np.asarray(self.forecast.input_offsets))
-        axis = self.layout.grid.axis(self.time_dim)
-        return s[:, None] + np.arange(1 if axis.squeeze else axis.length)
-
     # -- the last step, per batch ---------------------------------------------------------
     def _finishes(self) -> bool:
         return True
 
-    def _chunk_cache(self) -> ChunkCache:
-        if self._cache is None or self._cache_pid != os.getpid():
-            self._cache = ChunkCache(self.cache_limit)
-            self._cache_pid = os.getpid()
-        return self._cache
-
     def _finish(self, batch: Batch) -> Batch:
-        batch = super()._finish(batch)
+        """Per-sample context (footprints, times, encodings) and the missing-modality
+        policies, on the records the engine made."""
+        # the forecast coords and encodings of a Stream, on the primary's starts
+        base = super()._finish(dataclasses.replace(batch, data={}, dims={}))
         data: dict[str, np.ndarray] = {}
         dims: dict[str, tuple[str, ...]] = {}
-        info = self.infos[self.primary]
-        data[self.primary] = np.stack([batch[v] for v in info.channels], axis=1)
-        dims[self.primary] = info.dims
-        if self.forecast is not None:
-            t_info = self.infos["target"]
-            data["target"] = np.stack([batch["target/" + v] for v in t_info.channels], axis=1)
-            dims["target"] = t_info.dims
-        for key in ("time_encoding", "position_encoding"):
-            if key in batch.data:
-                data[key], dims[key] = batch[key], batch.dims[key]
-        coords = dict(batch.coords)
-        bounds = self._bounds(batch.starts)
+        for key in (self.primary, "target", "time_encoding", "position_encoding"):
+            source = batch if key in batch.data else base
+            if key in source.data:
+                data[key], dims[key] = source.data[key], source.dims[key]
+        coords = dict(base.coords)
+        bounds = self.footprints(batch.starts[self.lat_dim], batch.starts[self.lon_dim])
         coords["bounds"] = bounds
         coords["center_lon"] = (bounds[:, 0] + bounds[:, 2]) / 2
         coords["center_lat"] = (bounds[:, 1] + bounds[:, 3]) / 2
-        times_idx = self._sample_times(batch)
-        if times_idx is not None and self.time_dim is not None and "reference_time" not in coords:
-            coords["reference_time"] = self.coords[self.time_dim][times_idx[:, -1]]
+        offsets = self._time_offsets()
+        if offsets is not None and self.time_dim is not None and "reference_time" not in coords:
+            last = batch.starts[self.time_dim] + offsets[-1]
+            coords["reference_time"] = self.coords[self.time_dim][last]
         keep = np.ones(batch.size, dtype=bool)
-        cache = self._chunk_cache()
-        for name, reader in self.others.items():
-            if isinstance(reader, _Raster):
-                values, mask, present, meta = reader.read(bounds, self)
-                data[name + "/mask"] = mask
-                dims[name + "/mask"] = reader.info.dims
-            else:
-                starts = {"lat": batch.starts[self.lat_dim], "lon": batch.starts[self.lon_dim]}
-                values, present, meta = reader.read(starts, times_idx, cache)
-            data[name] = values
-            dims[name] = reader.info.dims
-            data[name + "/present"] = present
-            dims[name + "/present"] = ()
-            for k, v in meta.items():
-                coords[f"{name}/{k}"] = v
+        for name, part in self.parts.items():
+            for key in (name + "/mask", name, name + "/present"):
+                if key in batch.data:
+                    data[key], dims[key] = batch.data[key], batch.dims[key]
+            present = batch.data[name + "/present"]
             if not present.all():
-                self._missing(reader.missing, name, batch, present, coords)
-                if reader.missing == "skip":
+                self._missing(part.missing, name, batch, present, coords)
+                if part.missing == "skip":
                     keep &= present
         attrs = {**batch.attrs, "modalities": dict(self.infos)}
         out = dataclasses.replace(batch, data=data, dims=dims, coords=coords, attrs=attrs)

@@ -33,6 +33,16 @@ __all__ = ["ReaderStore"]
 T = TypeVar("T")
 
 
+def _capture(
+    fn: Callable[..., T], args: tuple[object, ...]
+) -> tuple[T | None, BaseException | None]:
+    """``fn(*args)`` as ``(value, None)``, or ``(None, error)`` when it raises."""
+    try:
+        return fn(*args), None
+    except BaseException as error:  # re-raised by the awaiting coroutine
+        return None, error
+
+
 class ReaderStore(Store):
     """zarr-python's ``Store`` interface, read-only, answered by ``reader``.
 
@@ -61,7 +71,18 @@ class ReaderStore(Store):
                 if self._pool is None:
                     workers = max(4, min(self.reader.max_requests or 4, 32))
                     self._pool = ThreadPoolExecutor(workers, thread_name_prefix="es-zarrstore")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        # The pool thread never raises into the loop's future: zarr-python gathers
+        # several reads (".zarray", ".zattrs", ...) and, when one fails, returns
+        # before the others finish; a failure of theirs set on a future nobody awaits
+        # any more would be logged as "Future exception was never retrieved" (with a
+        # traceback, on stderr of a one-line CLI error).  The error is re-raised here,
+        # in the coroutine that asked for it.
+        value, error = await asyncio.get_running_loop().run_in_executor(
+            self._pool, _capture, fn, args
+        )
+        if error is not None:
+            raise error
+        return value  # type: ignore[return-value]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ReaderStore) and other.reader is self.reader
