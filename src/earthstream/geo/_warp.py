@@ -146,4 +146,4 @@ def _footprint(
         resampling=Resampling.nearest,
         num_threads=1,
     )
-    return inside[0].astype(bool)
+    return np.asarray(inside[0], dtype=bool)
