@@ -10,8 +10,12 @@ GDAL's warper has fast kernels for windows without masks; telling it a
 holds no nodata pixel.  So ``src_nodata`` is passed only when the window holds
 one.  The fast kernels do not keep a valid pixel off the nodata value (a cubic
 undershoot to 0 stays 0, where the masked kernel writes 1), so a result that
-holds the nodata value is warped again with ``src_nodata``; otherwise the
-output is the same (``tests/geo/test_warp.py`` holds the two equal).
+holds the nodata value is warped again with ``src_nodata``, unless the method
+never leaves the range of the values it draws on (:data:`CONVEX`: nearest,
+bilinear, average ...) and the nodata value lies outside the window's range: then
+only pixels nothing lands on hold it, as with the masked kernel.  The output is
+the same either way (``tests/geo/test_warp.py`` holds them equal to
+``rasterio.warp.reproject`` with ``src_nodata``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,12 @@ import numpy as np
 
 from ._gdal import quiet_rasterio_warnings
 
-__all__ = ["has_nodata", "valid_of", "warp_bands"]
+__all__ = ["CONVEX", "has_nodata", "outside_range", "valid_of", "warp_bands"]
+
+#: Methods whose output pixel lies between the least and the greatest source value it
+#: draws on (non-negative weights, or a pick): with a nodata value outside the window's
+#: range, a valid output pixel can never equal it.
+CONVEX = frozenset({"nearest", "bilinear", "average", "mode", "max", "min", "med", "q1", "q3"})
 
 
 def valid_of(values: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -49,6 +58,20 @@ def has_nodata(values: np.ndarray, nodata: float | None) -> bool:
     if math.isnan(nodata):
         return bool(np.isnan(values).any()) if values.dtype.kind == "f" else False
     return bool((values == nodata).any())
+
+
+def outside_range(values: np.ndarray, nodata: float) -> bool:
+    """Whether ``nodata`` lies outside ``[values.min(), values.max()]`` (NaN: always, for
+    values without NaN).
+
+    >>> outside_range(np.array([1, 5, 9]), 0), outside_range(np.array([1, 5, 9]), 4)
+    (True, False)
+    """
+    if math.isnan(nodata):
+        return not has_nodata(values, nodata)
+    if not values.size:
+        return True
+    return bool(nodata < values.min() or nodata > values.max())
 
 
 def warp_bands(
@@ -105,7 +128,7 @@ def warp_bands(
             # undershoot to 0), nor mark pixels it does not reach apart from them: when
             # the result holds the nodata value, the masked kernel decides.
             reproject(source=src, destination=dst, src_nodata=None, **kwargs)
-            if has_nodata(dst, nodata):
+            if has_nodata(dst, nodata) and not (method in CONVEX and outside_range(src, nodata)):
                 dst[...] = nodata
                 reproject(source=src, destination=dst, src_nodata=nodata, **kwargs)
         else:
