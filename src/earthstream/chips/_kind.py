@@ -248,7 +248,16 @@ class ChipPlanner:
                 empty[sel] = w.empty
         keep = ~empty
         pair_batch = np.searchsorted(bounds, pair_chip, side="right") - 1
+        # boxes reaching past their raster (aligned chips at its edges) read the fill there
+        level_shape = np.array([u.level.grid.shape for u in uses], dtype=np.int64).reshape(-1, 2)
+        past = (
+            (window[:, 0] < 0)
+            | (window[:, 1] < 0)
+            | (window[:, 0] + window[:, 2] > level_shape[pair_use, 0])
+            | (window[:, 1] + window[:, 3] > level_shape[pair_use, 1])
+        ) & keep
         skipped = np.bincount(pair_batch[empty], minlength=len(batches))
+        padded = np.bincount(pair_batch[past], minlength=len(batches)) > 0
         pair_chip, pair_use, window, aligned, pair_batch = (
             pair_chip[keep], pair_use[keep], window[keep], aligned[keep], pair_batch[keep]
         )  # fmt: skip
@@ -302,7 +311,7 @@ class ChipPlanner:
                     ids=batch_ids,
                     starts=starts[r0:r1],
                     vars=[p[b] for p in per_var],
-                    padded=True,  # boxes reach past rasters: frames hold the fill first
+                    padded=bool(padded[b]),  # boxes past a raster: the fill there
                     work=work,
                 )
             )
@@ -317,9 +326,10 @@ def _decode_into(
     offset: float,
     apply_scale: bool,
 ) -> None:
-    """``dst = raw * scale + offset`` (float32 arithmetic as :func:`earthstream.geo.decode`),
-    NaN where not ``ok``."""
-    if apply_scale:
+    """``dst = raw * scale + offset`` (the arithmetic of :func:`earthstream.geo.decode`),
+    NaN where not ``ok``.  Without a scale or offset (1 and 0) a cast: the same values
+    (``x * 1.0 + 0.0`` is ``x`` for dtypes of at most 32 bits)."""
+    if apply_scale and (scale != 1.0 or offset != 0.0 or raw.dtype.itemsize > 4):
         np.multiply(raw, scale, out=dst, casting="unsafe")
         dst += offset
     else:
@@ -355,7 +365,9 @@ class ChipAssembler:
     ) -> BatchArrays:
         work = _work(plan)
         boxes = [
-            cut_var(pool, vplan, s, len(vplan.which), None, True) if len(vplan.which) else None
+            cut_var(pool, vplan, s, len(vplan.which), None, plan.padded)
+            if len(vplan.which)
+            else None
             for pool, vplan, s in zip(pools, plan.vars, slots, strict=True)
         ]
         out = self._outputs(len(plan.ids), buffers)
