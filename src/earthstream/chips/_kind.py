@@ -364,12 +364,15 @@ class ChipAssembler:
         buffers: BatchBuffers | None,
     ) -> BatchArrays:
         work = _work(plan)
-        boxes = [
-            cut_var(pool, vplan, s, len(vplan.which), None, plan.padded)
-            if len(vplan.which)
-            else None
-            for pool, vplan, s in zip(pools, plan.vars, slots, strict=True)
-        ]
+        boxes: list[np.ndarray | list[np.ndarray] | None] = []
+        for pool, vplan, s in zip(pools, plan.vars, slots, strict=True):
+            n = len(vplan.which)
+            if not n:
+                boxes.append(None)
+            elif vplan.all_inside:  # each box inside one tile: views of the slots (no copy)
+                boxes.append(_views(pool, vplan, s))
+            else:
+                boxes.append(cut_var(pool, vplan, s, n, None, plan.padded))
         out = self._outputs(len(plan.ids), buffers)
         self._assemble(work, boxes, out)
         return BatchArrays(out, None, sum(a.nbytes for a in out.values()))
@@ -392,7 +395,10 @@ class ChipAssembler:
 
     # -- assembly -----------------------------------------------------------------------
     def _assemble(
-        self, work: ChipWork, boxes: Sequence[np.ndarray | None], out: dict[str, np.ndarray]
+        self,
+        work: ChipWork,
+        boxes: Sequence[np.ndarray | list[np.ndarray] | None],
+        out: dict[str, np.ndarray],
     ) -> None:
         layout = self.layout
         uses = layout.inputs.uses
@@ -405,9 +411,9 @@ class ChipAssembler:
         for p in range(len(work.chip)):
             i = int(work.chip[p])
             u = uses[int(work.use[p])]
-            box = boxes[u.input]
-            assert box is not None
-            box = box[int(work.row[p])]
+            rows = boxes[u.input]
+            assert rows is not None
+            box: np.ndarray = rows[int(work.row[p])]
             h, w = int(work.heights[i]), int(work.widths[i])
             wr, wc, wh, ww = (int(v) for v in work.window[p])
             if work.aligned[p]:
@@ -552,6 +558,21 @@ class ChipAssembler:
             channels=layout.channels,
             attrs=attrs,
         )
+
+
+def _views(pool: SlotPool, vplan: Any, slots: np.ndarray) -> list[np.ndarray]:
+    """The boxes of a variable whose every box lies inside one tile, as views of the slots
+    holding them (valid while the engine holds those slots: during the cut)."""
+    lengths = pool.var.lengths
+    keep = pool.var.keep
+    slab = pool.slab
+    out = []
+    for which, local in zip(vplan.which.tolist(), vplan.local.tolist(), strict=True):
+        index: list[int | slice] = [int(slots[which])]
+        index += [slice(a, a + n) for a, n in zip(local, lengths, strict=True)]
+        box = slab[tuple(index)]
+        out.append(box[tuple(slice(None) if k else 0 for k in keep)])
+    return out
 
 
 def _work(plan: BatchPlan) -> ChipWork:
