@@ -525,6 +525,35 @@ def test_remote_equals_local_and_header_is_one_request(
             np.testing.assert_array_equal(a, b)
 
 
+def test_signed_url_keeps_its_query_and_hides_it(
+    nginx: NginxServer, files: dict[str, Path], tiff_dir: Path
+) -> None:
+    """A presigned URL (``?X-Amz-Signature=...``): every request carries the query (the
+    file is found, not ``x.tif%3FX-Amz-...``), the tiles equal rasterio's read of the local
+    file, and the signature is in no repr or message."""
+    path = tiff_dir / "fresh-signed.tif"
+    shutil.copy(files["cog-zstd-p2-u16x4"], path)
+    url = nginx.url(path) + "?X-Amz-Credential=AKIDSECRET1&X-Amz-Signature=deadbeef99"
+    remote = open_tiff(url, storage_options=HTTP)
+    with rasterio.open(path) as ds:
+        full = ds.read()
+    stream = es.Stream(remote, window={"band": None, "y": BLOCK, "x": BLOCK}, shuffle=False)
+    n = 0
+    for batch in stream:
+        for i in range(batch.size):
+            y, x = int(batch.starts["y"][i]), int(batch.starts["x"][i])
+            expected = full[:, y : y + BLOCK, x : x + BLOCK]
+            np.testing.assert_array_equal(batch["band_data"][i], expected)
+            n += 1
+    assert n == (H // BLOCK) * (W // BLOCK)
+    shown = repr(remote) + str(remote.variables) + repr(stream.report)
+    assert "deadbeef99" not in shown and "AKIDSECRET1" not in shown
+    missing = url.replace("fresh-signed", "absent")
+    with pytest.raises(es.errors.StoreNotFoundError) as info:
+        open_tiff(missing, storage_options=HTTP)
+    assert "deadbeef99" not in str(info.value) and "AKIDSECRET1" not in str(info.value)
+
+
 def test_remote_stream_merges_tile_ranges(
     nginx: NginxServer, files: dict[str, Path], tiff_dir: Path
 ) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from ..errors import StoreNotFoundError
 from ..storage import StoreLocation, parse_location
 from ..storage._readers import keep_inherited
+from ..storage._secrets import redact, url_secrets
 
 __all__ = [
     "GDAL_OPTIONS",
@@ -134,7 +135,9 @@ def open_dataset(path: str, overview_level: int | None = None) -> Any:
         else:
             ds = rasterio.open(path, overview_level=overview_level)
     except RasterioIOError as exc:
-        raise StoreNotFoundError(f"cannot open raster {path!r}: {exc}") from None
+        shown = redact(path, url_secrets(path.removeprefix("/vsicurl/")))
+        message = redact(str(exc), url_secrets(path.removeprefix("/vsicurl/")))
+        raise StoreNotFoundError(f"cannot open raster {shown!r}: {message}") from None
     h.open[key] = ds
     while len(h.open) > MAX_HANDLES:
         _, old = h.open.popitem(last=False)

@@ -34,6 +34,11 @@ class TiffFile:
         return self.header.size
 
     @property
+    def display(self) -> str:
+        """The URL as shown in messages and reprs: credentials redacted."""
+        return self.location.redact(self.url)
+
+    @property
     def gdal_path(self) -> str:
         from ..geo._gdal import gdal_path
 
@@ -46,7 +51,7 @@ class TiffFile:
         overviews = self.header.overviews
         if not 0 <= level < len(overviews):
             raise ConfigError(
-                f"overview={level} but {self.url!r} has {len(overviews)} overviews; use "
+                f"overview={level} but {self.display!r} has {len(overviews)} overviews; use "
                 f"0..{len(overviews) - 1} or None (full resolution)."
             )
         return overviews[level]
@@ -69,14 +74,14 @@ def band_indexes(file: TiffFile, bands: Sequence[int | str]) -> list[int]:
         if isinstance(b, int | np.integer) and not isinstance(b, bool):
             if not 1 <= int(b) <= file.info.count:
                 raise VariableNotFoundError(
-                    f"band {b} is not in {file.url!r}; it has bands 1..{file.info.count}."
+                    f"band {b} is not in {file.display!r}; it has bands 1..{file.info.count}."
                 )
             out.append(int(b) - 1)
         elif b in names:
             out.append(names.index(str(b)))
         else:
             raise VariableNotFoundError(
-                f"band {b!r} is not in {file.url!r}.{suggest(str(b), names)} "
+                f"band {b!r} is not in {file.display!r}.{suggest(str(b), names)} "
                 f"Bands: {', '.join(names)}."
             )
     return out
@@ -90,22 +95,21 @@ def open_file(
         parent, name = os.path.split(location.path)
         parent_location = parse_location(parent)
     else:
-        parent, _, name = location.url.rpartition("/")
-        parent_location = parse_location(parent, options)
+        parent_location, name = location.split_key()
     reader = open_reader(parent_location)
-    header, buf = read_header(reader, name, location.url, prefix=prefix)
+    header, buf = read_header(reader, name, location.display, prefix=prefix)
     for image in (header.main, *header.overviews):
         if image.compression not in COMPRESSIONS:
             raise UnsupportedFormatError(
-                f"{location.url!r} uses {image.compression_name}, which neither earthstream nor "
-                "GDAL decodes. Convert it (e.g. gdal_translate -of COG -co COMPRESS=DEFLATE)."
+                f"{location.display!r} uses {image.compression_name}, which neither earthstream "
+                "nor GDAL decodes. Convert it (e.g. gdal_translate -of COG -co COMPRESS=DEFLATE)."
             )
 
     def fetch(start: int, end: int) -> bytes:  # a read GDAL needs beyond the header
         data = reader.get_range(name, start, end)
         if data is None:
-            raise StoreNotFoundError(f"{location.url!r} disappeared while it was opened.")
+            raise StoreNotFoundError(f"{location.display!r} disappeared while it was opened.")
         return bytes(data)
 
-    info = gdal_info(buf, name, location.url, fetch)
+    info = gdal_info(buf, name, location.display, fetch)
     return TiffFile(url=location.url, location=parent_location, key=name, header=header, info=info)

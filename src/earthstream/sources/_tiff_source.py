@@ -97,7 +97,7 @@ class TiffSource:
         for b in self.bands:
             if not 0 <= b < count:
                 raise VariableNotFoundError(
-                    f"band {b + 1} is not in {first.url!r}; it has bands 1..{count}."
+                    f"band {b + 1} is not in {first.display!r}; it has bands 1..{count}."
                 )
         if not self.bands:
             raise VariableNotFoundError("no bands were selected; pass at least one.")
@@ -152,7 +152,7 @@ class TiffSource:
                 problems.append(f"dtype {self._dtype(i)} (the first: {self.dtype})")
             if problems:
                 raise DimensionError(
-                    f"{file.url!r} cannot be stacked with {first.url!r}: it has "
+                    f"{file.display!r} cannot be stacked with {first.display!r}: it has "
                     f"{'; '.join(problems)}. Stack files of one shape, tiling, band count "
                     "and dtype (e.g. one tile grid of a time series)."
                 )
@@ -261,7 +261,7 @@ class TiffSource:
         from ..geo._grid import GridSpec
 
         if self.crs is None:
-            raise CRSError(f"{self.files[0].url!r} has no CRS in its header.")
+            raise CRSError(f"{self.files[0].display!r} has no CRS in its header.")
         return GridSpec(self.crs, self.transform, self.images[0].shape)
 
     @property
@@ -386,7 +386,7 @@ class TiffSource:
         kind = "tile" if image.tiled else "strip"
         level = "full resolution" if self.level is None else f"overview {self.level}"
         spans = ", ".join(f"bytes {o}-{o + n}" for o, n in self._segments(f, r, c))
-        return f"{self.files[f].url} {kind} (row {r}, col {c}) of {level} ({spans})"
+        return f"{self.files[f].display} {kind} (row {r}, col {c}) of {level} ({spans})"
 
     # -- data ------------------------------------------------------------------------------
     def read_chunk(
@@ -451,7 +451,7 @@ class TiffSource:
                 else:
                     got = reader.get_ranges(file.key, starts, ends)
                 if got is None:
-                    raise StoreNotFoundError(f"{file.url!r} disappeared after it was opened.")
+                    raise StoreNotFoundError(f"{file.display!r} disappeared after it was opened.")
                 for (i, k, _, _), data in zip(wanted, got, strict=True):
                     segments[i][k] = data
             for i, _, _ in members:
@@ -507,7 +507,8 @@ class TiffSource:
                 data = ds.read([b + 1 for b in self.bands], window=Window(col0, row0, w, h))
         except RasterioIOError as exc:
             raise ChunkDecodeError(
-                f"GDAL could not read block (row {r}, col {c}) of {file.url!r}: {exc}"
+                f"GDAL could not read block (row {r}, col {c}) of {file.display!r}: "
+                f"{file.location.redact(str(exc))}"
             ) from None
         out[:, :h, :w] = data
 
@@ -528,7 +529,11 @@ class TiffSource:
     def __repr__(self) -> str:
         image = self.images[0]
         first = self.files[0]
-        where = first.url if len(self.files) == 1 else f"{len(self.files)} files from {first.url}"
+        where = (
+            first.display
+            if len(self.files) == 1
+            else f"{len(self.files)} files from {first.display}"
+        )
         level = "full resolution" if self.level is None else f"overview {self.level}"
         info = self.variables[self.name]
         lines = [

@@ -57,8 +57,8 @@ def _read_bytes(url_or_path: str) -> bytes:
             if exc.code == 404:
                 raise StoreNotFoundError(f"no STAC file at {location.display}.") from None
             raise
-    parent, _, name = location.url.rpartition("/")
-    data = open_reader(parse_location(parent)).get(name)
+    parent, name = location.split_key()
+    data = open_reader(parent).get(name)
     if data is None:
         raise StoreNotFoundError(f"no STAC file at {location.display}.")
     return bytes(data)

@@ -79,6 +79,22 @@ class StoreLocation:
         url = join_key(self.url, relative)  # a query (signed URLs) stays at the end
         return StoreLocation(url=url, scheme=self.scheme, path=url, options=self.options)
 
+    def split_key(self) -> tuple[StoreLocation, str]:
+        """The location holding a remote file, and the file's key in it.
+
+        The query of a signed URL stays with the parent, so the request for the key
+        carries it (obstore appends the base URL's query to every request); options
+        (with a SAS token taken from an Azure URL) stay too.
+
+        >>> parent, key = parse_location("https://h/a/x.tif?sig=abc").split_key()
+        >>> parent.url, key
+        ('https://h/a?sig=abc', 'x.tif')
+        """
+        base, sep, query = self.url.partition("?")
+        head, _, name = base.rstrip("/").rpartition("/")
+        url = head + sep + query
+        return StoreLocation(url=url, scheme=self.scheme, path=url, options=self.options), name
+
     def __repr__(self) -> str:
         return f"StoreLocation(url={self.display!r})"
 

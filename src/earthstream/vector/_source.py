@@ -149,8 +149,8 @@ class VectorSource:
         location = parse_location(self.url, dict(self.options) or None)
         if location.is_local:
             return pq.ParquetFile(location.path)
-        parent, _, name = location.url.rpartition("/")
-        reader = open_reader(parse_location(parent, dict(self.options) or None))
+        parent, name = location.split_key()
+        reader = open_reader(parent)
         return pq.ParquetFile(io.BufferedReader(_RangeFile(reader, name), 1 << 20))
 
     def _read_parquet(
