@@ -98,7 +98,7 @@ def transform_bounds(
     :func:`~earthstream.geo.reproject_bounds` one by one.
 
     >>> b = transform_bounds(np.array([[500000., 0, 600000, 100000]]), "EPSG:32633", "EPSG:4326")
-    >>> [round(v, 3) for v in b[0]]
+    >>> [round(float(v), 3) for v in b[0]]
     [15.0, 0.0, 15.899, 0.905]
     """
     bounds = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
