@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._units import parse_bytes
 from .._validate import (
     MAX_SEED,
     Shuffle,
@@ -21,10 +22,12 @@ from ..sampling import (
     Edges,
     OrderSpec,
     Remainder,
+    WindowSubset,
     as_subset,
     build_window_grid,
     normalize_shuffle,
 )
+from ._empty import touch_mask
 from ._labels import LabelSpec, label_values
 from ._plan import GROUP_BY, TIME_MODES, GroupBy, TimeMode, build_plan
 from ._stream import ChipStream
@@ -85,6 +88,9 @@ def stream_chips(
     windows: Any = None,
     samples_per_epoch: int | None = None,
     replacement: bool = False,
+    skip_empty: bool = False,
+    memory_limit: int | str = "1GB",
+    storage_options: Mapping[str, Any] | None = None,
 ) -> ChipStream:
     """Stream chips from STAC items or COGs on one target grid, with optional label masks.
 
@@ -134,7 +140,7 @@ def stream_chips(
         As :class:`earthstream.Stream`; ``shuffle="chunks"`` mixes chips of
         ``shuffle_buffer`` blocks of ``shuffle_block`` x ``shuffle_block`` chips.
     prefetch, num_threads
-        Batches read ahead; threads reading chips.
+        Batches read ahead; threads decoding tiles (as many again cut chips).
     apply_scale
         Values as ``raw * scale + offset`` (float32); else raw values in float32.
     rank, world_size, remainder
@@ -150,6 +156,22 @@ def stream_chips(
     samples_per_epoch, replacement
         Random chips per epoch instead of every chip once, as ``Stream``'s
         (with ``stride=1`` any pixel offset can be drawn).
+    skip_empty
+        Leave out chips that touch no scene (planned from the scenes' outlines in
+        the target CRS, so epochs, sharding and resume stay exact); counted in
+        ``stream.excluded`` and ``report.excluded`` as ``"touch no scene"``.
+    memory_limit
+        Bytes for decoded tiles, batches in flight and GDAL's block cache (a
+        sixteenth, at most 256 MB: ``GDAL_CACHEMAX`` is one setting per process,
+        set to the largest share of the chip streams alive in it).
+    storage_options
+        Options for the object-store client of remote rasters (credentials,
+        ``client_options``; never logged).
+
+    Tiles are the engine's chunks: each raster's header is read once (one request
+    for a COG), its tiles fetched through ``storage/`` and decoded once per
+    epoch however many chips use them; chips on a raster's own pixel grid are
+    copied, others warped with GDAL from the decoded window.
     """
     # -- every argument checked before anything is read (ConfigError) --
     ch, cw = _pixels(chip_size, "chip_size")
@@ -196,6 +218,10 @@ def stream_chips(
     prefetch = check_whole(prefetch, "prefetch", minimum=1)
     num_threads = check_whole(num_threads, "num_threads", minimum=1, maximum=1024, none=True)
     apply_scale = check_flag(apply_scale, "apply_scale")
+    skip_empty = check_flag(skip_empty, "skip_empty")
+    limit = parse_bytes(memory_limit)
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise ConfigError("storage_options must be a mapping of client options.")
     label_values(label_dtype, label_fill, label_ignore)
 
     plan = build_plan(
@@ -224,6 +250,10 @@ def stream_chips(
         edges,
         {"y": sh * shuffle_block, "x": sw * shuffle_block},
     )
+    subset = None if windows is None else as_subset(windows, chips)
+    if skip_empty:
+        touching = WindowSubset.from_mask(chips, touch_mask(plan, chips), "touch no scene")
+        subset = touching if subset is None else subset.intersect(touching)
     order = OrderSpec(
         grid=chips,
         shuffle=normalize_shuffle(shuffle),
@@ -231,7 +261,7 @@ def stream_chips(
         batch_size=batch_size,
         drop_last=drop_last,
         shuffle_buffer=shuffle_buffer,
-        subset=None if windows is None else as_subset(windows, chips),
+        subset=subset,
         samples=samples_per_epoch,
         replacement=bool(replacement),
     )
@@ -249,4 +279,6 @@ def stream_chips(
         rank=rank,
         world_size=world_size,
         remainder=remainder,
+        memory_limit=limit,
+        storage_options=storage_options,
     )

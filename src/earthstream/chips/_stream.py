@@ -1,107 +1,52 @@
-"""The aligned chip stream: image chips (and label masks) on one target grid, in batches.
+"""The chip stream: image chips (and label masks) on one target grid, through the engine.
 
-Windows are planned on the target grid's pixels with :mod:`earthstream.sampling`
+Chips are planned on the target grid's pixels with :mod:`earthstream.sampling`
 (``WindowGrid`` over dims ``("y", "x")``, ``OrderSpec`` for the order, shuffle
 and DataLoader sharding), so epochs are exactly-once and a pure function of
 ``(seed, epoch)`` as for :class:`earthstream.Stream`.  ``shuffle="chunks"``
 groups chips by blocks of ``shuffle_block`` x ``shuffle_block`` chips, so
-neighbouring chips (which share source tiles) are read close in time.
+neighbouring chips (which share tiles) are read close in time.
 
-Each chip is one task on a thread pool (GDAL and the warper release the GIL):
-for every time slot, the scenes whose footprint touches the chip are read onto
-the chip grid (:func:`earthstream.geo._read.read_chip`) and mosaicked, first
-valid pixel wins; the label features hitting the chip are burned.  At most
-``prefetch + 1`` batches are in flight.
+The scenes' rasters are the engine's inputs (COG tiles as chunks, see
+:mod:`~earthstream.chips._inputs`); the chip kind (:mod:`~earthstream.chips._kind`)
+plans each chip as boxes of tiles and warps, decodes and mosaics them.  So each
+tile is fetched through ``storage/`` (merged ranges, many requests in flight,
+retries) and decoded once per epoch into the engine's slots, within
+``memory_limit``, and the pass has one :class:`~earthstream.engine.EpochReport`
+(tiles decoded, requests, bytes; chip counts in ``report.counts``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import threading
-import time as _time
-from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .._batch import Batch
 from .._sharding import ShardedStream
-from ..geo._grid import GridSpec, PixelWindow, transformer
-from ..geo._read import decode, read_chip
+from .._units import format_bytes, parse_bytes
+from ..engine import Budget, ChunkPolicy, Engine, EpochReport, SlotPool
+from ..errors import ConfigError, MemoryBudgetError
+from ..geo._gdal import bound_gdal_cache, gdal_cache_share
+from ..geo._grid import GridSpec, PixelWindow
 from ..sampling import OrderSpec, Remainder
 from ..storage._secrets import redact
+from ._inputs import ChipInputs, build_inputs
+from ._kind import ChipAssembler, ChipLayout, ChipPlanner, chip_kind, chip_variables
 from ._labels import LabelSpec
 from ._plan import ChipPlan
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["ChipReport", "ChipStream", "LabelSpec"]
+__all__ = ["ChipStream", "LabelSpec", "default_threads"]
 
 
-@dataclass
-class ChipReport:
-    """What one pass did (one process, one shard): chips, reads, overviews, time."""
-
-    epoch: int
-    shard: int = 0
-    num_shards: int = 1
-    batches: int = 0
-    chips: int = 0
-    raster_reads: int = 0  # (chip, raster) pairs read
-    aligned_reads: int = 0  # of those, plain windowed reads (chip on the raster's grid)
-    skipped: int = 0  # footprint overlapped the chip's bounds, but no pixel did
-    overview_levels: Counter[int | None] = field(default_factory=Counter)
-    elapsed_s: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @classmethod
-    def merge(
-        cls, reports: Sequence[ChipReport], *, shard: int = 0, num_shards: int = 1
-    ) -> ChipReport:
-        """One report for the DataLoader workers of rank ``shard``: counts add up,
-        ``elapsed_s`` is the longest pass."""
-        merged = cls(epoch=reports[0].epoch, shard=shard, num_shards=num_shards)
-        for r in reports:
-            merged.batches += r.batches
-            merged.chips += r.chips
-            merged.raster_reads += r.raster_reads
-            merged.aligned_reads += r.aligned_reads
-            merged.skipped += r.skipped
-            merged.overview_levels.update(r.overview_levels)
-        merged.elapsed_s = max(r.elapsed_s for r in reports)
-        return merged
-
-    @property
-    def chips_per_s(self) -> float:
-        return self.chips / self.elapsed_s if self.elapsed_s else 0.0
-
-    def summary(self) -> str:
-        levels = ", ".join(
-            f"{'full' if k is None else f'overview {k}'}: {v}"
-            for k, v in sorted(
-                self.overview_levels.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)
-            )
-        )
-        return (
-            f"epoch {self.epoch} shard {self.shard}/{self.num_shards}: {self.batches} batches, "
-            f"{self.chips} chips in {self.elapsed_s:.2f} s ({self.chips_per_s:,.1f} chips/s); "
-            f"{self.raster_reads} raster reads ({self.aligned_reads} without resampling; "
-            f"{levels or 'none'})"
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state.pop("_lock")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+def default_threads() -> int:
+    try:
+        return max(2, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 2
 
 
 class ChipStream(ShardedStream):
@@ -114,6 +59,14 @@ class ChipStream(ShardedStream):
     ``crs``, ``transform`` (6 numbers), ``bounds``, centre ``x``/``y`` and
     ``lon``/``lat`` (and ``time`` per slot); ``batch.starts`` its pixel offsets
     ``y``/``x`` on the target grid; ``batch.channels`` the band names.
+
+    ``report`` is the pass's :class:`~earthstream.engine.EpochReport`: tiles
+    decoded (``chunks_decoded``, ``decodes`` per tile), requests and bytes read,
+    memory, and chip counts in ``report.counts``: ``raster_reads`` (chip, raster)
+    pairs read, of which ``aligned_reads`` copied and ``warped_reads``
+    resampled, ``rasters_skipped`` (a footprint touched the chip, no pixel did),
+    ``chips_empty`` (chips no scene touched); ``report.excluded`` the chips left
+    out of the epoch (``skip_empty``, ``windows=``).
     """
 
     def __init__(
@@ -121,6 +74,7 @@ class ChipStream(ShardedStream):
         plan: ChipPlan,
         order: OrderSpec,
         *,
+        inputs: ChipInputs | None = None,
         labels: LabelSpec | None = None,
         prefetch: int = 2,
         num_threads: int | None = None,
@@ -129,6 +83,8 @@ class ChipStream(ShardedStream):
         rank: int | None = None,
         world_size: int | None = None,
         remainder: Remainder = "pad",
+        memory_limit: int | str = "1GB",
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.plan = plan
         self.order = order
@@ -136,11 +92,57 @@ class ChipStream(ShardedStream):
         self.prefetch = prefetch
         self.num_threads = num_threads or default_threads()
         self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ConfigError(f"dtype={self.dtype} must be a float dtype (NaN marks no data).")
         self.apply_scale = apply_scale
-        self.layout = None  # no chunk layout (TorchStream builds no stacked views)
+        self.layout = None  # no window layout (TorchStream builds no stacked views)
         self._init_sharding(rank, world_size, remainder)
-        self._report: ChipReport | None = None
-        self._footprints = plan.footprints()
+        g = order.grid
+        chip_size = (g.axis("y").length, g.axis("x").length)
+        if inputs is None:
+            inputs = build_inputs(plan, g, chip_size, storage_options=storage_options)
+        self.inputs = inputs
+        self.chips = ChipLayout(
+            grid=plan.grid,
+            chips=g,
+            chip_size=chip_size,
+            inputs=inputs,
+            variables=chip_variables(inputs),
+            channels=plan.channels,
+            n_time=plan.n_time,
+            stack=plan.time == "stack",
+            slot_times=plan.slot_times,
+            apply_scale=apply_scale,
+            dtype=self.dtype,
+            labels=labels,
+            footprints=plan.footprints(),
+        )
+        self.memory_limit = parse_bytes(memory_limit)
+        self.gdal_cache = gdal_cache_share(self.memory_limit)
+        self.budget = self._budget()
+        self._engine: Engine | None = None
+        self._engine_key: tuple[int, int] | None = None
+        self._report: EpochReport | None = None
+
+    def _budget(self) -> Budget:
+        """``memory_limit`` split: queued batches (with their raster boxes), GDAL's block
+        cache, and the tile slots."""
+        chips = self.chips
+        b = self.order.batch_size
+        batch_nbytes = b * chips.sample_nbytes() + chips.scratch_nbytes(b)
+        queued = (self.prefetch + 1) * batch_nbytes
+        block = sum(v.chunk_nbytes for v in chips.variables)
+        need = queued + self.gdal_cache + block
+        if self.memory_limit < need:
+            raise MemoryBudgetError(
+                f"memory_limit={format_bytes(self.memory_limit)} is too small: "
+                f"{self.prefetch + 1} batches of {format_bytes(batch_nbytes)} (chips and the "
+                f"raster windows they are cut from), GDAL's block cache "
+                f"({format_bytes(self.gdal_cache)}) and one tile of each of "
+                f"{len(chips.variables)} inputs ({format_bytes(block)}) need "
+                f"{format_bytes(need)}. Raise memory_limit, or lower batch_size or prefetch."
+            )
+        return Budget(self.memory_limit, batch_nbytes, self.prefetch, self.memory_limit - need)
 
     # -- description ------------------------------------------------------------------
     @property
@@ -154,8 +156,7 @@ class ChipStream(ShardedStream):
 
     @property
     def chip_shape(self) -> tuple[int, int]:
-        g = self.order.grid
-        return (g.axis("y").length, g.axis("x").length)
+        return self.chips.chip_size
 
     @property
     def n_windows(self) -> int:
@@ -163,7 +164,26 @@ class ChipStream(ShardedStream):
         return self.order.n_windows
 
     @property
-    def report(self) -> ChipReport | None:
+    def sources(self) -> tuple[Any, ...]:
+        """The engine's inputs: the scenes' rasters as stacked tile sources (one per level,
+        tiling and dtype)."""
+        return self.inputs.sources
+
+    @property
+    def source(self) -> Any:
+        """The first input (what ``TorchStream.loader`` looks at to tell remote streams)."""
+        return self.inputs.sources[0]
+
+    @property
+    def excluded(self) -> dict[str, int]:
+        """Chips of the grid left out of every epoch, by reason (``skip_empty``: ``"touch no
+        scene"``; ``windows=`` rules); empty when none."""
+        subset = self.order.subset
+        return dict(subset.excluded) if subset is not None else {}
+
+    @property
+    def report(self) -> EpochReport | None:
+        """What the last (or current) pass did (see the class docstring)."""
         return self._report
 
     def chip_grid(self, window_id: int) -> GridSpec:
@@ -174,154 +194,47 @@ class ChipStream(ShardedStream):
 
     # -- reading one chip ---------------------------------------------------------------
     def read_chip(self, window_id: int) -> dict[str, np.ndarray]:
-        """Image, validity and label of one chip (what a batch holds for it)."""
-        out = self._allocate(1)
-        row, col = (int(v) for v in self.order.grid.starts_of(np.array([window_id]))[0])
-        self._fill(0, PixelWindow(row, col, *self.chip_shape), out, None)
-        return {k: v[0] for k, v in out.items()}
+        """Image, validity and label of one chip (what a batch holds for it), read on this
+        thread (tiles decoded for this call only)."""
+        planner, assembler = ChipPlanner(self.chips), ChipAssembler(self.chips)
+        (plan,) = planner.plan([(0, np.array([window_id], dtype=np.int64))])
+        pools, slots = [], []
+        for var, vplan in zip(self.chips.variables, plan.vars, strict=True):
+            pool = SlotPool(var, max(1, len(vplan.keys)))
+            source = self.inputs.sources[var.input]
+            for p, index in enumerate(vplan.index.tolist()):
+                if source.read_chunk(var.name, tuple(index), pool.slab[p]) is None:
+                    pool.slab[p] = var.fill
+            pools.append(pool)
+            slots.append(np.arange(len(vplan.keys), dtype=np.intp))
+        arrays = assembler.cut(pools, plan, slots, None)
+        return {k: v[0] for k, v in arrays.data.items()}
 
-    def _allocate(self, n: int) -> dict[str, np.ndarray]:
-        h, w = self.chip_shape
-        c, t = len(self.plan.channels), self.plan.n_time
-        shape = (n, t, c, h, w) if self.plan.time == "stack" else (n, c, h, w)
-        out = {
-            "image": np.full(shape, np.nan, dtype=self.dtype)
-            if self.dtype.kind == "f"
-            else np.zeros(shape, dtype=self.dtype),
-            "valid": np.zeros(shape, dtype=bool),
-        }
-        if self.labels is not None:
-            out["label"] = np.full((n, h, w), self.labels.fill, dtype=self.labels.dtype)
-        return out
-
-    def _fill(
-        self, i: int, window: PixelWindow, out: dict[str, np.ndarray], report: ChipReport | None
-    ) -> None:
-        """Read chip ``window`` (pixels of the target grid) into row ``i`` of ``out``.
-
-        With ``edges="pad"`` the part past the target grid's edge is not read: it stays
-        NaN (image), False (mask) and ``label_ignore`` (labels).
-        """
-        plan = self.plan
-        inside = window.intersection(plan.grid.full_window())  # pad chips start inside
-        h, w = inside.height, inside.width
-        chip = plan.grid.window(inside)
-        left, bottom, right, top = chip.bounds
-        fp = self._footprints
-        touches = (fp[:, 0] < right) & (fp[:, 2] > left) & (fp[:, 1] < top) & (fp[:, 3] > bottom)
-        stack = plan.time == "stack"
-        reads = aligned = skipped = 0
-        levels: Counter[int | None] = Counter()
-        for t, slot in enumerate(plan.slots):
-            image = (out["image"][i, t] if stack else out["image"][i])[:, :h, :w]
-            valid = (out["valid"][i, t] if stack else out["valid"][i])[:, :h, :w]
-            for s in slot:
-                if not touches[s]:
-                    continue
-                scene = plan.scenes[s]
-                for ref, chans in zip(scene.rasters, scene.channels, strict=True):
-                    idx = list(chans)
-                    if valid[idx].all():
-                        continue  # mosaic: every pixel of these channels already has data
-                    raw = np.zeros((len(idx), *chip.shape), dtype=np.dtype(_file_dtype(ref)))
-                    ok = np.zeros((len(idx), *chip.shape), dtype=bool)
-                    raw, ok, info = read_chip(
-                        ref,
-                        chip,
-                        resampling=[plan.resampling[c] for c in idx],
-                        overview=plan.overview,
-                        out=raw,
-                        valid=ok,
-                    )
-                    reads += 1
-                    aligned += info.aligned
-                    skipped += info.skipped
-                    levels[info.overview_level] += 1
-                    values = decode(raw, ok, ref.bands) if self.apply_scale else raw
-                    for j, c in enumerate(idx):
-                        new = ok[j] & ~valid[c]
-                        np.copyto(image[c], values[j], where=new, casting="unsafe")
-                        valid[c] |= new
-        if self.labels is not None:
-            spec = self.labels
-            index = spec.source.index(plan.grid.crs, plan.grid.bounds)
-            out["label"][i] = spec.ignore  # past the edge; the inside is burned next
-            out["label"][i, :h, :w] = index.rasterize(
-                chip, all_touched=spec.all_touched, fill=spec.fill, dtype=spec.dtype
+    # -- the engine ---------------------------------------------------------------------
+    def _engine_for(self, num_threads: int) -> Engine:
+        """This process's engine; it keeps its tile slots from one epoch to the next."""
+        key = (os.getpid(), num_threads)
+        if self._engine is None or self._engine_key != key:
+            self._engine = Engine(
+                self.inputs.sources,
+                chip_kind(self.chips),
+                self.budget,
+                num_threads=num_threads,
+                lookahead=self._lookahead(),
+                policy=ChunkPolicy(missing="fill", corrupt="error"),
             )
-        if report is not None:
-            with report._lock:
-                report.chips += 1
-                report.raster_reads += reads
-                report.aligned_reads += aligned
-                report.skipped += skipped
-                report.overview_levels.update(levels)
+            self._engine_key = key
+        return self._engine
 
-    # -- batches ------------------------------------------------------------------------
-    def _batch(self, index: int, ids: np.ndarray, out: dict[str, np.ndarray], epoch: int) -> Batch:
-        plan = self.plan
-        starts = self.order.grid.starts_of(ids)
-        rows, cols = starts[:, 0], starts[:, 1]
-        h, w = self.chip_shape
-        a, b, c, d, e, f = plan.grid.transform
-        x0 = c + a * cols + b * rows
-        y0 = f + d * cols + e * rows
-        transforms = np.column_stack(
-            [
-                np.full(len(ids), a),
-                np.full(len(ids), b),
-                x0,
-                np.full(len(ids), d),
-                np.full(len(ids), e),
-                y0,
-            ]
-        )
-        xs = np.stack([x0, x0 + a * w, x0 + b * h, x0 + a * w + b * h])
-        ys = np.stack([y0, y0 + d * w, y0 + e * h, y0 + d * w + e * h])
-        bounds = np.column_stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)])
-        cx = x0 + a * w / 2 + b * h / 2
-        cy = y0 + d * w / 2 + e * h / 2
-        if plan.grid.crs in ("EPSG:4326", "OGC:CRS84"):
-            lon, lat = cx, cy
-        else:
-            lon, lat = transformer(plan.grid.crs, "EPSG:4326").transform(cx, cy)
-        coords: dict[str, np.ndarray] = {
-            "crs": np.full(len(ids), plan.grid.crs),
-            "transform": transforms,
-            "bounds": bounds,
-            "x": cx,
-            "y": cy,
-            "lon": np.asarray(lon, dtype=np.float64),
-            "lat": np.asarray(lat, dtype=np.float64),
-        }
-        stack = plan.time == "stack"
-        if stack:
-            times = np.array(
-                [np.datetime64("NaT", "ns") if t is None else t for t in plan.slot_times],
-                dtype="datetime64[ns]",
-            )
-            coords["time"] = np.broadcast_to(times, (len(ids), len(times))).copy()
-        image_dims = ("time", "band", "y", "x") if stack else ("band", "y", "x")
-        data = {"image": out["image"]}
-        dims: dict[str, tuple[str, ...]] = {"image": image_dims}
-        attrs: dict[str, Any] = {"grid": plan.grid, "crs": plan.grid.crs, "time": plan.time}
-        if self.labels is not None:
-            data[self.labels.name] = out["label"]
-            dims[self.labels.name] = ("y", "x")
-            attrs["label_fill"] = self.labels.fill
-            attrs["label_ignore"] = self.labels.ignore
-        return Batch(
-            data=data,
-            dims=dims,
-            starts={"y": rows, "x": cols},
-            coords=coords,
-            window_ids=ids,
-            epoch=epoch,
-            index=index,
-            mask=out["valid"],
-            mask_dims=image_dims,
-            channels=plan.channels,
-            attrs=attrs,
+    def _lookahead(self) -> int:
+        b = self.order.batch_size
+        cap = max(16, 32768 // b)
+        if self.order.shuffle == "chunks":
+            sizes = self.order.grid.block_sizes()
+            unit = int(sizes.max(initial=1)) * self.order.shuffle_buffer
+            return int(min(cap, max(16, 2 * -(-unit // b) + 16)))
+        return int(
+            min(cap, max(16, 2 * self.budget.cache_capacity // max(1, self.budget.batch_nbytes)))
         )
 
     def _identity(self) -> tuple[dict[str, Any], Mapping[str, np.ndarray]]:
@@ -339,75 +252,45 @@ class ChipStream(ShardedStream):
     def _run(
         self, batches: Sequence[int], shard: int, num_shards: int, num_threads: int | None
     ) -> Iterator[Batch]:
-        """The global batches ``batches`` of the current epoch, read on a thread pool."""
-        epoch = self._epoch
-        order = self.order.epoch(epoch)
-        report = ChipReport(epoch=epoch, shard=shard, num_shards=num_shards)
-        self._report = report
-        threads = num_threads or self.num_threads
-        t0 = _time.perf_counter()
-        pending: deque[tuple[int, np.ndarray, dict[str, np.ndarray], list[Future[None]]]] = deque()
-        source = order.iter_batches(batches)
-        h, w = self.chip_shape
-        with ThreadPoolExecutor(threads, thread_name_prefix="earthstream-chips") as pool:
-            try:
-                while True:
-                    while len(pending) < self.prefetch + 1:
-                        nxt = next(source, None)
-                        if nxt is None:
-                            break
-                        index, ids = nxt
-                        out = self._allocate(len(ids))
-                        starts = self.order.grid.starts_of(ids)
-                        futures = [
-                            pool.submit(
-                                self._fill, i, PixelWindow(int(r), int(c), h, w), out, report
-                            )
-                            for i, (r, c) in enumerate(starts)
-                        ]
-                        pending.append((index, ids, out, futures))
-                    if not pending:
-                        break
-                    index, ids, out, futures = pending.popleft()
-                    for fut in futures:
-                        fut.result()
-                    report.batches += 1
-                    report.elapsed_s = _time.perf_counter() - t0
-                    yield self._batch(index, ids, out, epoch)
-            finally:
-                for _, _, _, futures in pending:
-                    for fut in futures:
-                        fut.cancel()
-        report.elapsed_s = _time.perf_counter() - t0
+        """The global batches ``batches`` of the current epoch, through the engine."""
+        bound_gdal_cache(self, self.gdal_cache)
+        order = self.order.epoch(self._epoch)
+        engine = self._engine_for(num_threads or self.num_threads)
+        assembler = engine.kind.assembler
+        assert isinstance(assembler, ChipAssembler)
+        assembler.counts.clear()
+        runner = engine.run(
+            order, batches, shard=shard, num_shards=num_shards, corrupt_count=self._corrupt_count
+        )
+        for batch in runner:
+            report = engine.report
+            assert report is not None
+            if self._report is not report:
+                report.excluded.update(self.excluded)
+                self._report = report
+            report.counts.update(assembler.counts.popleft())
+            yield batch
+
+    def close(self) -> None:
+        """Free the tile slots kept between epochs (iteration can resume later)."""
+        self._engine = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_report"] = None
+        state["_engine"] = None
+        state["_engine_key"] = None
         return self._sharding_state(state)
 
     def __repr__(self) -> str:
         h, w = self.chip_shape
+        levels = ", ".join(f"{k}: {v}" for k, v in self.inputs.levels().items())
         return (
             f"<ChipStream {len(self.plan.scenes)} scenes, channels {list(self.channels)}, "
             f"time={self.plan.time!r} ({self.plan.n_time} slots); chips {h}x{w} on "
             f"{self.plan.grid!r}; {self.n_windows} chips in {len(self)} batches of "
-            f"{self.order.batch_size}; shuffle={self.order.shuffle!r} seed={self.order.seed}"
+            f"{self.order.batch_size}; shuffle={self.order.shuffle!r} seed={self.order.seed}; "
+            f"{len(self.inputs.uses)} rasters in {len(self.inputs.sources)} tile inputs "
+            f"({levels}); memory_limit={format_bytes(self.memory_limit)}"
             f"{'; labels ' + repr(redact(self.labels.source.url)) if self.labels else ''}>"
         )
-
-
-def _file_dtype(ref: Any) -> str:
-    dtype = ref.bands[0].dtype
-    if dtype is None:
-        from ..geo._gdal import gdal_env, open_dataset
-
-        with gdal_env():
-            return str(open_dataset(ref.path).dtypes[ref.bands[0].index - 1])
-    return str(dtype)
-
-
-def default_threads() -> int:
-    try:
-        return max(2, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 2

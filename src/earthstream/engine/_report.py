@@ -64,6 +64,10 @@ class EpochReport:
     failures: dict[str, int] = field(default_factory=dict)  # failed attempts by kind
     corrupt_chunks: list[str] = field(default_factory=list)  # skipped (corrupt="skip")
     samples_dropped: int = 0  # samples dropped for reading a corrupt chunk
+    #: What the stream kind counts besides (chips: rasters read, warped, skipped ...).
+    counts: Counter[str] = field(default_factory=Counter)
+    #: Samples of the grid left out of every epoch, by reason (the same for every pass).
+    excluded: dict[str, int] = field(default_factory=dict)
     finished: bool = False
 
     @classmethod
@@ -89,9 +93,11 @@ class EpochReport:
             vars(merged)[name] = sum(vars(r)[name] for r in reports)
         for r in reports:
             merged.decodes.update(r.decodes)
+            merged.counts.update(r.counts)
             merged.corrupt_chunks.extend(r.corrupt_chunks)
             for kind, n in r.failures.items():
                 merged.failures[kind] = merged.failures.get(kind, 0) + n
+        merged.excluded = dict(reports[0].excluded)
         merged.elapsed_s = max(r.elapsed_s for r in reports)
         started = [r.first_batch_s for r in reports if r.batches]
         merged.first_batch_s = min(started) if started else 0.0
@@ -118,6 +124,17 @@ class EpochReport:
                 f"; {self.chunks_fallback} chunks read through zarr-python (codecs the fast "
                 "path lacks)"
                 if self.chunks_fallback
+                else ""
+            )
+            + (
+                "; " + ", ".join(f"{k} {v:,}" for k, v in self.counts.items())
+                if self.counts
+                else ""
+            )
+            + (
+                "; excluded from the epoch: "
+                + ", ".join(f"{k} {v:,}" for k, v in self.excluded.items())
+                if any(self.excluded.values())
                 else ""
             )
             + (

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,7 +29,15 @@ from ..storage import StoreLocation, parse_location
 from ..storage._readers import keep_inherited
 from ..storage._secrets import redact, url_secrets
 
-__all__ = ["GDAL_OPTIONS", "MAX_HANDLES", "gdal_env", "gdal_path", "open_dataset"]
+__all__ = [
+    "GDAL_OPTIONS",
+    "MAX_HANDLES",
+    "bound_gdal_cache",
+    "gdal_cache_share",
+    "gdal_env",
+    "gdal_path",
+    "open_dataset",
+]
 
 #: GDAL configuration used for every read (overridable per call).
 GDAL_OPTIONS: dict[str, str] = {
@@ -159,3 +168,45 @@ def quiet_rasterio_warnings() -> None:
     warnings.filterwarnings(
         "ignore", message="Dataset has no geotransform", category=NotGeoreferencedWarning
     )
+
+
+# -- GDAL's block cache: bounded by the memory budgets of the streams using GDAL -----------
+#: The smallest and largest block cache a stream asks for (bytes).
+GDAL_CACHE_MIN = 8 << 20
+GDAL_CACHE_MAX = 256 << 20
+
+_cache_lock = threading.Lock()
+_cache_owners: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_cache_state: dict[str, int] = {}
+
+
+def gdal_cache_share(memory_limit: int) -> int:
+    """The part of a stream's ``memory_limit`` set aside for GDAL's block cache: 1/16,
+    between 8 and 256 MB.
+
+    >>> gdal_cache_share(1 << 30) >> 20, gdal_cache_share(64 << 20) >> 20
+    (64, 8)
+    """
+    return int(min(GDAL_CACHE_MAX, max(GDAL_CACHE_MIN, memory_limit // 16)))
+
+
+def bound_gdal_cache(owner: Any, nbytes: int) -> int:
+    """Bound GDAL's block cache (``GDAL_CACHEMAX``, one setting per process) by the largest
+    share ``nbytes`` of the streams alive in this process that registered one.
+
+    GDAL's default is 5% of the machine's RAM per process, outside any budget; a
+    stream calls this where it iterates (in each DataLoader worker), with its share
+    (:func:`gdal_cache_share`).  Returns the setting in bytes.
+    """
+    from rasterio.env import get_gdal_config, set_gdal_config
+
+    with _cache_lock:
+        if _cache_state.get("pid") != os.getpid():  # forked: this process's own setting
+            _cache_state.clear()
+            _cache_state["pid"] = os.getpid()
+        _cache_owners[owner] = int(nbytes)
+        value = max(_cache_owners.values())
+        if _cache_state.get("value") != value or get_gdal_config("GDAL_CACHEMAX") != value:
+            set_gdal_config("GDAL_CACHEMAX", value)  # an int: bytes (GDALSetCacheMax64)
+            _cache_state["value"] = value
+        return value

@@ -27,8 +27,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ._gdal import gdal_env, open_dataset, quiet_rasterio_warnings
+from ._boxes import RADIUS
+from ._gdal import gdal_env, open_dataset
 from ._grid import GridSpec, PixelWindow, reproject_bounds
+from ._warp import valid_of, warp_bands
 
 __all__ = [
     "RESAMPLING",
@@ -57,7 +59,6 @@ RESAMPLING = (
     "sum",
     "rms",
 )
-_RADIUS = {"nearest": 0, "bilinear": 1, "cubic": 2, "cubic_spline": 2, "lanczos": 3}  # kernel, px
 
 
 def check_resampling(name: str) -> str:
@@ -209,14 +210,14 @@ def read_chip(
             rows = slice(win.row - want.row, win.row - want.row + win.height)
             cols = slice(win.col - want.col, win.col - want.col + win.width)
             for i, nodata in enumerate(nodatas):
-                ok = _valid(data[i], nodata) & ~valid[i, rows, cols]  # first valid pixel wins
+                ok = valid_of(data[i], nodata) & ~valid[i, rows, cols]  # first valid pixel wins
                 np.copyto(out[i, rows, cols], data[i], where=ok, casting="unsafe")
                 valid[i, rows, cols] |= ok
             return out, valid, info
 
         # GDAL widens the kernel by the downsampling factor; read that much around the chip
         widen = max(1.0, scale * ref.grid.res[0] / grid.res[0])
-        margin = max(math.ceil(_RADIUS.get(m, 1) * widen) for m in methods) + 2
+        margin = max(math.ceil(RADIUS.get(m, 1) * widen) for m in methods) + 2
         win = grid.window_from_bounds(src_bounds).pad(margin).intersection(grid.full_window())
         info.window = win
         if win.empty:
@@ -224,11 +225,12 @@ def read_chip(
             return out, valid, info
         data = _read(ds, ref.bands, win)
         src = grid.window(win)
-        groups: dict[tuple[str, float | None], list[int]] = {}
-        for i, (m, nd) in enumerate(zip(methods, nodatas, strict=True)):
-            groups.setdefault((m, nd), []).append(i)
-        for (method, nodata), idx in groups.items():
-            _warp(data[idx], src, chip, method, nodata, out, valid, idx)
+        raw, ok = warp_bands(
+            data, src.transform, src.crs, chip.transform, chip.crs, chip.shape, methods, nodatas
+        )
+        for i in range(n):
+            np.copyto(out[i], raw[i], where=ok[i] & ~valid[i], casting="unsafe")
+            valid[i] |= ok[i]
     return out, valid, info
 
 
@@ -253,66 +255,6 @@ def _read(ds: Any, bands: Sequence[RasterBand], win: PixelWindow) -> np.ndarray:
 
     window = Window(win.col, win.row, win.width, win.height)
     return np.asarray(ds.read([b.index for b in bands], window=window))
-
-
-def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    if nodata is None:
-        return np.ones(values.shape, dtype=bool)
-    if math.isnan(nodata):
-        return np.asarray(~np.isnan(values))
-    return np.asarray(values != nodata)
-
-
-def _warp(
-    data: np.ndarray,
-    src: GridSpec,
-    chip: GridSpec,
-    method: str,
-    nodata: float | None,
-    out: np.ndarray,
-    valid: np.ndarray,
-    idx: list[int],
-) -> None:
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
-    quiet_rasterio_warnings()
-    resampling = Resampling[method]
-    dst = np.zeros((len(idx), *chip.shape), dtype=data.dtype)
-    fill = nodata if nodata is not None else 0
-    dst[...] = fill
-    reproject(
-        source=data,
-        destination=dst,
-        src_transform=src.affine,
-        src_crs=src.crs,
-        src_nodata=nodata,
-        dst_transform=chip.affine,
-        dst_crs=chip.crs,
-        dst_nodata=nodata,
-        resampling=resampling,
-        num_threads=1,
-    )
-    if nodata is None:  # no nodata value: the raster's footprint says what is valid
-        inside = np.zeros((1, *chip.shape), dtype=np.uint8)
-        reproject(
-            source=np.ones((1, *data.shape[1:]), dtype=np.uint8),
-            destination=inside,
-            src_transform=src.affine,
-            src_crs=src.crs,
-            dst_transform=chip.affine,
-            dst_crs=chip.crs,
-            dst_nodata=0,
-            resampling=Resampling.nearest,
-            num_threads=1,
-        )
-        footprint = inside[0].astype(bool)
-        oks = [footprint] * len(idx)
-    else:
-        oks = [_valid(dst[j], nodata) for j in range(len(idx))]
-    for j, i in enumerate(idx):
-        np.copyto(out[i], dst[j], where=oks[j] & ~valid[i], casting="unsafe")
-        valid[i] |= oks[j]
 
 
 def decode(

@@ -13,8 +13,9 @@ pixel grid, ``"native"``) and the box of the raster to read:
 * any other chip reads the pixel window covering its bounds in the raster's
   CRS plus a margin for the resampling kernel (widened by the downsampling
   factor, as GDAL's warper widens its kernel), and the assembler warps it onto
-  the chip with GDAL's warper (``rasterio.warp.reproject``), one call per group
-  of bands sharing a nodata value: the same window and warp a windowed
+  the chip with :func:`~earthstream.geo._warp.warp_bands` (GDAL's warper, on its
+  fast kernel where a window holds no nodata pixel), one call per group of
+  bands sharing a nodata value: the same window and warp a windowed
   :func:`~earthstream.geo.read_chip` makes, so results equal
   ``rasterio.warp.reproject`` of the whole file.
 
@@ -35,8 +36,10 @@ import numpy as np
 
 from ..engine import VarLayout
 from ..errors import ConfigError, WindowError
+from ..geo._boxes import RADIUS
 from ..geo._grid import GridSpec, PixelWindow, normalize_crs, reproject_bounds, transformer
 from ..geo._read import RasterBand, check_resampling, pick_overview
+from ..geo._warp import valid_of, warp_bands
 from ..sources._tiff_source import TiffSource
 from ._kind import FRAME
 from ._open import Primary
@@ -45,8 +48,6 @@ from ._spec import MissingModality, Modality, RecordInfo
 
 __all__ = ["RasterModality", "raster_input"]
 
-#: Kernel radius (pixels) of each resampling method (as :mod:`earthstream.geo._read`).
-_RADIUS = {"nearest": 0, "bilinear": 1, "cubic": 2, "cubic_spline": 2, "lanczos": 3}
 #: Tolerances of :meth:`GridSpec.aligned_with`.
 _TOL = 1e-6
 _EPS = 1e-6  # of GridSpec.window_from_bounds
@@ -245,7 +246,7 @@ class RasterModality:
 
     def _margin(self, scale: float | np.ndarray, grid: GridSpec) -> Any:
         widen = np.maximum(1.0, np.asarray(scale) * self.full.res[0] / grid.res[0])
-        return np.ceil(_RADIUS.get(self.resampling, 1) * widen).astype(np.int64) + 2
+        return np.ceil(RADIUS.get(self.resampling, 1) * widen).astype(np.int64) + 2
 
     def _native_origins(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         """Upper-left corner of each native chip, snapped to the raster's pixel grid."""
@@ -378,21 +379,18 @@ class RasterModality:
                 (cols >= 0) & (cols < grid.width)
             )[:, None, :]
             for i, nodata in enumerate(nodatas):
-                valid[aligned, i] = inside & _valid(chip[aligned, i], nodata)
+                valid[aligned, i] = inside & valid_of(chip[aligned, i], nodata)
         for r in np.flatnonzero(mode == _WARP).tolist():
             row, col, hh, ww = (int(v) for v in window[r])
-            raw, ok = chip[r], valid[r]
-            for i, nodata in enumerate(nodatas):
-                raw[i] = nodata if nodata is not None else 0
-            if hh <= 0 or ww <= 0:
-                continue  # the chip does not touch the raster
+            if hh <= 0 or ww <= 0:  # the chip does not touch the raster
+                for i, nodata in enumerate(nodatas):
+                    chip[r, i] = nodata if nodata is not None else 0
+                continue
             src = grid.window(PixelWindow(row, col, hh, ww))
-            target = GridSpec(self.crs, tuple(extra["transform"][r]), (h, w))
-            groups: dict[float | None, list[int]] = {}
-            for i, nodata in enumerate(nodatas):
-                groups.setdefault(nodata, []).append(i)
-            for nodata, idx in groups.items():
-                warp(frame[r][idx, :hh, :ww], src, target, self.resampling, nodata, raw, ok, idx)
+            chip[r], valid[r] = warp_bands(
+                frame[r][:, :hh, :ww], src.transform, src.crs, tuple(extra["transform"][r]),
+                self.crs, (h, w), [self.resampling] * len(nodatas), nodatas,
+            )  # fmt: skip
         for i, band in enumerate(self.bands):  # raw * scale + offset, 0 where not valid
             np.multiply(chip[:, i, :h, :w], band.scale, out=out[:, i], casting="unsafe")
             out[:, i] += band.offset
@@ -458,67 +456,3 @@ def reproject_many(bounds: np.ndarray, src: str, dst: str) -> np.ndarray:
             [np.nanmin(x, 1), np.nanmin(y, 1), np.nanmax(x, 1), np.nanmax(y, 1)], axis=1
         )
     return out
-
-
-def _valid(values: np.ndarray, nodata: float | None) -> np.ndarray:
-    if nodata is None:
-        return np.ones(values.shape, dtype=bool)
-    if math.isnan(nodata):
-        return np.asarray(~np.isnan(values))
-    return np.asarray(values != nodata)
-
-
-def warp(
-    data: np.ndarray,
-    src: GridSpec,
-    chip: GridSpec,
-    method: str,
-    nodata: float | None,
-    out: np.ndarray,
-    valid: np.ndarray,
-    idx: list[int],
-) -> None:
-    """Warp bands ``data`` (on ``src``) onto ``chip`` with GDAL's warper; write them into
-    ``out[idx]`` where valid and not yet valid, and mark ``valid`` (as
-    :func:`~earthstream.geo.read_chip` does, so results equal it)."""
-    from rasterio.enums import Resampling
-    from rasterio.warp import reproject
-
-    from ..geo._gdal import quiet_rasterio_warnings
-
-    quiet_rasterio_warnings()
-    resampling = Resampling[method]
-    dst = np.zeros((len(idx), *chip.shape), dtype=data.dtype)
-    dst[...] = nodata if nodata is not None else 0
-    reproject(
-        source=np.ascontiguousarray(data),
-        destination=dst,
-        src_transform=src.affine,
-        src_crs=src.crs,
-        src_nodata=nodata,
-        dst_transform=chip.affine,
-        dst_crs=chip.crs,
-        dst_nodata=nodata,
-        resampling=resampling,
-        num_threads=1,
-    )
-    if nodata is None:  # no nodata value: the raster's footprint says what is valid
-        inside = np.zeros((1, *chip.shape), dtype=np.uint8)
-        reproject(
-            source=np.ones((1, *data.shape[1:]), dtype=np.uint8),
-            destination=inside,
-            src_transform=src.affine,
-            src_crs=src.crs,
-            dst_transform=chip.affine,
-            dst_crs=chip.crs,
-            dst_nodata=0,
-            resampling=Resampling.nearest,
-            num_threads=1,
-        )
-        footprint = inside[0].astype(bool)
-        oks = [footprint] * len(idx)
-    else:
-        oks = [_valid(dst[j], nodata) for j in range(len(idx))]
-    for j, i in enumerate(idx):
-        np.copyto(out[i], dst[j], where=oks[j] & ~valid[i], casting="unsafe")
-        valid[i] |= oks[j]
