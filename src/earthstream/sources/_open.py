@@ -119,7 +119,7 @@ def open_zarr(
         Sharded Zarr v3 arrays: the largest block (decoded bytes) of one shard's
         inner chunks read, cached and cut as one chunk (a *read unit*: whole
         inner chunks, starting along the last dim, never across a shard's
-        border; default 8 MiB).  Windows that cross inner chunks' borders then
+        border; default 4 MiB).  Windows that cross inner chunks' borders then
         lie in one block, and one request fetches the unit.  ``0``: inner chunks
         one by one.  The chosen unit shows in the source's ``repr`` and is its
         variables' ``chunks``.

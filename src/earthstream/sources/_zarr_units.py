@@ -12,7 +12,7 @@ The rule (:func:`choose_read_unit`): starting from the last dim (the one
 contiguous in memory), take as many inner chunks of the shard along it as fit in
 ``max_bytes`` (a divisor of the shard's inner chunks along that dim, so units
 tile the shard); only when a dim holds its whole shard extent does the unit grow
-along the dim before it.  The default bound is :data:`READ_UNIT_BYTES` (8 MiB):
+along the dim before it.  The default bound is :data:`READ_UNIT_BYTES` (4 MiB):
 for ERA5-like shards of ``24 x 723 x 1440`` float32 with inner chunks of
 ``1 x 241 x 360`` a unit is one time step of the shard, ``1 x 723 x 1440`` (12
 inner chunks, 4.2 MB).  ``open_zarr(..., read_unit_bytes=0)`` reads inner
@@ -30,7 +30,7 @@ from ._zarr_codecs import RawChunk, ZarrArraySpec
 __all__ = ["READ_UNIT_BYTES", "UnitPart", "UnitRaw", "choose_read_unit", "unit_parts"]
 
 #: The default bound of a read unit's decoded bytes.
-READ_UNIT_BYTES = 8 << 20
+READ_UNIT_BYTES = 4 << 20
 
 
 def _divisors(n: int) -> list[int]:
@@ -47,8 +47,10 @@ def choose_read_unit(spec: ZarrArraySpec, itemsize: int, max_bytes: int) -> Zarr
     >>> shard = ShardSpec((1, 241, 360), (24, 3, 4), "end", True, False)
     >>> spec = ZarrArraySpec("t2m", (48, 721, 1440), "<f4", (1, 241, 360), (24, 723, 1440),
     ...                      None, 3, "c/", "/", (), shard=shard)
-    >>> choose_read_unit(spec, 4, 8 << 20).unit_chunks
+    >>> choose_read_unit(spec, 4, 4 << 20).unit_chunks
     (1, 723, 1440)
+    >>> choose_read_unit(spec, 4, 9 << 20).unit_chunks
+    (2, 723, 1440)
     >>> choose_read_unit(spec, 4, 2 << 20).unit_chunks
     (1, 241, 1440)
     >>> choose_read_unit(spec, 4, 0).read_unit is None
