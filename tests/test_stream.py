@@ -209,8 +209,9 @@ def test_full_shuffle_sweeps_many_small_chunks(tmp_path: Path, open_xr) -> None:
     )
     ds = open_xr(path)
     limit = 170_000  # about a quarter of the 655 kB of data
+    inner = es.open_zarr(path, read_unit_bytes=0)  # inner chunks one by one, not read units
     stream = es.Stream(
-        path, {"lat": 4, "lon": 4}, batch_size=16, shuffle="full", memory_limit=limit, seed=3
+        inner, {"lat": 4, "lon": 4}, batch_size=16, shuffle="full", memory_limit=limit, seed=3
     )
     k = stream._sweep_batches
     assert k >= 2

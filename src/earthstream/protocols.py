@@ -101,11 +101,12 @@ class ValueCoder(Protocol):
 class VariableInfo:
     """Static description of one variable of a source.
 
-    ``chunks`` is the shape of the unit the engine decodes: the chunk, or for a
-    sharded Zarr v3 array the inner chunk.  ``dtype`` is the dtype of the values
-    the source delivers: after CF decoding (``cf``), e.g. float32 for a packed
-    int16 variable.  ``fill_value`` is what missing chunks and padded window
-    edges hold, decoded too (NaN where xarray masks the stored fill value).
+    ``chunks`` is the shape of the unit the engine reads and caches: the chunk, or
+    for a sharded Zarr v3 array a read unit of whole inner chunks of one shard.
+    ``dtype`` is the dtype of the values the source delivers: after CF decoding
+    (``cf``), e.g. float32 for a packed int16 variable.  ``fill_value`` is what
+    missing chunks and padded window edges hold, decoded too (NaN where xarray
+    masks the stored fill value).
     ``attrs`` are the attributes as xarray's backend reads them (for Zarr v2 the
     array's ``fill_value`` is the ``_FillValue``).
 

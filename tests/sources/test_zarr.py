@@ -69,7 +69,14 @@ def test_sharded_reads_inner_chunks(era5_sharded: Path) -> None:
     spec = source.specs["t2m"]
     assert spec.shard is not None
     assert spec.chunks == (2, 7, 5) and spec.grid_chunks == (4, 14, 10)
-    assert source.variables["t2m"].chunk_grid == (4, 2, 4)
+    # by default a read unit is a whole shard here (2 x 2 x 2 inner chunks of 280 bytes)
+    assert spec.read_unit == (2, 2, 2) and source.variables["t2m"].chunk_grid == (2, 1, 2)
+    assert "read unit (4, 14, 10): 8 inner chunks (2, 7, 5)" in repr(source)
+    inner = es.open_zarr(era5_sharded, read_unit_bytes=0)
+    assert inner.specs["t2m"].read_unit is None
+    assert inner.variables["t2m"].chunk_grid == (4, 2, 4)
+    rows = es.open_zarr(era5_sharded, read_unit_bytes=1200)  # 4 inner chunks, one time block
+    assert rows.variables["t2m"].chunks == (2, 14, 10)
 
 
 def test_open_reads_no_chunk(era5_v3: Path, tmp_path: Path) -> None:

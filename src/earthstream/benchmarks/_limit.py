@@ -34,7 +34,8 @@ def _needed_chunks(spec: Spec) -> list[tuple[str, tuple[int, ...]]]:
     """Every chunk touched by the epoch's windows (drop edges), per variable."""
     from .. import open_zarr
 
-    source = open_zarr(spec["store"], variables=spec["variables"])
+    # the decode unit (a shard's inner chunk), not the read unit the engine sees
+    source = open_zarr(spec["store"], variables=spec["variables"], read_unit_bytes=0)
     if spec.get("stream"):  # whole-field forecasts: every step is some sample's
         return [
             (name, idx)
@@ -56,7 +57,7 @@ def _limit_numcodecs(spec: Spec) -> Result:
     """Read + decode each needed chunk once on all cores, into reused buffers."""
     from .. import open_zarr
 
-    source = open_zarr(spec["store"], variables=spec["variables"])
+    source = open_zarr(spec["store"], variables=spec["variables"], read_unit_bytes=0)
     keys = _needed_chunks(spec)
     reader = source.reader
     decoders = {name: source._decoder(name) for name in source.variables}
@@ -98,7 +99,9 @@ def _limit_cf(spec: Spec, how: str) -> Result:
 
     from .. import open_zarr
 
-    source = open_zarr(spec["store"], variables=spec["variables"], decode_cf=False)
+    source = open_zarr(
+        spec["store"], variables=spec["variables"], decode_cf=False, read_unit_bytes=0
+    )
     keys = _needed_chunks(spec)
     reader = source.reader
     decoders = {name: source._decoder(name) for name in source.variables}

@@ -12,6 +12,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
+import numpy as np
+
 from .._validate import check_flag, check_names
 from ..errors import ConfigError, UnsupportedInputError
 from ..protocols import SOURCE_MEMBERS, ChunkedSource, is_chunked_source, missing_members
@@ -19,6 +21,7 @@ from ._cf import CFOptions, DecodedDtype
 from ._xarray import is_xarray, open_xarray
 from ._zarr import ZarrSource
 from ._zarr_open import is_zarr_input, open_store
+from ._zarr_units import READ_UNIT_BYTES
 
 __all__ = ["as_source", "open_zarr"]
 
@@ -33,6 +36,7 @@ def open_zarr(
     mask_and_scale: bool = True,
     decode_times: bool = True,
     decoded_dtype: DecodedDtype = "float32",
+    read_unit_bytes: int = READ_UNIT_BYTES,
 ) -> ZarrSource: ...
 
 
@@ -46,6 +50,7 @@ def open_zarr(
     mask_and_scale: bool = True,
     decode_times: bool = True,
     decoded_dtype: DecodedDtype = "float32",
+    read_unit_bytes: int = READ_UNIT_BYTES,
 ) -> ChunkedSource: ...
 
 
@@ -58,6 +63,7 @@ def open_zarr(
     mask_and_scale: bool = True,
     decode_times: bool = True,
     decoded_dtype: DecodedDtype = "float32",
+    read_unit_bytes: int = READ_UNIT_BYTES,
 ) -> ChunkedSource:
     """Open a Zarr v2 or v3 store (group or single array) lazily.
 
@@ -109,6 +115,14 @@ def open_zarr(
         float64 (packed int16 becomes float32: half of xarray's bytes, values
         equal to xarray's rounded to float32).  ``"xarray"``: xarray's dtype rule
         (float64 for packed data, since Zarr attributes are JSON doubles).
+    read_unit_bytes
+        Sharded Zarr v3 arrays: the largest block (decoded bytes) of one shard's
+        inner chunks read, cached and cut as one chunk (a *read unit*: whole
+        inner chunks, starting along the last dim, never across a shard's
+        border; default 4 MiB).  Windows that cross inner chunks' borders then
+        lie in one block, and one request fetches the unit.  ``0``: inner chunks
+        one by one.  The chosen unit shows in the source's ``repr`` and is its
+        variables' ``chunks``.
 
     Returns
     -------
@@ -152,9 +166,25 @@ def open_zarr(
         if decode_cf
         else CFOptions(False, False, decoded_dtype)
     )
+    if isinstance(read_unit_bytes, bool) or not isinstance(read_unit_bytes, int | np.integer):
+        raise ConfigError(
+            f"read_unit_bytes={read_unit_bytes!r}: pass a number of bytes (an int >= 0; "
+            "0 reads a shard's inner chunks one by one)."
+        )
+    if read_unit_bytes < 0:
+        raise ConfigError(
+            f"read_unit_bytes={read_unit_bytes}: pass a number of bytes >= 0 (0 reads a "
+            "shard's inner chunks one by one)."
+        )
     if is_xarray(url_or_path):
         return open_xarray(url_or_path, variables)
-    return open_store(url_or_path, variables, storage_options=storage_options, options=options)
+    return open_store(
+        url_or_path,
+        variables,
+        storage_options=storage_options,
+        options=options,
+        read_unit_bytes=int(read_unit_bytes),
+    )
 
 
 def as_source(

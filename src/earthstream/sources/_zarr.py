@@ -22,6 +22,7 @@ from ._cf import CFOptions, cf_coder, decode_reference
 from ._cftime import decode_cf_time, is_cf_time
 from ._zarr_codecs import ChunkDecoder, ZarrArraySpec
 from ._zarr_meta import CheckedStore, call_zarr
+from ._zarr_units import UnitRaw, unit_parts
 
 __all__ = ["Location", "ZarrSource"]
 
@@ -250,6 +251,8 @@ class ZarrSource:
         """
         spec = self._specs[name]
         coder = self._variables[name].cf
+        if spec.read_unit is not None:
+            return self._decode_unit(name, self._fetch_units(name, [index])[0], out)
         if spec.fast:
             decoder = self._decoders.get(name)
             if decoder is None or self._pid != os.getpid():
@@ -276,6 +279,69 @@ class ZarrSource:
             info = self._variables[name]
             buf = buffers[name] = np.empty(info.chunks, info.stored_dtype)
         return buf
+
+    def _inner_buffer(self, name: str) -> np.ndarray:
+        """This thread's buffer for one inner chunk of ``name``'s stored values (reused)."""
+        buffers: dict[str, np.ndarray] | None = getattr(self._local, "inner", None)
+        if buffers is None:
+            buffers = self._local.inner = {}
+        buf = buffers.get(name)
+        if buf is None:
+            buf = buffers[name] = np.empty(
+                self._specs[name].chunks, self._variables[name].stored_dtype
+            )
+        return buf
+
+    # -- read units of sharded arrays (see _zarr_units) ------------------------------
+    def _fetch_units(self, name: str, indices: Sequence[tuple[int, ...]]) -> list[UnitRaw | None]:
+        """The stored bytes of read units: their inner chunks, fetched together (ranges
+        of one shard merge); ``None`` for a unit none of whose inner chunks is stored."""
+        spec = self._specs[name]
+        decoder = self._decoders.get(name)
+        if decoder is None or self._pid != os.getpid():
+            decoder = self._decoder(name)
+        parts = [unit_parts(spec, index) for index in indices]
+        raws = decoder.fetch_many(self.reader, [p.index for unit in parts for p in unit])
+        out: list[UnitRaw | None] = []
+        at = 0
+        for unit in parts:
+            mine = tuple(raws[at : at + len(unit)])
+            at += len(unit)
+            out.append(None if all(r is None for r in mine) else UnitRaw(tuple(unit), mine))
+        return out
+
+    def _decode_unit(
+        self, name: str, raw: UnitRaw | None, out: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Decode a read unit's inner chunks, each into its region of ``out`` (the unit's
+        shape); inner chunks not stored hold the fill value, as zarr-python reads them.
+        Any inner chunk that fails to decode fails the whole unit (ChunkDecodeError)."""
+        if raw is None:
+            return None
+        info = self._variables[name]
+        decoder = self._decoders.get(name)
+        if decoder is None or self._pid != os.getpid():
+            decoder = self._decoder(name)
+        if out is None:
+            out = np.empty(info.chunks, info.dtype)
+        stored = out if info.cf is None else self._stored_buffer(name)
+        missing = []
+        for part, chunk in zip(raw.parts, raw.raws, strict=True):
+            if chunk is None:
+                missing.append(part.region)
+                if info.cf is not None:
+                    stored[part.region] = 0  # defined values for the CF coder; filled below
+                continue
+            region = stored[part.region]
+            if region.flags.c_contiguous:  # e.g. units stacked along the first dim
+                decoder.decode(chunk.data, chunk.where, region)
+            else:
+                region[...] = decoder.decode(chunk.data, chunk.where, self._inner_buffer(name))
+        if info.cf is not None:
+            self._cf_decode(name, stored, out)
+        for where in missing:
+            out[where] = info.fill_value
+        return out
 
     def _cf_decode(self, name: str, raw: np.ndarray, out: np.ndarray | None) -> np.ndarray:
         """CF-decode stored values (a whole chunk, or its part inside the array) into ``out``."""
@@ -305,6 +371,8 @@ class ZarrSource:
         spec = self._specs[name]
         if not spec.fast:
             return [_FALLBACK] * len(indices)
+        if spec.read_unit is not None:
+            return list(self._fetch_units(name, indices))
         decoder = self._decoders.get(name)
         if decoder is None or self._pid != os.getpid():
             decoder = self._decoder(name)
@@ -313,10 +381,14 @@ class ZarrSource:
     def fetch_group(self, name: str, index: tuple[int, ...]) -> Any:
         """Chunks with the same group are best fetched together (one shard's inner
         chunks: their byte ranges merge)."""
-        shard = self._specs[name].shard
+        spec = self._specs[name]
+        shard = spec.shard
         if shard is None:
             return index
-        return tuple(i // n for i, n in zip(index, shard.chunks_per_shard, strict=True))
+        per_unit = spec.read_unit or (1,) * len(index)
+        return tuple(
+            i * k // n for i, k, n in zip(index, per_unit, shard.chunks_per_shard, strict=True)
+        )
 
     def decode_chunk(
         self, name: str, index: tuple[int, ...], raw: Any, out: np.ndarray | None = None
@@ -326,6 +398,8 @@ class ZarrSource:
             return None
         if raw is _FALLBACK:
             return self.read_chunk(name, index, out)
+        if isinstance(raw, UnitRaw):
+            return self._decode_unit(name, raw, out)
         decoder = self._decoders.get(name)
         if decoder is None or self._pid != os.getpid():
             decoder = self._decoder(name)
@@ -339,6 +413,16 @@ class ZarrSource:
         spec = self._specs[name]
         if not spec.fast:
             return f"{join_key(self.location.display, spec.path)} chunk {index}"
+        if spec.read_unit is not None and spec.shard is not None:
+            parts = unit_parts(spec, index)
+            cps = spec.shard.chunks_per_shard
+            outer = tuple(i // n for i, n in zip(parts[0].index, cps, strict=True))
+            first = tuple(i % n for i, n in zip(parts[0].index, cps, strict=True))
+            last = tuple(i % n for i, n in zip(parts[-1].index, cps, strict=True))
+            return join_key(
+                self.location.display,
+                f"{spec.key(outer)} (read unit {index}: inner chunks {first} to {last})",
+            )
         return join_key(self.location.display, self._decoder(name).where(index))
 
     def request_stats(self) -> RequestCounts:
@@ -410,6 +494,13 @@ class ZarrSource:
                 f"chunks={info.chunks}  {'+'.join(info.codecs) or 'raw'}  "
                 f"{format_bytes(info.nbytes)}{decoded}"
             )
+            spec = self._specs[name]
+            if spec.read_unit is not None and spec.shard is not None:
+                n = int(np.prod(spec.read_unit))
+                lines.append(
+                    f"  {'':<{width}}  read unit {info.chunks}: {n} inner chunks "
+                    f"{spec.chunks} of shards {spec.grid_chunks}"
+                )
         if self._coord_arrays:
             lines.append("Coordinates: " + ", ".join(self._coord_arrays))
         if self._selection:

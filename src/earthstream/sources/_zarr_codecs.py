@@ -82,6 +82,9 @@ class ZarrArraySpec:
 
     ``chunks`` is the decode unit (the inner chunk of a sharded array);
     ``grid_chunks`` the unit that has a key in the store (the shard).
+    ``read_unit`` (sharded arrays only): inner chunks per *read unit* along each
+    dim, the block the engine reads, caches and cuts windows from
+    (:attr:`unit_chunks`); ``None``: the inner chunk itself.
     """
 
     path: str
@@ -100,6 +103,14 @@ class ZarrArraySpec:
     shard: ShardSpec | None = None
     fast: bool = True
     codec_names: tuple[str, ...] = ()
+    read_unit: tuple[int, ...] | None = None
+
+    @property
+    def unit_chunks(self) -> tuple[int, ...]:
+        """The shape of the block the engine sees as one chunk (a read unit, or ``chunks``)."""
+        if self.read_unit is None:
+            return self.chunks
+        return tuple(c * k for c, k in zip(self.chunks, self.read_unit, strict=True))
 
     @property
     def np_dtype(self) -> np.dtype[Any]:

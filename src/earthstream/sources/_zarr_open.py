@@ -32,6 +32,7 @@ from ._cf import CFOptions, backend_attrs, cf_coder
 from ._zarr import Location, ZarrSource, _zarr_store
 from ._zarr_codecs import ZarrArraySpec, spec_from_metadata
 from ._zarr_meta import CheckedStore, call_zarr
+from ._zarr_units import READ_UNIT_BYTES, choose_read_unit
 
 __all__ = [
     "ACCEPTED_INPUTS",
@@ -60,7 +61,11 @@ def _zarr_fill(array: Any) -> Any:
 
 
 def describe_array(
-    name: str, path: str, array: Any, options: CFOptions | None = None
+    name: str,
+    path: str,
+    array: Any,
+    options: CFOptions | None = None,
+    read_unit_bytes: int = READ_UNIT_BYTES,
 ) -> tuple[ZarrArraySpec, VariableInfo]:
     """The decode spec and description of one zarr-python array as a data variable.
 
@@ -68,6 +73,8 @@ def describe_array(
     decoded fill value and the :class:`~earthstream.sources._cf.CFCoder` that
     :meth:`ZarrSource.read_chunk` applies to every chunk.  Any source built on
     zarr-python arrays gets the same decoding by describing them with this.
+    A sharded array's chunks are read units of up to ``read_unit_bytes``
+    (:mod:`~earthstream.sources._zarr_units`).
     """
     options = options or CFOptions()
     dtype = np.dtype(array.dtype)
@@ -82,12 +89,14 @@ def describe_array(
         fill: Any = coder.decode_scalar(stored_fill)
     else:
         fill = np.asarray(stored_fill).item()
+    delivered = coder.np_dtype if coder is not None else native
+    spec = choose_read_unit(spec, delivered.itemsize, read_unit_bytes)
     info = VariableInfo(
         name=name,
         dims=_dims_of(array),
         shape=tuple(int(n) for n in array.shape),
-        dtype=coder.np_dtype if coder is not None else native,
-        chunks=spec.chunks,
+        dtype=delivered,
+        chunks=spec.unit_chunks,
         fill_value=fill,
         codecs=spec.codec_names,
         attrs=attrs,
@@ -222,6 +231,7 @@ def open_store(
     *,
     storage_options: Mapping[str, Any] | None = None,
     options: CFOptions | None = None,
+    read_unit_bytes: int = READ_UNIT_BYTES,
 ) -> ZarrSource:
     """Open a Zarr store, group or array (a path, URL or zarr-python object) lazily.
 
@@ -306,7 +316,7 @@ def open_store(
             continue
         if name in listed_coords or arr.ndim == 0:
             continue
-        specs[name], infos[name] = describe_array(name, path, arr, options)
+        specs[name], infos[name] = describe_array(name, path, arr, options, read_unit_bytes)
     source = ZarrSource(location, specs, infos, coord_arrays, dict(node.attrs), cf=options)
     if variables is not None:
         source = source.select(variables)
