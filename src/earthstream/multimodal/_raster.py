@@ -392,9 +392,12 @@ class RasterModality:
                 self.crs, (h, w), [self.resampling] * len(nodatas), nodatas,
             )  # fmt: skip
         for i, band in enumerate(self.bands):  # raw * scale + offset, 0 where not valid
-            np.multiply(chip[:, i, :h, :w], band.scale, out=out[:, i], casting="unsafe")
-            out[:, i] += band.offset
-            out[:, i][~valid[:, i]] = 0.0
+            # only valid pixels are computed: the others may hold whatever the frame
+            # held (memory past a raster's edge is not filled), never read
+            target, where = out[:, i], valid[:, i]
+            target[...] = 0.0
+            np.multiply(chip[:, i, :h, :w], band.scale, out=target, where=where, casting="unsafe")
+            np.add(target, band.offset, out=target, where=where)
         if self.flip:
             out[...] = out[:, :, ::-1]
             valid[...] = valid[:, :, ::-1]
