@@ -10,6 +10,7 @@ store, a refused request, corrupt chunks).  ``--debug`` (or
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -214,6 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
+        else:
+            # Reads still in flight when the command gives up (zarr-python gathers
+            # several metadata reads; the first failure ends the command) may end while
+            # the interpreter exits, and asyncio would log their errors ("Task exception
+            # was never retrieved", with a traceback): the error is the one printed here.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         print(f"earthstream: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, _USAGE_ERRORS) else EXIT_DATA
 
