@@ -10,7 +10,7 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -75,15 +75,7 @@ def _limit_numcodecs(spec: Spec) -> Result:
         chunk = decoder.read(reader, index, out=out)
         return 0 if chunk is None else chunk.nbytes
 
-    threads = spec.get("threads") or cpus()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(work, keys[: 4 * threads]))  # warm the buffers
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        decoded = sum(pool.map(work, keys))
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-    return {"elapsed_s": elapsed, "cpu_s": cpu, "bytes_decoded": decoded, "chunks": len(keys)}
+    return _timed_decodes(work, keys, spec)
 
 
 def _limit_cf(spec: Spec, how: str) -> Result:
@@ -145,15 +137,7 @@ def _limit_cf(spec: Spec, how: str) -> Result:
             np.copyto(out, tmp, casting="same_kind")
         return int(out.nbytes)
 
-    threads = spec.get("threads") or cpus()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(work, keys[: 4 * threads]))  # warm the buffers
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        decoded = sum(pool.map(work, keys))
-        elapsed = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-    return {"elapsed_s": elapsed, "cpu_s": cpu, "bytes_decoded": decoded, "chunks": len(keys)}
+    return _timed_decodes(work, keys, spec)
 
 
 def _limit_zarr(spec: Spec, pipeline: str | None) -> Result:
@@ -199,3 +183,17 @@ def limit(spec: Spec) -> list[Result]:
         run.update(run["candidates"][best], decoder=best)
         runs.append(run)
     return runs
+
+
+def _timed_decodes(work: Callable[[Any], int], keys: Sequence[Any], spec: Spec) -> Result:
+    """``work`` over every key on all cores (after warming the threads' buffers), timed:
+    wall and CPU seconds, bytes decoded, chunks."""
+    threads = spec.get("threads") or cpus()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, keys[: 4 * threads]))  # warm the buffers
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        decoded = sum(pool.map(work, keys))
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+    return {"elapsed_s": elapsed, "cpu_s": cpu, "bytes_decoded": decoded, "chunks": len(keys)}
